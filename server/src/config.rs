@@ -1,0 +1,929 @@
+//! Configuration: the city's catalog (procedures, life events), its sites with their queues,
+//! counters and dispensers, and the bearer tokens of each role.
+//!
+//! The file is parsed into `raw` types that mirror the TOML, then validated as a whole into
+//! [`Config`]; validation reports every problem at once with its field path.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::core::{
+    CounterId, CounterState, DispenserId, I18n, LifeEventId, ProcedureCode, Profile, QueueId,
+    QuestionId, SiteId, Strategy,
+};
+
+/// The role a bearer token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A ticket dispenser kiosk: issues tickets.
+    Dispenser,
+    /// Counter staff: call, start, complete, transfer.
+    Counter,
+    /// Floor manager: everything counter staff can do, plus counter states and profiles.
+    Floor,
+    /// Analyst: reads KPIs and exports.
+    Analyst,
+    /// Printer agent: receives print jobs.
+    Printer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Dispenser => "dispenser",
+            Role::Counter => "counter",
+            Role::Floor => "floor",
+            Role::Analyst => "analyst",
+            Role::Printer => "printer",
+        })
+    }
+}
+
+/// What happens to a ticket marked as a no-show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoShowAction {
+    /// Put the ticket back at the end of its queue (up to `max_requeues` times), then cancel.
+    Requeue,
+    /// End the visit as a no-show.
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoShowPolicy {
+    /// A ticket may be marked no-show only after it was called this many times.
+    pub min_calls: u32,
+    pub action: NoShowAction,
+    pub max_requeues: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Procedure {
+    pub code: ProcedureCode,
+    pub name: I18n,
+    /// Typical service time, used by the wait estimate.
+    pub service_s: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub id: QuestionId,
+    pub text: I18n,
+    /// Procedures added to the visit plan when the answer is yes.
+    pub yes: Vec<ProcedureCode>,
+    /// Procedures added when the answer is no.
+    pub no: Vec<ProcedureCode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifeEvent {
+    pub id: LifeEventId,
+    pub name: I18n,
+    /// Procedures every visit for this life event includes.
+    pub procedures: Vec<ProcedureCode>,
+    pub questions: Vec<Question>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub id: QueueId,
+    pub name: I18n,
+    /// Printed before the number ("A" → "A012"); empty for plain numbers.
+    pub prefix: String,
+    /// Inclusive number range of this queue.
+    pub range: (u32, u32),
+    /// Procedures this queue handles; a visit plan goes to the first queue that covers all of it.
+    pub procedures: Vec<ProcedureCode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterConfig {
+    pub id: CounterId,
+    pub name: I18n,
+    pub state: CounterState,
+    pub profile: Profile,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispenserConfig {
+    pub id: DispenserId,
+    /// The printer agent that prints this dispenser's tickets.
+    pub printer_agent: Option<String>,
+}
+
+/// Everything the core needs to know about one site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteConfig {
+    pub id: SiteId,
+    pub name: I18n,
+    pub timezone: Tz,
+    /// Local time at which ticket numbers start again.
+    pub day_reset: NaiveTime,
+    pub no_show: NoShowPolicy,
+    pub procedures: Vec<Procedure>,
+    pub life_events: Vec<LifeEvent>,
+    pub queues: Vec<QueueConfig>,
+    pub counters: Vec<CounterConfig>,
+    pub dispensers: Vec<DispenserConfig>,
+}
+
+impl SiteConfig {
+    pub fn procedure(&self, code: &ProcedureCode) -> Option<&Procedure> {
+        self.procedures.iter().find(|p| &p.code == code)
+    }
+    pub fn life_event(&self, id: &LifeEventId) -> Option<&LifeEvent> {
+        self.life_events.iter().find(|l| &l.id == id)
+    }
+    pub fn queue(&self, id: &QueueId) -> Option<&QueueConfig> {
+        self.queues.iter().find(|q| &q.id == id)
+    }
+    pub fn counter(&self, id: &CounterId) -> Option<&CounterConfig> {
+        self.counters.iter().find(|c| &c.id == id)
+    }
+    pub fn dispenser(&self, id: &DispenserId) -> Option<&DispenserConfig> {
+        self.dispensers.iter().find(|d| &d.id == id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    pub role: Role,
+    /// Sites this token may act on; `None` means every site.
+    pub sites: Option<HashSet<SiteId>>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sites: Vec<Arc<SiteConfig>>,
+    pub tokens: HashMap<String, TokenGrant>,
+    /// True when a token is one of the well-known demo tokens.
+    pub demo_tokens: bool,
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Where in the file: a field path such as `sites[chuo].counters[3].queues`, or `line 12, column 5`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
+    }
+}
+
+/// All problems found in a configuration file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const DEMO_TOKENS: [&str; 5] = [
+    "demo-dispenser",
+    "demo-counter",
+    "demo-floor",
+    "demo-analyst",
+    "demo-printer",
+];
+
+impl Config {
+    /// Reads and validates a configuration file. Environment variables named by `token_env`
+    /// are read here.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                field: "(file)".into(),
+                reason: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates configuration text; `env` looks up environment variables.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let raw: raw::File = toml::from_str(text).map_err(|e| {
+            let field = match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("line {line}, column {col}")
+                }
+                None => "(file)".into(),
+            };
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                field,
+                reason: e.message().trim().to_owned(),
+            }])
+        })?;
+        let mut v = Validator {
+            file: path.to_owned(),
+            errors: Vec::new(),
+        };
+        let config = v.file(raw, env);
+        if v.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(v.errors))
+        }
+    }
+
+    pub fn site(&self, id: &SiteId) -> Option<&Arc<SiteConfig>> {
+        self.sites.iter().find(|s| &s.id == id)
+    }
+
+    /// A short human summary, printed by `madoguchi check-config`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for s in &self.sites {
+            let open = s
+                .counters
+                .iter()
+                .filter(|c| c.state == CounterState::Open)
+                .count();
+            out.push_str(&format!(
+                "site {} ({} / {}): {} procedures, {} life events, {} queues, {} counters ({} open at start), {} dispensers\n",
+                s.id, s.name.ja, s.name.en, s.procedures.len(), s.life_events.len(), s.queues.len(),
+                s.counters.len(), open, s.dispensers.len()
+            ));
+        }
+        let mut roles: BTreeMap<String, usize> = BTreeMap::new();
+        for g in self.tokens.values() {
+            *roles.entry(g.role.to_string()).or_default() += 1;
+        }
+        let roles: Vec<String> = roles.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+        out.push_str(&format!("tokens: {}\n", roles.join(", ")));
+        if self.demo_tokens {
+            out.push_str("warning: demo tokens are configured; set real tokens before going live (token_env = \"...\")\n");
+        }
+        out
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The file as written. Unknown keys are errors.
+mod raw {
+    use serde::Deserialize;
+
+    use crate::core::I18n;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct File {
+        pub(super) timezone: Option<String>,
+        pub(super) day_reset: Option<String>,
+        #[serde(default)]
+        pub(super) tokens: Vec<Token>,
+        #[serde(default)]
+        pub(super) procedures: Vec<Procedure>,
+        #[serde(default)]
+        pub(super) life_events: Vec<LifeEvent>,
+        #[serde(default)]
+        pub(super) sites: Vec<Site>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Token {
+        pub(super) role: super::Role,
+        pub(super) token: Option<String>,
+        pub(super) token_env: Option<String>,
+        pub(super) sites: Option<Vec<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Procedure {
+        pub(super) code: String,
+        pub(super) name: I18n,
+        pub(super) service_min: f64,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct LifeEvent {
+        pub(super) id: String,
+        pub(super) name: I18n,
+        #[serde(default)]
+        pub(super) procedures: Vec<String>,
+        #[serde(default)]
+        pub(super) questions: Vec<Question>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Question {
+        pub(super) id: String,
+        pub(super) text: I18n,
+        #[serde(default)]
+        pub(super) yes: Vec<String>,
+        #[serde(default)]
+        pub(super) no: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Site {
+        pub(super) id: String,
+        pub(super) name: I18n,
+        pub(super) timezone: Option<String>,
+        pub(super) day_reset: Option<String>,
+        /// Life events offered here; all of the city's when absent.
+        pub(super) life_events: Option<Vec<String>>,
+        pub(super) no_show: Option<NoShow>,
+        #[serde(default)]
+        pub(super) queues: Vec<Queue>,
+        #[serde(default)]
+        pub(super) counters: Vec<Counter>,
+        #[serde(default)]
+        pub(super) dispensers: Vec<Dispenser>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct NoShow {
+        pub(super) min_calls: Option<u32>,
+        pub(super) action: Option<super::NoShowAction>,
+        pub(super) max_requeues: Option<u32>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Queue {
+        pub(super) id: String,
+        pub(super) name: I18n,
+        #[serde(default)]
+        pub(super) prefix: String,
+        pub(super) range: Option<[u32; 2]>,
+        pub(super) procedures: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Counter {
+        pub(super) id: String,
+        pub(super) name: I18n,
+        pub(super) queues: Vec<String>,
+        pub(super) strategy: Option<crate::core::Strategy>,
+        pub(super) state: Option<crate::core::CounterState>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Dispenser {
+        pub(super) id: String,
+        pub(super) printer_agent: Option<String>,
+    }
+}
+
+struct Validator {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn id<T: TryFrom<String, Error = crate::core::InvalidId>>(
+        &mut self,
+        field: &str,
+        value: &str,
+    ) -> Option<T> {
+        match T::try_from(value.to_owned()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.err(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn timezone(&mut self, field: &str, value: Option<&str>, default: Tz) -> Tz {
+        match value {
+            None => default,
+            Some(s) => s.parse().unwrap_or_else(|_| {
+                self.err(
+                    field,
+                    format!("unknown time zone {s:?} (use an IANA name such as \"Asia/Tokyo\")"),
+                );
+                default
+            }),
+        }
+    }
+
+    fn time(&mut self, field: &str, value: Option<&str>, default: NaiveTime) -> NaiveTime {
+        match value {
+            None => default,
+            Some(s) => NaiveTime::parse_from_str(s, "%H:%M").unwrap_or_else(|_| {
+                self.err(field, format!("{s:?} is not a time of day as HH:MM"));
+                default
+            }),
+        }
+    }
+
+    fn file(&mut self, raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Config {
+        let tz = self.timezone("timezone", raw.timezone.as_deref(), chrono_tz::Asia::Tokyo);
+        let reset = self.time(
+            "day_reset",
+            raw.day_reset.as_deref(),
+            NaiveTime::from_hms_opt(0, 0, 0).expect("midnight"),
+        );
+
+        // The city's catalog.
+        let mut procedures: Vec<Procedure> = Vec::new();
+        for (i, p) in raw.procedures.iter().enumerate() {
+            let field = format!("procedures[{i}]");
+            let Some(code) = self.id::<ProcedureCode>(&format!("{field}.code"), &p.code) else {
+                continue;
+            };
+            if procedures.iter().any(|q| q.code == code) {
+                self.err(
+                    format!("{field}.code"),
+                    format!("procedure {code} is defined twice"),
+                );
+            }
+            if !(p.service_min > 0.0 && p.service_min <= 480.0) {
+                self.err(
+                    format!("procedures[{code}].service_min"),
+                    "must be between 0 and 480 minutes",
+                );
+            }
+            procedures.push(Procedure {
+                code,
+                name: p.name.clone(),
+                service_s: (p.service_min * 60.0).round().clamp(1.0, 28_800.0) as u32,
+            });
+        }
+        let known = |code: &ProcedureCode| procedures.iter().any(|p| &p.code == code);
+
+        let mut life_events: Vec<LifeEvent> = Vec::new();
+        for (i, l) in raw.life_events.iter().enumerate() {
+            let Some(id) = self.id::<LifeEventId>(&format!("life_events[{i}].id"), &l.id) else {
+                continue;
+            };
+            let field = format!("life_events[{id}]");
+            if life_events.iter().any(|e| e.id == id) {
+                self.err(&field, format!("life event {id} is defined twice"));
+            }
+            let procs = self.procedure_list(&format!("{field}.procedures"), &l.procedures, &known);
+            let mut questions = Vec::new();
+            for (j, q) in l.questions.iter().enumerate() {
+                let Some(qid) =
+                    self.id::<QuestionId>(&format!("{field}.questions[{j}].id"), &q.id)
+                else {
+                    continue;
+                };
+                let qfield = format!("{field}.questions[{qid}]");
+                if questions.iter().any(|x: &Question| x.id == qid) {
+                    self.err(&qfield, format!("question {qid} is asked twice"));
+                }
+                let yes = self.procedure_list(&format!("{qfield}.yes"), &q.yes, &known);
+                let no = self.procedure_list(&format!("{qfield}.no"), &q.no, &known);
+                questions.push(Question {
+                    id: qid,
+                    text: q.text.clone(),
+                    yes,
+                    no,
+                });
+            }
+            if procs.is_empty() && questions.iter().all(|q| q.yes.is_empty()) {
+                self.err(&field, "expands to no procedure whatever the answers");
+            }
+            life_events.push(LifeEvent {
+                id,
+                name: l.name.clone(),
+                procedures: procs,
+                questions,
+            });
+        }
+
+        // Sites.
+        let mut sites: Vec<Arc<SiteConfig>> = Vec::new();
+        if raw.sites.is_empty() {
+            self.err("sites", "at least one site is needed");
+        }
+        for (i, s) in raw.sites.iter().enumerate() {
+            if let Some(site) = self.site(i, s, tz, reset, &procedures, &life_events) {
+                if sites.iter().any(|x| x.id == site.id) {
+                    self.err(
+                        format!("sites[{}].id", site.id),
+                        format!("site {} is defined twice", site.id),
+                    );
+                }
+                sites.push(Arc::new(site));
+            }
+        }
+
+        // Tokens.
+        let mut tokens = HashMap::new();
+        let mut demo_tokens = false;
+        for (i, t) in raw.tokens.iter().enumerate() {
+            let field = format!("tokens[{i}]");
+            let value = match (&t.token, &t.token_env) {
+                (Some(v), None) => Some(v.clone()),
+                (None, Some(var)) => match env(var) {
+                    Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+                    _ => {
+                        self.err(
+                            format!("{field}.token_env"),
+                            format!("environment variable {var} is not set"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    self.err(&field, "give exactly one of `token` and `token_env`");
+                    None
+                }
+            };
+            let Some(value) = value else { continue };
+            if value.len() < 8 {
+                self.err(&field, "a token must be at least 8 characters long");
+                continue;
+            }
+            demo_tokens |= DEMO_TOKENS.contains(&value.as_str());
+            let token_sites = t.sites.as_ref().map(|list| {
+                list.iter()
+                    .filter_map(|s| {
+                        let id = self.id::<SiteId>(&format!("{field}.sites"), s)?;
+                        if !sites.iter().any(|x| x.id == id) {
+                            self.err(format!("{field}.sites"), format!("unknown site {id}"));
+                        }
+                        Some(id)
+                    })
+                    .collect()
+            });
+            if tokens
+                .insert(
+                    value,
+                    TokenGrant {
+                        role: t.role,
+                        sites: token_sites,
+                    },
+                )
+                .is_some()
+            {
+                self.err(&field, "the same token is configured twice");
+            }
+        }
+        Config {
+            sites,
+            tokens,
+            demo_tokens,
+        }
+    }
+
+    fn procedure_list(
+        &mut self,
+        field: &str,
+        list: &[String],
+        known: &dyn Fn(&ProcedureCode) -> bool,
+    ) -> Vec<ProcedureCode> {
+        let mut out: Vec<ProcedureCode> = Vec::new();
+        for code in list {
+            let Some(code) = self.id::<ProcedureCode>(field, code) else {
+                continue;
+            };
+            if !known(&code) {
+                self.err(field, format!("unknown procedure {code}"));
+            } else if !out.contains(&code) {
+                out.push(code);
+            }
+        }
+        out
+    }
+
+    fn site(
+        &mut self,
+        i: usize,
+        s: &raw::Site,
+        tz: Tz,
+        reset: NaiveTime,
+        procedures: &[Procedure],
+        life_events: &[LifeEvent],
+    ) -> Option<SiteConfig> {
+        let id = self.id::<SiteId>(&format!("sites[{i}].id"), &s.id)?;
+        let f = format!("sites[{id}]");
+        let timezone = self.timezone(&format!("{f}.timezone"), s.timezone.as_deref(), tz);
+        let day_reset = self.time(&format!("{f}.day_reset"), s.day_reset.as_deref(), reset);
+        let no_show = NoShowPolicy {
+            min_calls: s.no_show.as_ref().and_then(|n| n.min_calls).unwrap_or(2),
+            action: s
+                .no_show
+                .as_ref()
+                .and_then(|n| n.action)
+                .unwrap_or(NoShowAction::Requeue),
+            max_requeues: s.no_show.as_ref().and_then(|n| n.max_requeues).unwrap_or(1),
+        };
+        if no_show.min_calls == 0 {
+            self.err(
+                format!("{f}.no_show.min_calls"),
+                "must be at least 1: a ticket must be called before it is a no-show",
+            );
+        }
+
+        let known = |code: &ProcedureCode| procedures.iter().any(|p| &p.code == code);
+        let mut queues: Vec<QueueConfig> = Vec::new();
+        if s.queues.is_empty() {
+            self.err(format!("{f}.queues"), "a site needs at least one queue");
+        }
+        for (j, q) in s.queues.iter().enumerate() {
+            let Some(qid) = self.id::<QueueId>(&format!("{f}.queues[{j}].id"), &q.id) else {
+                continue;
+            };
+            let qf = format!("{f}.queues[{qid}]");
+            if queues.iter().any(|x| x.id == qid) {
+                self.err(&qf, format!("queue {qid} is defined twice"));
+            }
+            if q.prefix.chars().count() > 3 || q.prefix.chars().any(|c| c.is_whitespace()) {
+                self.err(
+                    format!("{qf}.prefix"),
+                    "a prefix is at most 3 characters, without spaces",
+                );
+            }
+            let range = match q.range {
+                Some([lo, hi]) if lo >= 1 && lo <= hi && hi <= 99_999 => (lo, hi),
+                Some(_) => {
+                    self.err(
+                        format!("{qf}.range"),
+                        "must be [first, last] with 1 ≤ first ≤ last ≤ 99999",
+                    );
+                    (1, 999)
+                }
+                None => (1, 999),
+            };
+            for other in &queues {
+                if other.prefix == q.prefix && other.range.0 <= range.1 && range.0 <= other.range.1
+                {
+                    self.err(
+                        format!("{qf}.range"),
+                        format!(
+                            "numbers {}–{} with prefix {:?} overlap queue {}: numbers must be unique per site",
+                            range.0, range.1, q.prefix, other.id
+                        ),
+                    );
+                }
+            }
+            let procs = self.procedure_list(&format!("{qf}.procedures"), &q.procedures, &known);
+            if procs.is_empty() {
+                self.err(
+                    format!("{qf}.procedures"),
+                    "a queue must handle at least one procedure",
+                );
+            }
+            queues.push(QueueConfig {
+                id: qid,
+                name: q.name.clone(),
+                prefix: q.prefix.clone(),
+                range,
+                procedures: procs,
+            });
+        }
+        let offered: HashSet<&ProcedureCode> =
+            queues.iter().flat_map(|q| q.procedures.iter()).collect();
+
+        let site_life_events: Vec<LifeEvent> = match &s.life_events {
+            None => life_events
+                .iter()
+                .filter(|l| life_event_codes(l).all(|c| offered.contains(c)))
+                .cloned()
+                .collect(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for name in list {
+                    let Some(lid) = self.id::<LifeEventId>(&format!("{f}.life_events"), name)
+                    else {
+                        continue;
+                    };
+                    match life_events.iter().find(|l| l.id == lid) {
+                        None => {
+                            self.err(format!("{f}.life_events"), format!("unknown life event {lid}"))
+                        }
+                        Some(l) => {
+                            for code in life_event_codes(l) {
+                                if !offered.contains(code) {
+                                    self.err(
+                                        format!("{f}.life_events"),
+                                        format!("life event {lid} may need procedure {code}, which no queue of this site handles"),
+                                    );
+                                }
+                            }
+                            out.push(l.clone());
+                        }
+                    }
+                }
+                out
+            }
+        };
+
+        let mut counters: Vec<CounterConfig> = Vec::new();
+        for (j, c) in s.counters.iter().enumerate() {
+            let Some(cid) = self.id::<CounterId>(&format!("{f}.counters[{j}].id"), &c.id) else {
+                continue;
+            };
+            let cf = format!("{f}.counters[{cid}]");
+            if counters.iter().any(|x| x.id == cid) {
+                self.err(&cf, format!("counter {cid} is defined twice"));
+            }
+            let mut served = Vec::new();
+            for qname in &c.queues {
+                let Some(qid) = self.id::<QueueId>(&format!("{cf}.queues"), qname) else {
+                    continue;
+                };
+                if !queues.iter().any(|q| q.id == qid) {
+                    self.err(format!("{cf}.queues"), format!("unknown queue {qid}"));
+                } else if served.contains(&qid) {
+                    self.err(format!("{cf}.queues"), format!("queue {qid} is listed twice"));
+                } else {
+                    served.push(qid);
+                }
+            }
+            if c.queues.is_empty() {
+                self.err(
+                    format!("{cf}.queues"),
+                    "a counter must serve at least one queue",
+                );
+            }
+            counters.push(CounterConfig {
+                id: cid,
+                name: c.name.clone(),
+                state: c.state.unwrap_or(CounterState::Closed),
+                profile: Profile {
+                    queues: served,
+                    strategy: c.strategy.unwrap_or(Strategy::ProfileOrder),
+                },
+            });
+        }
+        if s.counters.is_empty() {
+            self.err(format!("{f}.counters"), "a site needs at least one counter");
+        }
+        for q in &queues {
+            if !counters.iter().any(|c| c.profile.queues.contains(&q.id)) {
+                self.err(
+                    format!("{f}.queues[{}]", q.id),
+                    "no counter serves this queue",
+                );
+            }
+        }
+
+        let mut dispensers: Vec<DispenserConfig> = Vec::new();
+        for (j, d) in s.dispensers.iter().enumerate() {
+            let Some(did) = self.id::<DispenserId>(&format!("{f}.dispensers[{j}].id"), &d.id)
+            else {
+                continue;
+            };
+            if dispensers.iter().any(|x| x.id == did) {
+                self.err(
+                    format!("{f}.dispensers[{did}]"),
+                    format!("dispenser {did} is defined twice"),
+                );
+            }
+            dispensers.push(DispenserConfig {
+                id: did,
+                printer_agent: d.printer_agent.clone(),
+            });
+        }
+
+        let site_procedures = procedures
+            .iter()
+            .filter(|p| offered.contains(&p.code))
+            .cloned()
+            .collect();
+        Some(SiteConfig {
+            id,
+            name: s.name.clone(),
+            timezone,
+            day_reset,
+            no_show,
+            procedures: site_procedures,
+            life_events: site_life_events,
+            queues,
+            counters,
+            dispensers,
+        })
+    }
+}
+
+fn life_event_codes(l: &LifeEvent) -> impl Iterator<Item = &ProcedureCode> {
+    l.procedures
+        .iter()
+        .chain(l.questions.iter().flat_map(|q| q.yes.iter().chain(q.no.iter())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(Path::new("test.toml"), text, &|_| None)
+    }
+
+    #[test]
+    fn demo_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.site(&"chuo".parse().unwrap()).is_some());
+        assert!(config.demo_tokens);
+    }
+
+    #[test]
+    fn city_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/city.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The city file reads every token from the environment.
+        let env = |name: &str| Some(format!("{}-secret", name.to_lowercase()));
+        let config = Config::parse(&path, &text, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.demo_tokens);
+        assert_eq!(config.tokens.len(), 5);
+        assert_eq!(config.sites.len(), 13);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_field() {
+        let errors = parse(
+            r#"
+            [[tokens]]
+            role = "floor"
+            token_env = "NOT_SET_ANYWHERE"
+            [[procedures]]
+            code = "a"
+            name = { ja = "あ", en = "A" }
+            service_min = 5
+            [[sites]]
+            id = "s"
+            name = { ja = "拠点", en = "Site" }
+            [[sites.queues]]
+            id = "q"
+            name = { ja = "列", en = "Queue" }
+            procedures = ["a", "missing"]
+            [[sites.counters]]
+            id = "1"
+            name = { ja = "1番", en = "No. 1" }
+            queues = ["nope"]
+            "#,
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("test.toml: tokens[0].token_env: environment variable NOT_SET_ANYWHERE is not set"), "{text}");
+        assert!(
+            text.contains("sites[s].queues[q].procedures: unknown procedure missing"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sites[s].counters[1].queues: unknown queue nope"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sites[s].queues[q]: no counter serves this queue"),
+            "{text}"
+        );
+        assert_eq!(errors.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let errors = parse("[[sites]]\nid = \"s\"\nnmae = 1\n").unwrap_err();
+        let text = errors.to_string();
+        assert!(text.starts_with("test.toml: line 3, column 1:"), "{text}");
+        assert!(text.contains("unknown field `nmae`"), "{text}");
+    }
+}

@@ -1,0 +1,397 @@
+//! The pure queue core: no I/O and no clock. `decide` turns a command into events against the
+//! current state, `SiteState::apply` folds an event into the state. Time is always passed in,
+//! so the same core runs in the server, in tests with virtual time, and in a simulator.
+
+mod decide;
+mod ids;
+mod state;
+mod view;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use decide::{business_day, decide, plan_for, route};
+pub use ids::*;
+pub use state::{Counter, SiteState, Step, Ticket, WaitKey};
+pub use view::{
+    BoardCounter, BoardQueue, BoardTicket, BoardView, CounterView, PublicEvent, RecentCallView,
+    TicketView, VisitRecord, VisitStep,
+};
+
+pub type Timestamp = DateTime<Utc>;
+
+/// The lifecycle of a ticket's current step; the last three are terminal for the visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    Waiting,
+    Called,
+    Serving,
+    Done,
+    NoShow,
+    Cancelled,
+}
+
+impl TicketStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::NoShow | Self::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Called => "called",
+            Self::Serving => "serving",
+            Self::Done => "done",
+            Self::NoShow => "no_show",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterState {
+    Open,
+    Paused,
+    Closed,
+}
+
+/// How a counter picks the next ticket among the queues it serves (priority tickets always first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The first queue of the profile that has someone waiting.
+    ProfileOrder,
+    /// Whoever has waited longest across all served queues.
+    LongestWait,
+}
+
+/// The queues a counter serves, in order, and how it picks among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub queues: Vec<QueueId>,
+    pub strategy: Strategy,
+}
+
+/// Where a step waits: in a queue, or for one counter (a transfer to a named counter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Queue(QueueId),
+    Counter(CounterId),
+}
+
+/// How a visit was ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// Staff cancelled the ticket.
+    Staff,
+    /// The resident cancelled from the phone page.
+    Resident,
+    /// The business day ended with the ticket still open.
+    DayEnded,
+}
+
+/// How a visit plan is requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanRequest {
+    LifeEvent {
+        id: LifeEventId,
+        answers: Vec<(QuestionId, bool)>,
+    },
+    Procedures(Vec<ProcedureCode>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueCommand {
+    /// Generated at the edge (randomness is not the core's business).
+    pub id: TicketId,
+    /// Unguessable token for the phone page, generated at the edge.
+    pub token: String,
+    pub plan: PlanRequest,
+    pub priority: bool,
+    pub dispenser: Option<DispenserId>,
+    pub lang: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketSelector {
+    Number(TicketNumber),
+    Token(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Starts a new business day if the clock has passed the reset time; no event otherwise.
+    StartDay,
+    Issue(IssueCommand),
+    CallNext {
+        counter: CounterId,
+    },
+    /// Calls a chosen waiting ticket out of order.
+    Call {
+        counter: CounterId,
+        number: TicketNumber,
+    },
+    Recall {
+        counter: CounterId,
+    },
+    Start {
+        counter: CounterId,
+    },
+    NoShow {
+        counter: CounterId,
+    },
+    Complete {
+        counter: CounterId,
+        transfer_to: Option<Target>,
+    },
+    Cancel {
+        ticket: TicketSelector,
+        reason: CancelReason,
+    },
+    SetCounterState {
+        counter: CounterId,
+        state: CounterState,
+    },
+    SetProfile {
+        counter: CounterId,
+        profile: Profile,
+    },
+}
+
+/// Everything that happens at a site. Events are facts: `apply` never fails on them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A new business day began; tickets still open from the previous day were closed.
+    DayStarted {
+        day: NaiveDate,
+        at: Timestamp,
+        expired: Vec<TicketId>,
+    },
+    TicketIssued {
+        ticket: TicketId,
+        number: TicketNumber,
+        /// The numeric part of `number`, within the queue's range.
+        value: u32,
+        token: String,
+        queue: QueueId,
+        procedures: Vec<ProcedureCode>,
+        life_event: Option<LifeEventId>,
+        priority: bool,
+        dispenser: Option<DispenserId>,
+        lang: Option<String>,
+        idempotency_key: Option<String>,
+        /// Sum of the typical service times of the plan, for the wait estimate.
+        planned_service_s: u32,
+        at: Timestamp,
+    },
+    /// Called to a counter; a second call of the same ticket to the same counter is a recall.
+    TicketCalled {
+        ticket: TicketId,
+        counter: CounterId,
+        at: Timestamp,
+    },
+    ServiceStarted {
+        ticket: TicketId,
+        counter: CounterId,
+        at: Timestamp,
+    },
+    /// The step ended; with `transfer_to` a new step begins with the same number.
+    StepCompleted {
+        ticket: TicketId,
+        counter: CounterId,
+        transfer_to: Option<Target>,
+        at: Timestamp,
+    },
+    NoShowMarked {
+        ticket: TicketId,
+        counter: CounterId,
+        requeued: bool,
+        at: Timestamp,
+    },
+    TicketCancelled {
+        ticket: TicketId,
+        reason: CancelReason,
+        at: Timestamp,
+    },
+    CounterStateChanged {
+        counter: CounterId,
+        state: CounterState,
+        at: Timestamp,
+    },
+    ProfileChanged {
+        counter: CounterId,
+        profile: Profile,
+        at: Timestamp,
+    },
+}
+
+impl Event {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Event::DayStarted { at, .. }
+            | Event::TicketIssued { at, .. }
+            | Event::TicketCalled { at, .. }
+            | Event::ServiceStarted { at, .. }
+            | Event::StepCompleted { at, .. }
+            | Event::NoShowMarked { at, .. }
+            | Event::TicketCancelled { at, .. }
+            | Event::CounterStateChanged { at, .. }
+            | Event::ProfileChanged { at, .. } => *at,
+        }
+    }
+
+    /// The ticket this event is about, if any.
+    pub fn ticket(&self) -> Option<&TicketId> {
+        match self {
+            Event::TicketIssued { ticket, .. }
+            | Event::TicketCalled { ticket, .. }
+            | Event::ServiceStarted { ticket, .. }
+            | Event::StepCompleted { ticket, .. }
+            | Event::NoShowMarked { ticket, .. }
+            | Event::TicketCancelled { ticket, .. } => Some(ticket),
+            Event::DayStarted { .. }
+            | Event::CounterStateChanged { .. }
+            | Event::ProfileChanged { .. } => None,
+        }
+    }
+
+    /// The event's name as stored in the log and sent to screens.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::DayStarted { .. } => "day_started",
+            Event::TicketIssued { .. } => "ticket_issued",
+            Event::TicketCalled { .. } => "ticket_called",
+            Event::ServiceStarted { .. } => "service_started",
+            Event::StepCompleted { .. } => "step_completed",
+            Event::NoShowMarked { .. } => "no_show_marked",
+            Event::TicketCancelled { .. } => "ticket_cancelled",
+            Event::CounterStateChanged { .. } => "counter_state_changed",
+            Event::ProfileChanged { .. } => "profile_changed",
+        }
+    }
+}
+
+/// Why a command was refused. Each variant says what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("unknown procedure {0}")]
+    UnknownProcedure(ProcedureCode),
+    #[error("unknown life event {0}")]
+    UnknownLifeEvent(LifeEventId),
+    #[error("life event {life_event} has no question {question}")]
+    UnknownQuestion {
+        life_event: LifeEventId,
+        question: QuestionId,
+    },
+    #[error("question {0} needs an answer (true or false)")]
+    MissingAnswer(QuestionId),
+    #[error("the visit plan is empty: name at least one procedure")]
+    EmptyPlan,
+    #[error("no queue of this site handles procedure {0}")]
+    NoQueueFor(ProcedureCode),
+    #[error("unknown queue {0}")]
+    UnknownQueue(QueueId),
+    #[error("unknown counter {0}")]
+    UnknownCounter(CounterId),
+    #[error("unknown dispenser {0}")]
+    UnknownDispenser(DispenserId),
+    #[error("no ticket {0} today")]
+    TicketNotFound(String),
+    #[error("every number of queue {0} has been used today")]
+    NumbersExhausted(QueueId),
+    #[error("counter {0} is not open")]
+    CounterNotOpen(CounterId),
+    #[error("counter {counter} is still handling ticket {number}: finish it first")]
+    CounterBusy {
+        counter: CounterId,
+        number: TicketNumber,
+    },
+    #[error("counter {0} has no current ticket")]
+    NoCurrentTicket(CounterId),
+    #[error("ticket {number} is {actual}, not {expected}")]
+    WrongStatus {
+        number: TicketNumber,
+        expected: &'static str,
+        actual: &'static str,
+    },
+    #[error("nobody is waiting for counter {0}")]
+    NobodyWaiting(CounterId),
+    #[error("ticket {number} was called {calls} time(s); a no-show needs at least {required}")]
+    TooFewCalls {
+        number: TicketNumber,
+        calls: u32,
+        required: u32,
+    },
+    #[error("cannot transfer to counter {0}: no such counter")]
+    UnknownTransferCounter(CounterId),
+    #[error("a ticket cannot be transferred to the counter that is serving it")]
+    TransferToSelf,
+    #[error("a profile must list at least one queue, each once")]
+    BadProfile,
+    #[error("ticket {0} has already ended")]
+    AlreadyEnded(TicketNumber),
+}
+
+/// How the edge should answer a refused command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Something named in the request path does not exist.
+    NotFound,
+    /// The request body is not acceptable.
+    Invalid,
+    /// The request is fine but the current state does not allow it.
+    Conflict,
+    /// Nothing to do (call-next with nobody waiting).
+    Empty,
+}
+
+impl DomainError {
+    pub fn class(&self) -> ErrorClass {
+        use DomainError::*;
+        match self {
+            UnknownCounter(_) | TicketNotFound(_) => ErrorClass::NotFound,
+            UnknownProcedure(_) | UnknownLifeEvent(_) | UnknownQuestion { .. }
+            | MissingAnswer(_) | EmptyPlan | NoQueueFor(_) | UnknownQueue(_)
+            | UnknownDispenser(_) | UnknownTransferCounter(_) | TransferToSelf | BadProfile => {
+                ErrorClass::Invalid
+            }
+            NumbersExhausted(_) | CounterNotOpen(_) | CounterBusy { .. } | NoCurrentTicket(_)
+            | WrongStatus { .. } | TooFewCalls { .. } | AlreadyEnded(_) => ErrorClass::Conflict,
+            NobodyWaiting(_) => ErrorClass::Empty,
+        }
+    }
+
+    /// A stable machine-readable code for the error body.
+    pub fn code(&self) -> &'static str {
+        use DomainError::*;
+        match self {
+            UnknownProcedure(_) => "unknown_procedure",
+            UnknownLifeEvent(_) => "unknown_life_event",
+            UnknownQuestion { .. } => "unknown_question",
+            MissingAnswer(_) => "missing_answer",
+            EmptyPlan => "empty_plan",
+            NoQueueFor(_) => "no_queue_for_procedure",
+            UnknownQueue(_) => "unknown_queue",
+            UnknownCounter(_) => "unknown_counter",
+            UnknownDispenser(_) => "unknown_dispenser",
+            TicketNotFound(_) => "ticket_not_found",
+            NumbersExhausted(_) => "numbers_exhausted",
+            CounterNotOpen(_) => "counter_not_open",
+            CounterBusy { .. } => "counter_busy",
+            NoCurrentTicket(_) => "no_current_ticket",
+            WrongStatus { .. } => "wrong_status",
+            NobodyWaiting(_) => "nobody_waiting",
+            TooFewCalls { .. } => "too_few_calls",
+            UnknownTransferCounter(_) => "unknown_counter",
+            TransferToSelf => "transfer_to_self",
+            BadProfile => "bad_profile",
+            AlreadyEnded(_) => "already_ended",
+        }
+    }
+}

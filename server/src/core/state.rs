@@ -1,0 +1,378 @@
+//! The state of one site and how events change it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
+use super::{
+    CancelReason, CounterId, CounterState, DispenserId, Event, LifeEventId, ProcedureCode, Profile,
+    QueueId, Target, TicketId, TicketNumber, TicketStatus, Timestamp,
+};
+use crate::config::SiteConfig;
+
+/// How many recent calls the board remembers.
+const RECENT_CALLS: usize = 10;
+
+/// One step of a visit: a wait in a queue (or for a counter), a call, a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub target: Target,
+    /// When this step's wait began.
+    pub enqueued_at: Timestamp,
+    /// Place in line: the seq of the event that put the ticket (back) into the line.
+    pub order: u64,
+    pub calls: u32,
+    pub requeues: u32,
+    /// The latest call.
+    pub called_at: Option<Timestamp>,
+    pub counter: Option<CounterId>,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+}
+
+/// One resident's visit, under one number from arrival to departure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub number: TicketNumber,
+    pub token: String,
+    /// The queue the ticket was first routed to.
+    pub queue: QueueId,
+    pub procedures: Vec<ProcedureCode>,
+    pub life_event: Option<LifeEventId>,
+    pub priority: bool,
+    pub dispenser: Option<DispenserId>,
+    pub lang: Option<String>,
+    pub planned_service_s: u32,
+    pub issued_at: Timestamp,
+    pub status: TicketStatus,
+    pub steps: Vec<Step>,
+    pub departed_at: Option<Timestamp>,
+    pub cancel_reason: Option<CancelReason>,
+}
+
+impl Ticket {
+    pub fn step(&self) -> &Step {
+        self.steps.last().expect("a ticket always has a step")
+    }
+    fn step_mut(&mut self) -> &mut Step {
+        self.steps.last_mut().expect("a ticket always has a step")
+    }
+    pub fn wait_key(&self) -> WaitKey {
+        WaitKey {
+            rank: u8::from(!self.priority),
+            order: self.step().order,
+            ticket: self.id.clone(),
+        }
+    }
+}
+
+/// Sort key of a waiting ticket within its line: priority first, then arrival in line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WaitKey {
+    /// 0 for priority tickets, 1 otherwise.
+    pub rank: u8,
+    pub order: u64,
+    pub ticket: TicketId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    pub id: CounterId,
+    pub state: CounterState,
+    pub profile: Profile,
+    /// The ticket called to or served at this counter.
+    pub current: Option<TicketId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentCall {
+    pub number: TicketNumber,
+    pub counter: CounterId,
+    pub at: Timestamp,
+}
+
+/// Everything the core knows about one site: the current business day's tickets, the counters,
+/// and the lines. Rebuilt from the event log on start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteState {
+    pub config: Arc<SiteConfig>,
+    /// The seq of the last applied event (0 before the first).
+    pub seq: u64,
+    pub day: Option<NaiveDate>,
+    /// The next number value per queue, for the current day.
+    pub next_value: BTreeMap<QueueId, u32>,
+    /// The current day's tickets, open or ended.
+    pub tickets: HashMap<TicketId, Ticket>,
+    pub by_number: HashMap<TicketNumber, TicketId>,
+    pub by_token: HashMap<String, TicketId>,
+    pub idempotency: HashMap<String, TicketId>,
+    /// Waiting tickets per line, best first.
+    pub waiting: BTreeMap<Target, BTreeSet<WaitKey>>,
+    pub counters: Vec<Counter>,
+    pub recent_calls: VecDeque<RecentCall>,
+}
+
+impl SiteState {
+    pub fn new(config: Arc<SiteConfig>) -> Self {
+        let counters = config
+            .counters
+            .iter()
+            .map(|c| Counter {
+                id: c.id.clone(),
+                state: c.state,
+                profile: c.profile.clone(),
+                current: None,
+            })
+            .collect();
+        Self {
+            config,
+            seq: 0,
+            day: None,
+            next_value: BTreeMap::new(),
+            tickets: HashMap::new(),
+            by_number: HashMap::new(),
+            by_token: HashMap::new(),
+            idempotency: HashMap::new(),
+            waiting: BTreeMap::new(),
+            counters,
+            recent_calls: VecDeque::new(),
+        }
+    }
+
+    pub fn counter(&self, id: &CounterId) -> Option<&Counter> {
+        self.counters.iter().find(|c| &c.id == id)
+    }
+
+    fn counter_mut(&mut self, id: &CounterId) -> &mut Counter {
+        self.counters
+            .iter_mut()
+            .find(|c| &c.id == id)
+            .expect("events name only configured counters")
+    }
+
+    pub fn ticket_by_number(&self, number: &TicketNumber) -> Option<&Ticket> {
+        self.by_number.get(number).and_then(|id| self.tickets.get(id))
+    }
+
+    pub fn ticket_by_token(&self, token: &str) -> Option<&Ticket> {
+        self.by_token.get(token).and_then(|id| self.tickets.get(id))
+    }
+
+    fn ticket_mut(&mut self, id: &TicketId) -> &mut Ticket {
+        self.tickets
+            .get_mut(id)
+            .expect("events name only issued tickets")
+    }
+
+    fn unqueue(&mut self, id: &TicketId) {
+        let t = &self.tickets[id];
+        if t.status == TicketStatus::Waiting {
+            let target = t.step().target.clone();
+            let key = t.wait_key();
+            if let Some(line) = self.waiting.get_mut(&target) {
+                line.remove(&key);
+                if line.is_empty() {
+                    self.waiting.remove(&target);
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, id: &TicketId) {
+        let t = &self.tickets[id];
+        let target = t.step().target.clone();
+        let key = t.wait_key();
+        self.waiting.entry(target).or_default().insert(key);
+    }
+
+    fn release_counter(&mut self, id: &TicketId) {
+        for c in &mut self.counters {
+            if c.current.as_ref() == Some(id) {
+                c.current = None;
+            }
+        }
+    }
+
+    /// Ends a visit. Returns the ended ticket for the visit projection.
+    fn end(&mut self, id: &TicketId, status: TicketStatus, at: Timestamp) -> Ticket {
+        self.unqueue(id);
+        self.release_counter(id);
+        let t = self.ticket_mut(id);
+        t.status = status;
+        let step = t.step_mut();
+        step.ended_at = Some(at);
+        t.departed_at = Some(at);
+        t.clone()
+    }
+
+    /// Applies one event and returns the tickets whose visit it ended.
+    pub fn apply(&mut self, event: &Event) -> Vec<Ticket> {
+        self.seq += 1;
+        let seq = self.seq;
+        let mut ended = Vec::new();
+        match event {
+            Event::DayStarted { day, at, expired } => {
+                for id in expired {
+                    if self.tickets.contains_key(id) {
+                        let mut t = self.end(id, TicketStatus::Cancelled, *at);
+                        t.cancel_reason = Some(CancelReason::DayEnded);
+                        ended.push(t);
+                    }
+                }
+                self.day = Some(*day);
+                self.next_value.clear();
+                self.tickets.clear();
+                self.by_number.clear();
+                self.by_token.clear();
+                self.idempotency.clear();
+                self.waiting.clear();
+                self.recent_calls.clear();
+                for c in &mut self.counters {
+                    c.current = None;
+                }
+            }
+            Event::TicketIssued {
+                ticket,
+                number,
+                value,
+                token,
+                queue,
+                procedures,
+                life_event,
+                priority,
+                dispenser,
+                lang,
+                idempotency_key,
+                planned_service_s,
+                at,
+            } => {
+                self.tickets.insert(
+                    ticket.clone(),
+                    Ticket {
+                        id: ticket.clone(),
+                        number: number.clone(),
+                        token: token.clone(),
+                        queue: queue.clone(),
+                        procedures: procedures.clone(),
+                        life_event: life_event.clone(),
+                        priority: *priority,
+                        dispenser: dispenser.clone(),
+                        lang: lang.clone(),
+                        planned_service_s: *planned_service_s,
+                        issued_at: *at,
+                        status: TicketStatus::Waiting,
+                        steps: vec![Step {
+                            target: Target::Queue(queue.clone()),
+                            enqueued_at: *at,
+                            order: seq,
+                            calls: 0,
+                            requeues: 0,
+                            called_at: None,
+                            counter: None,
+                            started_at: None,
+                            ended_at: None,
+                        }],
+                        departed_at: None,
+                        cancel_reason: None,
+                    },
+                );
+                self.enqueue(ticket);
+                let next = self.next_value.entry(queue.clone()).or_insert(0);
+                *next = (*next).max(value + 1);
+                self.by_number.insert(number.clone(), ticket.clone());
+                self.by_token.insert(token.clone(), ticket.clone());
+                if let Some(key) = idempotency_key {
+                    self.idempotency.insert(key.clone(), ticket.clone());
+                }
+            }
+            Event::TicketCalled {
+                ticket,
+                counter,
+                at,
+            } => {
+                self.unqueue(ticket);
+                let t = self.ticket_mut(ticket);
+                t.status = TicketStatus::Called;
+                let step = t.step_mut();
+                step.calls += 1;
+                step.called_at = Some(*at);
+                step.counter = Some(counter.clone());
+                let number = t.number.clone();
+                self.counter_mut(counter).current = Some(ticket.clone());
+                self.recent_calls.push_front(RecentCall {
+                    number,
+                    counter: counter.clone(),
+                    at: *at,
+                });
+                self.recent_calls.truncate(RECENT_CALLS);
+            }
+            Event::ServiceStarted { ticket, at, .. } => {
+                let t = self.ticket_mut(ticket);
+                t.status = TicketStatus::Serving;
+                t.step_mut().started_at = Some(*at);
+            }
+            Event::StepCompleted {
+                ticket,
+                transfer_to,
+                at,
+                ..
+            } => match transfer_to {
+                None => ended.push(self.end(ticket, TicketStatus::Done, *at)),
+                Some(target) => {
+                    self.release_counter(ticket);
+                    let t = self.ticket_mut(ticket);
+                    t.step_mut().ended_at = Some(*at);
+                    t.steps.push(Step {
+                        target: target.clone(),
+                        enqueued_at: *at,
+                        order: seq,
+                        calls: 0,
+                        requeues: 0,
+                        called_at: None,
+                        counter: None,
+                        started_at: None,
+                        ended_at: None,
+                    });
+                    t.status = TicketStatus::Waiting;
+                    self.enqueue(ticket);
+                }
+            },
+            Event::NoShowMarked {
+                ticket,
+                requeued,
+                at,
+                ..
+            } => {
+                if *requeued {
+                    self.release_counter(ticket);
+                    let t = self.ticket_mut(ticket);
+                    let step = t.step_mut();
+                    step.requeues += 1;
+                    step.order = seq;
+                    step.counter = None;
+                    t.status = TicketStatus::Waiting;
+                    self.enqueue(ticket);
+                } else {
+                    ended.push(self.end(ticket, TicketStatus::NoShow, *at));
+                }
+            }
+            Event::TicketCancelled { ticket, reason, at } => {
+                let mut t = self.end(ticket, TicketStatus::Cancelled, *at);
+                t.cancel_reason = Some(*reason);
+                self.ticket_mut(ticket).cancel_reason = Some(*reason);
+                ended.push(t);
+            }
+            Event::CounterStateChanged { counter, state, .. } => {
+                self.counter_mut(counter).state = *state;
+            }
+            Event::ProfileChanged {
+                counter, profile, ..
+            } => {
+                self.counter_mut(counter).profile = profile.clone();
+            }
+        }
+        ended
+    }
+}

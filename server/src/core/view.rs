@@ -1,0 +1,383 @@
+//! Read models computed from the state: the live board, ticket views, the public event feed
+//! (numbers only, never a token) and visit records for the stay-time KPI.
+
+use serde::Serialize;
+
+use super::{
+    CancelReason, CounterId, CounterState, Event, LifeEventId, ProcedureCode, QueueId, SiteState,
+    Target, Ticket, TicketId, TicketNumber, TicketStatus, Timestamp,
+};
+use crate::config::SiteConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoardView {
+    pub seq: u64,
+    pub queues: Vec<BoardQueue>,
+    pub counters: Vec<BoardCounter>,
+    pub recent_calls: Vec<RecentCallView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoardQueue {
+    pub id: QueueId,
+    pub waiting: usize,
+    /// Estimated wait for a ticket issued now.
+    pub estimated_wait_s: u64,
+    /// When the longest-waiting ticket of this queue began to wait.
+    pub oldest_since: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoardCounter {
+    pub id: CounterId,
+    pub state: CounterState,
+    pub ticket: Option<BoardTicket>,
+    /// Tickets transferred to this counter by name, waiting for it.
+    pub waiting: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoardTicket {
+    pub number: TicketNumber,
+    pub status: TicketStatus,
+    pub since: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecentCallView {
+    pub number: TicketNumber,
+    pub counter: CounterId,
+    pub at: Timestamp,
+}
+
+/// A ticket as staff and the resident see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TicketView {
+    pub id: TicketId,
+    pub number: TicketNumber,
+    /// Only in the reply to the dispenser that issued the ticket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub status: TicketStatus,
+    pub queue: QueueId,
+    /// Where the current step waits or is served.
+    pub target: Target,
+    pub procedures: Vec<ProcedureCode>,
+    pub life_event: Option<LifeEventId>,
+    pub priority: bool,
+    pub issued_at: Timestamp,
+    /// Place in line, 1 for next; absent unless waiting.
+    pub position: Option<usize>,
+    pub estimated_wait_s: Option<u64>,
+    pub counter: Option<CounterId>,
+    pub calls: u32,
+    pub steps: usize,
+}
+
+/// An event as screens may see it: numbers, counters and queues, never tokens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicEvent {
+    pub kind: &'static str,
+    pub at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<TicketNumber>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter: Option<CounterId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_to: Option<Target>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeued: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<CounterState>,
+}
+
+/// One finished visit, as stored in the `visits` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisitRecord {
+    pub ticket: TicketId,
+    pub site: String,
+    /// Business day (local).
+    pub day: chrono::NaiveDate,
+    pub number: TicketNumber,
+    pub life_event: Option<LifeEventId>,
+    pub procedures: Vec<ProcedureCode>,
+    pub priority: bool,
+    pub arrival: Timestamp,
+    pub departure: Timestamp,
+    /// `done`, `no_show` or `cancelled`.
+    pub outcome: TicketStatus,
+    pub cancel_reason: Option<CancelReason>,
+    pub stay_s: f64,
+    pub wait_s: f64,
+    pub service_s: f64,
+    pub steps: Vec<VisitStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisitStep {
+    pub target: Target,
+    pub counter: Option<CounterId>,
+    pub enqueued_at: Timestamp,
+    pub called_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub calls: u32,
+    pub wait_s: f64,
+    pub service_s: f64,
+}
+
+fn secs(from: Timestamp, to: Timestamp) -> f64 {
+    (to - from).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+impl VisitRecord {
+    /// The record of an ended visit; `None` while the visit is still open.
+    pub fn from_ticket(config: &SiteConfig, t: &Ticket) -> Option<VisitRecord> {
+        let departure = t.departed_at?;
+        let steps: Vec<VisitStep> = t
+            .steps
+            .iter()
+            .map(|s| {
+                let end = s.ended_at.unwrap_or(departure);
+                // Wait: until the call that was answered, or until the step ended unanswered.
+                let wait_until = match (s.started_at, s.called_at) {
+                    (Some(_), Some(called)) => called,
+                    _ => end,
+                };
+                VisitStep {
+                    target: s.target.clone(),
+                    counter: s.counter.clone(),
+                    enqueued_at: s.enqueued_at,
+                    called_at: s.called_at,
+                    started_at: s.started_at,
+                    ended_at: s.ended_at,
+                    calls: s.calls,
+                    wait_s: secs(s.enqueued_at, wait_until),
+                    service_s: s.started_at.map_or(0.0, |st| secs(st, end)),
+                }
+            })
+            .collect();
+        Some(VisitRecord {
+            ticket: t.id.clone(),
+            site: config.id.to_string(),
+            day: super::business_day(config, t.issued_at),
+            number: t.number.clone(),
+            life_event: t.life_event.clone(),
+            procedures: t.procedures.clone(),
+            priority: t.priority,
+            arrival: t.issued_at,
+            departure,
+            outcome: t.status,
+            cancel_reason: t.cancel_reason,
+            stay_s: secs(t.issued_at, departure),
+            wait_s: steps.iter().map(|s| s.wait_s).sum(),
+            service_s: steps.iter().map(|s| s.service_s).sum(),
+            steps,
+        })
+    }
+}
+
+impl SiteState {
+    /// Open counters that serve a line.
+    fn servers(&self, target: &Target) -> u64 {
+        match target {
+            Target::Counter(_) => 1,
+            Target::Queue(q) => self
+                .counters
+                .iter()
+                .filter(|c| c.state == CounterState::Open && c.profile.queues.contains(q))
+                .count()
+                .max(1) as u64,
+        }
+    }
+
+    /// The planned service of the tickets ahead, shared among the counters serving the line.
+    /// A simple estimate; it ignores service already under way.
+    fn estimate(&self, target: &Target, ahead: impl Iterator<Item = u64>) -> u64 {
+        ahead.sum::<u64>() / self.servers(target)
+    }
+
+    /// Place in line (1 = next) and estimated wait of a waiting ticket.
+    pub fn position(&self, t: &Ticket) -> Option<(usize, u64)> {
+        if t.status != TicketStatus::Waiting {
+            return None;
+        }
+        let target = &t.step().target;
+        let key = t.wait_key();
+        let line = self.waiting.get(target)?;
+        let ahead: Vec<&super::WaitKey> = line.range(..key).collect();
+        let estimate = self.estimate(
+            target,
+            ahead
+                .iter()
+                .map(|k| u64::from(self.tickets[&k.ticket].planned_service_s)),
+        );
+        Some((ahead.len() + 1, estimate))
+    }
+
+    pub fn ticket_view(&self, t: &Ticket, with_token: bool) -> TicketView {
+        let place = self.position(t);
+        let step = t.step();
+        TicketView {
+            id: t.id.clone(),
+            number: t.number.clone(),
+            token: with_token.then(|| t.token.clone()),
+            status: t.status,
+            queue: t.queue.clone(),
+            target: step.target.clone(),
+            procedures: t.procedures.clone(),
+            life_event: t.life_event.clone(),
+            priority: t.priority,
+            issued_at: t.issued_at,
+            position: place.map(|p| p.0),
+            estimated_wait_s: place.map(|p| p.1),
+            counter: match t.status {
+                TicketStatus::Called | TicketStatus::Serving => step.counter.clone(),
+                _ => None,
+            },
+            calls: step.calls,
+            steps: t.steps.len(),
+        }
+    }
+
+    pub fn board(&self) -> BoardView {
+        let queues = self
+            .config
+            .queues
+            .iter()
+            .map(|q| {
+                let target = Target::Queue(q.id.clone());
+                let line = self.waiting.get(&target);
+                let tickets = || {
+                    line.into_iter()
+                        .flatten()
+                        .map(|k| &self.tickets[&k.ticket])
+                };
+                BoardQueue {
+                    id: q.id.clone(),
+                    waiting: line.map_or(0, |l| l.len()),
+                    estimated_wait_s: self.estimate(
+                        &target,
+                        tickets().map(|t| u64::from(t.planned_service_s)),
+                    ),
+                    oldest_since: tickets().map(|t| t.step().enqueued_at).min(),
+                }
+            })
+            .collect();
+        let counters = self
+            .counters
+            .iter()
+            .map(|c| BoardCounter {
+                id: c.id.clone(),
+                state: c.state,
+                ticket: c.current.as_ref().map(|id| {
+                    let t = &self.tickets[id];
+                    BoardTicket {
+                        number: t.number.clone(),
+                        status: t.status,
+                        since: match t.status {
+                            TicketStatus::Serving => t.step().started_at,
+                            _ => t.step().called_at,
+                        },
+                    }
+                }),
+                waiting: self
+                    .waiting
+                    .get(&Target::Counter(c.id.clone()))
+                    .map_or(0, |l| l.len()),
+            })
+            .collect();
+        BoardView {
+            seq: self.seq,
+            queues,
+            counters,
+            recent_calls: self
+                .recent_calls
+                .iter()
+                .map(|c| RecentCallView {
+                    number: c.number.clone(),
+                    counter: c.counter.clone(),
+                    at: c.at,
+                })
+                .collect(),
+        }
+    }
+
+    /// The public form of an event, given the state after it was applied.
+    pub fn public_event(&self, event: &Event) -> PublicEvent {
+        let mut p = PublicEvent {
+            kind: event.kind(),
+            at: event.at(),
+            number: None,
+            counter: None,
+            queue: None,
+            transfer_to: None,
+            requeued: None,
+            state: None,
+        };
+        if let Some(t) = event.ticket().and_then(|id| self.tickets.get(id)) {
+            p.number = Some(t.number.clone());
+        }
+        match event {
+            Event::DayStarted { .. } => {}
+            Event::TicketIssued { queue, .. } => p.queue = Some(queue.clone()),
+            Event::TicketCalled { counter, .. } | Event::ServiceStarted { counter, .. } => {
+                p.counter = Some(counter.clone())
+            }
+            Event::StepCompleted {
+                counter,
+                transfer_to,
+                ..
+            } => {
+                p.counter = Some(counter.clone());
+                p.transfer_to = transfer_to.clone();
+            }
+            Event::NoShowMarked {
+                counter, requeued, ..
+            } => {
+                p.counter = Some(counter.clone());
+                p.requeued = Some(*requeued);
+            }
+            Event::TicketCancelled { .. } => {}
+            Event::CounterStateChanged { counter, state, .. } => {
+                p.counter = Some(counter.clone());
+                p.state = Some(*state);
+            }
+            Event::ProfileChanged { counter, .. } => p.counter = Some(counter.clone()),
+        }
+        p
+    }
+}
+
+/// A counter with its profile, as the catalog and counter actions show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CounterView {
+    pub id: CounterId,
+    pub name: crate::core::I18n,
+    pub state: CounterState,
+    pub profile: super::Profile,
+    pub ticket: Option<BoardTicket>,
+}
+
+impl SiteState {
+    pub fn counter_view(&self, id: &CounterId) -> Option<CounterView> {
+        let c = self.counter(id)?;
+        let name = self.config.counter(id)?.name.clone();
+        Some(CounterView {
+            id: c.id.clone(),
+            name,
+            state: c.state,
+            profile: c.profile.clone(),
+            ticket: c.current.as_ref().map(|t| {
+                let t = &self.tickets[t];
+                BoardTicket {
+                    number: t.number.clone(),
+                    status: t.status,
+                    since: t.step().called_at,
+                }
+            }),
+        })
+    }
+}

@@ -1,0 +1,60 @@
+//! Bearer tokens and roles.
+
+use axum::http::{header, HeaderMap, StatusCode};
+
+use super::error::ApiError;
+use crate::config::{Config, Role};
+use crate::core::SiteId;
+
+/// Compares without an early exit, so response time does not tell how much of a token matched.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks that the request carries a token of one of `roles`, valid for `site` when given.
+pub(super) fn require(
+    config: &Config,
+    headers: &HeaderMap,
+    site: Option<&SiteId>,
+    roles: &[Role],
+) -> Result<Role, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("トークンが必要です / a bearer token is required"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("Authorization must be `Bearer <token>`"))?;
+    let mut grant = None;
+    for (known, g) in &config.tokens {
+        if same(known.as_bytes(), token.as_bytes()) {
+            grant = Some(g);
+        }
+    }
+    let grant = grant.ok_or_else(|| unauthorized("トークンが無効です / unknown token"))?;
+    if !roles.contains(&grant.role) {
+        let wanted: Vec<String> = roles.iter().map(Role::to_string).collect();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "この操作の権限がありません / role {} may not do this (needs {})",
+                grant.role,
+                wanted.join(" or ")
+            ),
+        ));
+    }
+    if let (Some(site), Some(allowed)) = (site, &grant.sites) {
+        if !allowed.contains(site) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token is not valid for site {site}"),
+            ));
+        }
+    }
+    Ok(grant.role)
+}

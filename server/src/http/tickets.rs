@@ -1,0 +1,289 @@
+//! Tickets: issue (dispensers), look up and cancel (staff, and the resident by token).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::config::Role;
+use crate::core::{
+    CancelReason, Command, DispenserId, I18n, IssueCommand, LifeEventId, PlanRequest,
+    ProcedureCode, QuestionId, SiteId, TicketId, TicketNumber, TicketSelector, TicketStatus,
+    TicketView, Timestamp,
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/sites/{site}/tickets",
+            post(issue).get(list_open),
+        )
+        .route("/api/v1/sites/{site}/tickets/{number}", get(staff_view))
+        .route(
+            "/api/v1/sites/{site}/tickets/{number}/cancel",
+            post(staff_cancel),
+        )
+        .route("/api/v1/tickets/{token}", get(public_view))
+        .route("/api/v1/tickets/{token}/cancel", post(resident_cancel))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Lang {
+    Ja,
+    En,
+    Zh,
+    Ko,
+    Vi,
+}
+
+impl Lang {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lang::Ja => "ja",
+            Lang::En => "en",
+            Lang::Zh => "zh",
+            Lang::Ko => "ko",
+            Lang::Vi => "vi",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    life_event: Option<LifeEventId>,
+    #[serde(default)]
+    answers: BTreeMap<QuestionId, bool>,
+    procedures: Option<Vec<ProcedureCode>>,
+    #[serde(default)]
+    priority: bool,
+    lang: Option<Lang>,
+    dispenser: Option<DispenserId>,
+}
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_KEY: usize = 128;
+
+async fn issue(
+    State(app): State<AppState>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<IssueBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (site_id, handle) = app.site_for(&site, &headers, &[Role::Dispenser, Role::Floor])?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= MAX_KEY)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Idempotency-Key must be 1–{MAX_KEY} visible ASCII characters"
+                    ))
+                })?;
+            Some(v.to_owned())
+        }
+    };
+    let plan = match (body.life_event, body.procedures) {
+        (Some(id), None) => PlanRequest::LifeEvent {
+            id,
+            answers: body.answers.into_iter().collect(),
+        },
+        (None, Some(codes)) if body.answers.is_empty() => PlanRequest::Procedures(codes),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "`answers` go with `life_event`, not with `procedures`",
+            ))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "give either `life_event` (with `answers`) or `procedures`",
+            ))
+        }
+    };
+    let command = Command::Issue(IssueCommand {
+        id: TicketId::try_from(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid id"),
+        token: new_token(),
+        plan,
+        priority: body.priority,
+        dispenser: body.dispenser,
+        lang: body.lang.map(|l| l.as_str().to_owned()),
+        idempotency_key: key,
+    });
+    let applied = handle.command(command).await?;
+    let ticket = applied.ticket.ok_or_else(|| ApiError::unavailable("issue gave no ticket"))?;
+    tracing::info!(site = %site_id, number = %ticket.number, queue = %ticket.queue, replayed = applied.replayed, "ticket issued");
+    let status = if applied.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(json!({ "ticket": ticket }))))
+}
+
+/// 128 random bits, URL-safe: the phone page's only credential.
+fn new_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<TicketStatus>,
+}
+
+/// Today's tickets that are still open (or of one status), for counter staff and the floor.
+async fn list_open(
+    State(app): State<AppState>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
+    let query = query.map_err(|e| ApiError::invalid(e.body_text()))?.0;
+    let tickets = handle
+        .read(move |state| {
+            let mut list: Vec<TicketView> = state
+                .tickets
+                .values()
+                .filter(|t| match query.status {
+                    Some(s) => t.status == s,
+                    None => !t.status.is_terminal(),
+                })
+                .map(|t| state.ticket_view(t, false))
+                .collect();
+            list.sort_by(|a, b| (a.issued_at, &a.number).cmp(&(b.issued_at, &b.number)));
+            list
+        })
+        .await?;
+    Ok(Json(json!({ "tickets": tickets })))
+}
+
+async fn staff_view(
+    State(app): State<AppState>,
+    Path((site, number)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
+    let n = TicketNumber(number.clone());
+    let ticket = handle
+        .read(move |state| state.ticket_by_number(&n).map(|t| state.ticket_view(t, false)))
+        .await?
+        .ok_or_else(|| ApiError::not_found("ticket_not_found", format!("no ticket {number} today")))?;
+    Ok(Json(json!({ "ticket": ticket })))
+}
+
+async fn staff_cancel(
+    State(app): State<AppState>,
+    Path((site, number)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
+    let applied = handle
+        .command(Command::Cancel {
+            ticket: TicketSelector::Number(TicketNumber(number)),
+            reason: CancelReason::Staff,
+        })
+        .await?;
+    Ok(Json(json!({ "ticket": applied.ticket })))
+}
+
+/// What the phone page shows: the resident's own ticket, without ids or tokens.
+#[derive(Debug, Serialize)]
+struct PublicTicket {
+    site: PublicSite,
+    number: TicketNumber,
+    status: TicketStatus,
+    queue: crate::core::QueueId,
+    procedures: Vec<ProcedureCode>,
+    issued_at: Timestamp,
+    position: Option<usize>,
+    estimated_wait_s: Option<u64>,
+    counter: Option<crate::core::CounterId>,
+}
+
+#[derive(Debug, Serialize)]
+struct PublicSite {
+    id: SiteId,
+    name: I18n,
+}
+
+async fn find_by_token(app: &AppState, token: &str) -> Result<PublicTicket, ApiError> {
+    let not_found = || {
+        ApiError::not_found(
+            "ticket_not_found",
+            "この受付票は見つかりません / no such ticket today",
+        )
+    };
+    if token.len() > 64 {
+        return Err(not_found());
+    }
+    for handle in app.sites() {
+        let t = token.to_owned();
+        let site = PublicSite {
+            id: handle.config.id.clone(),
+            name: handle.config.name.clone(),
+        };
+        let found = handle
+            .read(move |state| {
+                state.ticket_by_token(&t).map(|t| {
+                    let v = state.ticket_view(t, false);
+                    (v, t.procedures.clone())
+                })
+            })
+            .await?;
+        if let Some((v, procedures)) = found {
+            return Ok(PublicTicket {
+                site,
+                number: v.number,
+                status: v.status,
+                queue: v.queue,
+                procedures,
+                issued_at: v.issued_at,
+                position: v.position,
+                estimated_wait_s: v.estimated_wait_s,
+                counter: v.counter,
+            });
+        }
+    }
+    Err(not_found())
+}
+
+async fn public_view(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ticket = find_by_token(&app, &token).await?;
+    Ok(Json(json!({ "ticket": ticket })))
+}
+
+/// The resident gives up waiting, from the phone page.
+async fn resident_cancel(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ticket = find_by_token(&app, &token).await?;
+    let handle = app
+        .site(&ticket.site.id)
+        .ok_or_else(|| ApiError::unavailable("site vanished"))?;
+    handle
+        .command(Command::Cancel {
+            ticket: TicketSelector::Token(token.clone()),
+            reason: CancelReason::Resident,
+        })
+        .await?;
+    let ticket = find_by_token(&app, &token).await?;
+    Ok(Json(json!({ "ticket": ticket })))
+}

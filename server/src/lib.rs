@@ -1,0 +1,19 @@
+//! madoguchi: queue ticketing and wait-time display for a city's ward offices.
+//!
+//! Layout, following the flow of data:
+//! - [`core`]: the pure state machine (commands → events → state), no I/O, time passed in;
+//! - [`config`]: the city's catalog and sites, validated as a whole;
+//! - [`log`]: the event log trait and its backends (SQLite embedded);
+//! - [`projection`]: visit records (stay time) and KPI figures, in the SQLite file;
+//! - [`site`]: one actor task per site that owns its state and applies commands in order;
+//! - [`http`]: the HTTP API and the live WebSocket feed;
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod config;
+pub mod core;
+pub mod log;
+pub mod projection;
+pub mod metrics;
+pub mod site;
+pub mod http;
+pub mod server;

@@ -1,0 +1,64 @@
+//! The event log: an append-only sequence of events per site, guarded by the expected last seq
+//! so that two writers can never both append after the same event.
+//!
+//! One trait, several backends, one conformance suite (`tests/log_conformance.rs`).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use sqlite::open_db;
+pub use sqlite::SqliteLog;
+
+use crate::core::{Event, SiteId};
+
+/// An event with its position in its site's log (1 for the first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Another writer appended first; read what it wrote, decide again and retry.
+    #[error("another writer appended first: expected seq {expected}, the log is at {actual}")]
+    Conflict { expected: u64, actual: u64 },
+    /// The log cannot be read or written right now.
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// A stored event cannot be decoded (written by a newer version, or damaged).
+    #[error("cannot decode event {seq} of site {site}: {reason}")]
+    Corrupt {
+        site: String,
+        seq: u64,
+        reason: String,
+    },
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `events` after `expected_seq`, all or nothing, and returns the new last seq.
+    /// Fails with [`LogError::Conflict`] if the site's log is not at `expected_seq`.
+    async fn append(
+        &self,
+        site: &SiteId,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<u64, LogError>;
+
+    /// Up to `limit` events with seq greater than `after`, in order.
+    async fn read(
+        &self,
+        site: &SiteId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, LogError>;
+
+    /// The seq of the site's last event, 0 if none.
+    async fn last_seq(&self, site: &SiteId) -> Result<u64, LogError>;
+
+    /// Whether the backend answers; used by `/readyz`.
+    async fn ping(&self) -> Result<(), LogError>;
+}

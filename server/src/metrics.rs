@@ -1,0 +1,158 @@
+//! Prometheus metrics. Labels are sites, queues, counters and life events, never ticket numbers
+//! or tokens.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::core::{BoardView, CounterState, TicketStatus, VisitRecord};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub tickets_issued: IntCounterVec,
+    pub calls: IntCounterVec,
+    pub visits_ended: IntCounterVec,
+    pub waiting: IntGaugeVec,
+    pub counters_open: IntGaugeVec,
+    pub stay: HistogramVec,
+    pub wait: HistogramVec,
+    pub service: HistogramVec,
+    pub http_requests: HistogramVec,
+    pub live_clients: IntGaugeVec,
+    pub log_conflicts: IntCounterVec,
+}
+
+/// Buckets for times measured in minutes to hours: 1 min … 4 h.
+const VISIT_BUCKETS: [f64; 12] = [
+    60.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 4740.0, 5940.0, 7140.0, 14400.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        Self {
+            tickets_issued: counter(
+                "madoguchi_tickets_issued_total",
+                "Tickets issued.",
+                &["site", "queue"],
+            ),
+            calls: counter(
+                "madoguchi_calls_total",
+                "Calls of a ticket to a counter, recalls included.",
+                &["site", "counter"],
+            ),
+            visits_ended: counter(
+                "madoguchi_visits_ended_total",
+                "Visits that ended, by outcome (done, no_show, cancelled).",
+                &["site", "outcome"],
+            ),
+            waiting: gauge(
+                "madoguchi_waiting_tickets",
+                "Tickets waiting in a queue.",
+                &["site", "queue"],
+            ),
+            counters_open: gauge(
+                "madoguchi_counters_open",
+                "Counters currently open.",
+                &["site"],
+            ),
+            stay: histogram(
+                "madoguchi_stay_seconds",
+                "Stay time of completed visits, arrival to departure.",
+                &["site", "life_event"],
+                VISIT_BUCKETS.to_vec(),
+            ),
+            wait: histogram(
+                "madoguchi_wait_seconds",
+                "Waiting time of completed visits, all steps.",
+                &["site", "life_event"],
+                VISIT_BUCKETS.to_vec(),
+            ),
+            service: histogram(
+                "madoguchi_service_seconds",
+                "Service time of completed visits, all steps.",
+                &["site", "life_event"],
+                VISIT_BUCKETS.to_vec(),
+            ),
+            http_requests: histogram(
+                "madoguchi_http_request_duration_seconds",
+                "HTTP request duration.",
+                &["method", "route", "status"],
+                prometheus::DEFAULT_BUCKETS.to_vec(),
+            ),
+            live_clients: gauge(
+                "madoguchi_live_clients",
+                "Connected live WebSocket clients.",
+                &["site"],
+            ),
+            log_conflicts: counter(
+                "madoguchi_event_log_conflicts_total",
+                "Appends refused because another writer appended first.",
+                &["site"],
+            ),
+            registry,
+        }
+    }
+
+    /// Sets the gauges that follow the board.
+    pub fn observe_board(&self, site: &str, board: &BoardView) {
+        for q in &board.queues {
+            self.waiting
+                .with_label_values(&[site, q.id.as_str()])
+                .set(q.waiting as i64);
+        }
+        let open = board
+            .counters
+            .iter()
+            .filter(|c| c.state == CounterState::Open)
+            .count();
+        self.counters_open
+            .with_label_values(&[site])
+            .set(open as i64);
+    }
+
+    pub fn observe_visit(&self, v: &VisitRecord) {
+        self.visits_ended
+            .with_label_values(&[v.site.as_str(), v.outcome.as_str()])
+            .inc();
+        if v.outcome == TicketStatus::Done {
+            let le = v.life_event.as_ref().map_or("none", |l| l.as_str());
+            let labels = [v.site.as_str(), le];
+            self.stay.with_label_values(&labels).observe(v.stay_s);
+            self.wait.with_label_values(&labels).observe(v.wait_s);
+            self.service.with_label_values(&labels).observe(v.service_s);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding does not fail");
+        String::from_utf8(buf).expect("text format is UTF-8")
+    }
+}

@@ -1,0 +1,321 @@
+//! Visit records, the projection of the event log that feeds the stay-time KPI.
+//!
+//! Stored in the `visits` and `visit_steps` tables of the SQLite file, with a checkpoint per site
+//! so a restart re-projects exactly what the log holds beyond it (writes are idempotent).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use crate::core::{Target, Timestamp, VisitRecord};
+
+#[derive(Debug, thiserror::Error)]
+#[error("visit store: {0}")]
+pub struct StoreError(String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct VisitStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// Which visits a KPI covers.
+#[derive(Debug, Clone, Default)]
+pub struct KpiFilter {
+    /// `None` for every site.
+    pub site: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub life_event: Option<String>,
+    pub procedure: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    pub mean: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Stats {
+    /// Mean and nearest-rank percentiles.
+    pub fn of(mut values: Vec<f64>) -> Stats {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let pct = |p: f64| -> Option<f64> {
+            if n == 0 {
+                return None;
+            }
+            let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as usize;
+            Some(values[rank.min(n) - 1])
+        };
+        Stats {
+            mean: (n > 0).then(|| values.iter().sum::<f64>() / n as f64),
+            p50: pct(50.0),
+            p90: pct(90.0),
+            p95: pct(95.0),
+            max: values.last().copied(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kpi {
+    /// Completed visits (outcome `done`) in the range; the figures below are over these.
+    pub visits: usize,
+    pub no_show: usize,
+    pub cancelled: usize,
+    pub stay_s: Stats,
+    pub wait_s: Stats,
+    pub service_s: Stats,
+}
+
+impl VisitStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = crate::log::open_db(path).map_err(err)?;
+        // The projection can always be rebuilt from the log; no need to sync every write.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS visits (
+                ticket_id TEXT PRIMARY KEY,
+                site TEXT NOT NULL,
+                day TEXT NOT NULL,
+                number TEXT NOT NULL,
+                life_event TEXT,
+                procedures TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                arrival TEXT NOT NULL,
+                departure TEXT NOT NULL,
+                arrival_ms INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                cancel_reason TEXT,
+                stay_s REAL NOT NULL,
+                wait_s REAL NOT NULL,
+                service_s REAL NOT NULL,
+                steps INTEGER NOT NULL,
+                satisfaction INTEGER
+            );
+            CREATE INDEX IF NOT EXISTS visits_site_arrival ON visits (site, arrival_ms);
+            CREATE TABLE IF NOT EXISTS visit_steps (
+                ticket_id TEXT NOT NULL,
+                step INTEGER NOT NULL,
+                queue TEXT,
+                for_counter TEXT,
+                counter TEXT,
+                enqueued_at TEXT NOT NULL,
+                called_at TEXT,
+                started_at TEXT,
+                ended_at TEXT,
+                calls INTEGER NOT NULL,
+                wait_s REAL NOT NULL,
+                service_s REAL NOT NULL,
+                PRIMARY KEY (ticket_id, step)
+            );
+            CREATE TABLE IF NOT EXISTS projection_checkpoints (
+                site TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL
+            );",
+        )
+        .map_err(err)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(err)?
+    }
+
+    /// The last seq of `site` whose visits are stored.
+    pub async fn checkpoint(&self, site: &str) -> Result<u64, StoreError> {
+        let site = site.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM projection_checkpoints WHERE site = ?1",
+                [site],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+            .map_err(err)
+        })
+        .await
+    }
+
+    /// Stores visits (replacing earlier copies) and moves the site's checkpoint to `seq`.
+    pub async fn record(
+        &self,
+        site: &str,
+        seq: u64,
+        visits: Vec<VisitRecord>,
+    ) -> Result<(), StoreError> {
+        let site = site.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(err)?;
+            for v in &visits {
+                write_visit(&tx, v).map_err(err)?;
+            }
+            tx.execute(
+                "INSERT INTO projection_checkpoints (site, seq) VALUES (?1, ?2)
+                 ON CONFLICT (site) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                params![site, seq as i64],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    pub async fn kpi(&self, filter: KpiFilter) -> Result<Kpi, StoreError> {
+        self.with(move |conn| {
+            let mut sql = String::from(
+                "SELECT outcome, stay_s, wait_s, service_s FROM visits WHERE arrival_ms >= ?1 AND arrival_ms < ?2",
+            );
+            let from = filter.from.map_or(i64::MIN, |t| t.timestamp_millis());
+            let to = filter.to.map_or(i64::MAX, |t| t.timestamp_millis());
+            let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
+            if let Some(site) = &filter.site {
+                args.push(site.clone().into());
+                sql.push_str(&format!(" AND site = ?{}", args.len()));
+            }
+            if let Some(le) = &filter.life_event {
+                args.push(le.clone().into());
+                sql.push_str(&format!(" AND life_event = ?{}", args.len()));
+            }
+            if let Some(p) = &filter.procedure {
+                args.push(p.clone().into());
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM json_each(visits.procedures) WHERE value = ?{})",
+                    args.len()
+                ));
+            }
+            let mut stmt = conn.prepare(&sql).map_err(err)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, f64>(1)?,
+                        r.get::<_, f64>(2)?,
+                        r.get::<_, f64>(3)?,
+                    ))
+                })
+                .map_err(err)?;
+            let (mut stay, mut wait, mut service) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut no_show, mut cancelled) = (0, 0);
+            for row in rows {
+                let (outcome, s, w, v) = row.map_err(err)?;
+                match outcome.as_str() {
+                    "done" => {
+                        stay.push(s);
+                        wait.push(w);
+                        service.push(v);
+                    }
+                    "no_show" => no_show += 1,
+                    _ => cancelled += 1,
+                }
+            }
+            Ok(Kpi {
+                visits: stay.len(),
+                no_show,
+                cancelled,
+                stay_s: Stats::of(stay),
+                wait_s: Stats::of(wait),
+                service_s: Stats::of(service),
+            })
+        })
+        .await
+    }
+}
+
+fn write_visit(tx: &rusqlite::Transaction<'_>, v: &VisitRecord) -> rusqlite::Result<()> {
+    let procedures = serde_json::to_string(&v.procedures).expect("codes serialize");
+    let cancel_reason = v
+        .cancel_reason
+        .map(|r| serde_json::to_value(r).expect("enum serializes"))
+        .and_then(|v| v.as_str().map(str::to_owned));
+    tx.execute(
+        "INSERT OR REPLACE INTO visits (ticket_id, site, day, number, life_event, procedures, priority,
+            arrival, departure, arrival_ms, outcome, cancel_reason, stay_s, wait_s, service_s, steps)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            v.ticket.as_str(),
+            v.site,
+            v.day.to_string(),
+            v.number.0,
+            v.life_event.as_ref().map(|l| l.as_str()),
+            procedures,
+            v.priority,
+            v.arrival.to_rfc3339(),
+            v.departure.to_rfc3339(),
+            v.arrival.timestamp_millis(),
+            v.outcome.as_str(),
+            cancel_reason,
+            v.stay_s,
+            v.wait_s,
+            v.service_s,
+            v.steps.len() as i64,
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM visit_steps WHERE ticket_id = ?1",
+        [v.ticket.as_str()],
+    )?;
+    let ts = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339());
+    for (i, s) in v.steps.iter().enumerate() {
+        let (queue, for_counter) = match &s.target {
+            Target::Queue(q) => (Some(q.as_str()), None),
+            Target::Counter(c) => (None, Some(c.as_str())),
+        };
+        tx.execute(
+            "INSERT INTO visit_steps (ticket_id, step, queue, for_counter, counter, enqueued_at,
+                called_at, started_at, ended_at, calls, wait_s, service_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                v.ticket.as_str(),
+                i as i64 + 1,
+                queue,
+                for_counter,
+                s.counter.as_ref().map(|c| c.as_str()),
+                s.enqueued_at.to_rfc3339(),
+                ts(s.called_at),
+                ts(s.started_at),
+                ts(s.ended_at),
+                s.calls,
+                s.wait_s,
+                s.service_s,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s = Stats::of((1..=10).map(f64::from).collect());
+        assert_eq!(s.mean, Some(5.5));
+        assert_eq!(s.p50, Some(5.0));
+        assert_eq!(s.p90, Some(9.0));
+        assert_eq!(s.p95, Some(10.0));
+        assert_eq!(Stats::of(vec![]).mean, None);
+    }
+}

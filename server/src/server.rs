@@ -1,0 +1,107 @@
+//! Wiring: open the store, rebuild every site, serve the API until shutdown.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::log::{EventLog, SqliteLog};
+use crate::metrics::Metrics;
+use crate::projection::VisitStore;
+use crate::site::{self, Clock};
+
+/// How long open connections get to finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "madoguchi.db";
+
+/// Runs the server on `listener` until `shutdown` completes, then drains connections.
+pub async fn run(
+    config: Config,
+    data_dir: &Path,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let db = data_dir.join(DB_FILE);
+    let log: Arc<dyn EventLog> = Arc::new(
+        SqliteLog::open(&db).with_context(|| format!("cannot open the event log {}", db.display()))?,
+    );
+    let visits = VisitStore::open(&db)
+        .with_context(|| format!("cannot open the visit records in {}", db.display()))?;
+    let metrics = Metrics::new();
+    let clock: Clock = Arc::new(chrono::Utc::now);
+
+    let mut handles = Vec::new();
+    let mut actors = Vec::new();
+    for site_config in &config.sites {
+        let (handle, task) = site::start(
+            site_config.clone(),
+            log.clone(),
+            visits.clone(),
+            metrics.clone(),
+            clock.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot rebuild site {}", site_config.id))?;
+        handles.push(handle);
+        actors.push(task);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = AppState::new(config, handles, log, visits, metrics, stop_rx);
+    let app = router(state);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %db.display(), "madoguchi is serving");
+
+    let begun = Arc::new(Notify::new());
+    let notify = begun.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing open requests");
+        let _ = stop_tx.send(true);
+        notify.notify_one();
+    });
+    tokio::select! {
+        result = server => result.context("the HTTP server failed")?,
+        _ = async { begun.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
+    // Handles are gone with the router; each actor finishes its queued commands and ends.
+    for task in actors {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

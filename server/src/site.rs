@@ -1,0 +1,376 @@
+//! One actor task per site owns that site's state. Commands reach it through a channel, so a
+//! site's events have one order and no locks are needed; readers get answers computed on the
+//! actor, and live subscribers get a snapshot and every later event without a gap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::SiteConfig;
+use crate::core::{
+    decide, BoardView, Command, CounterId, CounterView, DomainError, Event, PublicEvent,
+    SiteState, TicketView, Timestamp, VisitRecord,
+};
+use crate::log::{EventLog, LogError};
+use crate::metrics::Metrics;
+use crate::projection::VisitStore;
+
+/// How many live messages a slow subscriber may fall behind before it must resync.
+const LIVE_BUFFER: usize = 256;
+/// Pages read from the log when rebuilding state.
+const READ_PAGE: usize = 2_000;
+/// Tries of one command when other writers keep appending first.
+const MAX_ATTEMPTS: usize = 8;
+
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the site is shutting down")]
+    Stopped,
+}
+
+impl From<LogError> for SiteError {
+    fn from(e: LogError) -> Self {
+        SiteError::Unavailable(e.to_string())
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub seq: u64,
+    /// The ticket the command was about, after it.
+    pub ticket: Option<TicketView>,
+    /// The counter the command was about, after it.
+    pub counter: Option<CounterView>,
+    /// True when an `Idempotency-Key` matched an earlier issue: nothing new happened.
+    pub replayed: bool,
+}
+
+/// A message of the live feed, serialized once and shared by every subscriber.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LiveMessage<'a> {
+    Snapshot {
+        seq: u64,
+        board: &'a BoardView,
+    },
+    Event {
+        seq: u64,
+        event: &'a PublicEvent,
+        board: &'a BoardView,
+    },
+}
+
+pub type LiveText = Arc<str>;
+
+type Query = Box<dyn FnOnce(&SiteState) + Send>;
+
+enum Request {
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<Applied, SiteError>>,
+    },
+    Query(Query),
+    Subscribe {
+        reply: oneshot::Sender<(LiveText, broadcast::Receiver<LiveText>)>,
+    },
+}
+
+/// A cheap handle to a site actor.
+#[derive(Clone)]
+pub struct SiteHandle {
+    pub config: Arc<SiteConfig>,
+    tx: mpsc::Sender<Request>,
+}
+
+impl SiteHandle {
+    pub async fn command(&self, command: Command) -> Result<Applied, SiteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Command { command, reply })
+            .await
+            .map_err(|_| SiteError::Stopped)?;
+        rx.await.map_err(|_| SiteError::Stopped)?
+    }
+
+    /// Runs `f` on the actor against the current state.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SiteState) -> T + Send + 'static,
+    ) -> Result<T, SiteError> {
+        let (reply, rx) = oneshot::channel();
+        let query: Query = Box::new(move |state| {
+            let _ = reply.send(f(state));
+        });
+        self.tx
+            .send(Request::Query(query))
+            .await
+            .map_err(|_| SiteError::Stopped)?;
+        rx.await.map_err(|_| SiteError::Stopped)
+    }
+
+    /// A snapshot message and a receiver of every later message, with nothing in between.
+    pub async fn subscribe(&self) -> Result<(LiveText, broadcast::Receiver<LiveText>), SiteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Subscribe { reply })
+            .await
+            .map_err(|_| SiteError::Stopped)?;
+        rx.await.map_err(|_| SiteError::Stopped)
+    }
+}
+
+struct Actor {
+    state: SiteState,
+    log: Arc<dyn EventLog>,
+    visits: VisitStore,
+    metrics: Metrics,
+    live: broadcast::Sender<LiveText>,
+    clock: Clock,
+    /// The time of the latest event, so event times never go backwards if the wall clock does.
+    last_at: Option<Timestamp>,
+}
+
+/// Rebuilds a site's state from the log, brings its visit records up to date, and starts its
+/// actor. The actor stops when every handle is dropped.
+pub async fn start(
+    config: Arc<SiteConfig>,
+    log: Arc<dyn EventLog>,
+    visits: VisitStore,
+    metrics: Metrics,
+    clock: Clock,
+) -> Result<(SiteHandle, tokio::task::JoinHandle<()>), SiteError> {
+    let mut actor = Actor {
+        state: SiteState::new(config.clone()),
+        log,
+        visits,
+        metrics,
+        live: broadcast::channel(LIVE_BUFFER).0,
+        clock,
+        last_at: None,
+    };
+    let checkpoint = actor
+        .visits
+        .checkpoint(config.id.as_str())
+        .await
+        .map_err(|e| SiteError::Unavailable(e.to_string()))?;
+    actor.catch_up(checkpoint, false).await?;
+    actor
+        .metrics
+        .observe_board(config.id.as_str(), &actor.state.board());
+    tracing::info!(site = %config.id, seq = actor.state.seq, "site state rebuilt from the event log");
+    let (tx, rx) = mpsc::channel(1024);
+    let task = tokio::spawn(actor.run(rx));
+    Ok((SiteHandle { config, tx }, task))
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        // Starts a new business day at the reset time even when nobody issues a ticket.
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                request = rx.recv() => match request {
+                    None => break,
+                    Some(Request::Command { command, reply }) => {
+                        let result = self.command(command).await;
+                        let _ = reply.send(result);
+                    }
+                    Some(Request::Query(f)) => f(&self.state),
+                    Some(Request::Subscribe { reply }) => {
+                        let board = self.state.board();
+                        let text = live_text(&LiveMessage::Snapshot { seq: self.state.seq, board: &board });
+                        let _ = reply.send((text, self.live.subscribe()));
+                    }
+                },
+                _ = tick.tick() => {
+                    if let Err(e) = self.command(Command::StartDay).await {
+                        tracing::warn!(site = %self.state.config.id, error = %e, "could not start the business day");
+                    }
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        let now = (self.clock)();
+        self.last_at.map_or(now, |last| now.max(last))
+    }
+
+    async fn command(&mut self, command: Command) -> Result<Applied, SiteError> {
+        let site = self.state.config.id.clone();
+        for _ in 0..MAX_ATTEMPTS {
+            if let Command::Issue(issue) = &command {
+                let earlier = issue
+                    .idempotency_key
+                    .as_ref()
+                    .and_then(|k| self.state.idempotency.get(k))
+                    .and_then(|id| self.state.tickets.get(id));
+                if let Some(t) = earlier {
+                    return Ok(Applied {
+                        seq: self.state.seq,
+                        ticket: Some(self.state.ticket_view(t, true)),
+                        counter: None,
+                        replayed: true,
+                    });
+                }
+            }
+            let events = decide(&self.state, &command, self.now())?;
+            if events.is_empty() {
+                return Ok(self.applied(&command, None));
+            }
+            match self.log.append(&site, self.state.seq, &events).await {
+                Ok(_) => {
+                    self.apply_live(&events).await;
+                    let subject = events.iter().rev().find_map(Event::ticket).cloned();
+                    return Ok(self.applied(&command, subject));
+                }
+                Err(LogError::Conflict { .. }) => {
+                    // Another server instance appended first: catch up and decide again.
+                    self.metrics
+                        .log_conflicts
+                        .with_label_values(&[site.as_str()])
+                        .inc();
+                    let seq = self.state.seq;
+                    self.catch_up(seq, true).await?;
+                }
+                Err(e) => {
+                    tracing::error!(site = %site, error = %e, "event log append failed");
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(SiteError::Unavailable(
+            "other writers kept appending first; try again".into(),
+        ))
+    }
+
+    fn applied(&self, command: &Command, ticket: Option<crate::core::TicketId>) -> Applied {
+        let issuing = matches!(command, Command::Issue(_));
+        let counter = match command {
+            Command::CallNext { counter }
+            | Command::Call { counter, .. }
+            | Command::Recall { counter }
+            | Command::Start { counter }
+            | Command::NoShow { counter }
+            | Command::Complete { counter, .. }
+            | Command::SetCounterState { counter, .. }
+            | Command::SetProfile { counter, .. } => Some(counter),
+            _ => None,
+        };
+        Applied {
+            seq: self.state.seq,
+            ticket: ticket
+                .and_then(|id| self.state.tickets.get(&id))
+                .map(|t| self.state.ticket_view(t, issuing)),
+            counter: counter.and_then(|c: &CounterId| self.state.counter_view(c)),
+            replayed: false,
+        }
+    }
+
+    /// Applies events just appended: state, live feed, metrics, visit records.
+    async fn apply_live(&mut self, events: &[Event]) {
+        let site = self.state.config.id.to_string();
+        let mut ended = Vec::new();
+        for event in events {
+            let done = self.state.apply(event);
+            self.last_at = Some(self.last_at.map_or(event.at(), |t| t.max(event.at())));
+            match event {
+                Event::TicketIssued { queue, .. } => self
+                    .metrics
+                    .tickets_issued
+                    .with_label_values(&[site.as_str(), queue.as_str()])
+                    .inc(),
+                Event::TicketCalled { counter, .. } => self
+                    .metrics
+                    .calls
+                    .with_label_values(&[site.as_str(), counter.as_str()])
+                    .inc(),
+                _ => {}
+            }
+            ended.extend(
+                done.iter()
+                    .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t)),
+            );
+            let board = self.state.board();
+            if self.live.receiver_count() > 0 {
+                let public = self.state.public_event(event);
+                let _ = self.live.send(live_text(&LiveMessage::Event {
+                    seq: self.state.seq,
+                    event: &public,
+                    board: &board,
+                }));
+            }
+            self.metrics.observe_board(&site, &board);
+        }
+        for v in &ended {
+            self.metrics.observe_visit(v);
+        }
+        if !ended.is_empty() {
+            if let Err(e) = self.visits.record(&site, self.state.seq, ended).await {
+                // The log has the events; the next start re-projects from the checkpoint.
+                tracing::error!(site = %site, error = %e, "could not store visit records");
+            }
+        }
+    }
+
+    /// Applies every logged event after the current state. Visits ended after `checkpoint` are
+    /// stored; with `live`, subscribers see the events too (another instance wrote them).
+    async fn catch_up(&mut self, checkpoint: u64, live: bool) -> Result<(), SiteError> {
+        let site = self.state.config.id.clone();
+        loop {
+            let page = self.log.read(&site, self.state.seq, READ_PAGE).await?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            let mut records = Vec::new();
+            for stored in &page {
+                if stored.seq != self.state.seq + 1 {
+                    return Err(LogError::Corrupt {
+                        site: site.to_string(),
+                        seq: stored.seq,
+                        reason: format!("expected seq {}", self.state.seq + 1),
+                    }
+                    .into());
+                }
+                if live {
+                    self.apply_live(std::slice::from_ref(&stored.event)).await;
+                    continue;
+                }
+                let ended = self.state.apply(&stored.event);
+                self.last_at = Some(
+                    self.last_at
+                        .map_or(stored.event.at(), |t| t.max(stored.event.at())),
+                );
+                if stored.seq > checkpoint {
+                    records.extend(
+                        ended
+                            .iter()
+                            .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t)),
+                    );
+                }
+            }
+            if !live && self.state.seq > checkpoint {
+                self.visits
+                    .record(site.as_str(), self.state.seq, records)
+                    .await
+                    .map_err(|e| SiteError::Unavailable(e.to_string()))?;
+            }
+        }
+    }
+}
+
+fn live_text(message: &LiveMessage<'_>) -> LiveText {
+    serde_json::to_string(message)
+        .expect("live messages serialize")
+        .into()
+}
