@@ -14,8 +14,8 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{
-    CounterId, CounterState, DispenserId, I18n, LifeEventId, ProcedureCode, Profile, QueueId,
-    QuestionId, SiteId, Strategy,
+    CounterId, CounterState, DispenserId, I18n, LifeEventId, ProcedureCode, Profile, QuestionId,
+    QueueId, SiteId, Strategy,
 };
 
 /// The role a bearer token grants.
@@ -179,7 +179,13 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.field,
+            self.reason
+        )
     }
 }
 
@@ -507,8 +513,7 @@ impl Validator {
             let procs = self.procedure_list(&format!("{field}.procedures"), &l.procedures, &known);
             let mut questions = Vec::new();
             for (j, q) in l.questions.iter().enumerate() {
-                let Some(qid) =
-                    self.id::<QuestionId>(&format!("{field}.questions[{j}].id"), &q.id)
+                let Some(qid) = self.id::<QuestionId>(&format!("{field}.questions[{j}].id"), &q.id)
                 else {
                     continue;
                 };
@@ -735,9 +740,10 @@ impl Validator {
                         continue;
                     };
                     match life_events.iter().find(|l| l.id == lid) {
-                        None => {
-                            self.err(format!("{f}.life_events"), format!("unknown life event {lid}"))
-                        }
+                        None => self.err(
+                            format!("{f}.life_events"),
+                            format!("unknown life event {lid}"),
+                        ),
                         Some(l) => {
                             for code in life_event_codes(l) {
                                 if !offered.contains(code) {
@@ -772,7 +778,10 @@ impl Validator {
                 if !queues.iter().any(|q| q.id == qid) {
                     self.err(format!("{cf}.queues"), format!("unknown queue {qid}"));
                 } else if served.contains(&qid) {
-                    self.err(format!("{cf}.queues"), format!("queue {qid} is listed twice"));
+                    self.err(
+                        format!("{cf}.queues"),
+                        format!("queue {qid} is listed twice"),
+                    );
                 } else {
                     served.push(qid);
                 }
@@ -844,9 +853,11 @@ impl Validator {
 }
 
 fn life_event_codes(l: &LifeEvent) -> impl Iterator<Item = &ProcedureCode> {
-    l.procedures
-        .iter()
-        .chain(l.questions.iter().flat_map(|q| q.yes.iter().chain(q.no.iter())))
+    l.procedures.iter().chain(
+        l.questions
+            .iter()
+            .flat_map(|q| q.yes.iter().chain(q.no.iter())),
+    )
 }
 
 #[cfg(test)]
@@ -903,7 +914,12 @@ mod tests {
         )
         .unwrap_err();
         let text = errors.to_string();
-        assert!(text.contains("test.toml: tokens[0].token_env: environment variable NOT_SET_ANYWHERE is not set"), "{text}");
+        assert!(
+            text.contains(
+                "test.toml: tokens[0].token_env: environment variable NOT_SET_ANYWHERE is not set"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("sites[s].queues[q].procedures: unknown procedure missing"),
             "{text}"

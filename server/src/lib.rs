@@ -11,9 +11,9 @@
 
 pub mod config;
 pub mod core;
-pub mod log;
-pub mod projection;
-pub mod metrics;
-pub mod site;
 pub mod http;
+pub mod log;
+pub mod metrics;
+pub mod projection;
 pub mod server;
+pub mod site;

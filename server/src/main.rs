@@ -90,7 +90,10 @@ fn init_tracing() {
 
 fn serve(config_path: PathBuf, listen: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&config_path).map_err(|e| {
-        anyhow::anyhow!("{e}\n(run `madoguchi check-config {}` for details)", config_path.display())
+        anyhow::anyhow!(
+            "{e}\n(run `madoguchi check-config {}` for details)",
+            config_path.display()
+        )
     })?;
     if config.demo_tokens {
         tracing::warn!("demo tokens are configured: fine for a demo, never for a real office (see README, Tokens)");
@@ -99,7 +102,9 @@ fn serve(config_path: PathBuf, listen: SocketAddr, data: PathBuf) -> anyhow::Res
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {listen} (is another server running there?)"))?;
+            .with_context(|| {
+                format!("cannot listen on {listen} (is another server running there?)")
+            })?;
         let addr = listener.local_addr()?;
         for site in &config.sites {
             tracing::info!(
@@ -109,6 +114,12 @@ fn serve(config_path: PathBuf, listen: SocketAddr, data: PathBuf) -> anyhow::Res
                 site.id
             );
         }
-        madoguchi::server::run(config, &data, listener, madoguchi::server::shutdown_signal()).await
+        madoguchi::server::run(
+            config,
+            &data,
+            listener,
+            madoguchi::server::shutdown_signal(),
+        )
+        .await
     })
 }

@@ -33,7 +33,8 @@ pub async fn run(
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let db = data_dir.join(DB_FILE);
     let log: Arc<dyn EventLog> = Arc::new(
-        SqliteLog::open(&db).with_context(|| format!("cannot open the event log {}", db.display()))?,
+        SqliteLog::open(&db)
+            .with_context(|| format!("cannot open the event log {}", db.display()))?,
     );
     let visits = VisitStore::open(&db)
         .with_context(|| format!("cannot open the visit records in {}", db.display()))?;

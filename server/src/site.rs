@@ -10,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::SiteConfig;
 use crate::core::{
-    decide, BoardView, Command, CounterId, CounterView, DomainError, Event, PublicEvent,
-    SiteState, TicketView, Timestamp, VisitRecord,
+    decide, BoardView, Command, CounterId, CounterView, DomainError, Event, PublicEvent, SiteState,
+    TicketView, Timestamp, VisitRecord,
 };
 use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;

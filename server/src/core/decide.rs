@@ -12,7 +12,11 @@ use crate::config::{NoShowAction, SiteConfig};
 /// The business day `now` belongs to: local date, where a day starts at the reset time.
 pub fn business_day(config: &SiteConfig, now: Timestamp) -> NaiveDate {
     let local = now.with_timezone(&config.timezone).naive_local();
-    (local - config.day_reset.signed_duration_since(chrono::NaiveTime::MIN)).date()
+    (local
+        - config
+            .day_reset
+            .signed_duration_since(chrono::NaiveTime::MIN))
+    .date()
 }
 
 /// The instant a business day begins.
@@ -64,7 +68,8 @@ fn decide_today(
         Command::Issue(issue) => issue_ticket(state, issue, at).map(|e| vec![e]),
         Command::CallNext { counter } => {
             let c = free_open_counter(state, counter)?;
-            let ticket = pick_next(state, c).ok_or_else(|| DomainError::NobodyWaiting(c.clone()))?;
+            let ticket =
+                pick_next(state, c).ok_or_else(|| DomainError::NobodyWaiting(c.clone()))?;
             Ok(vec![Event::TicketCalled {
                 ticket,
                 counter: c.clone(),
@@ -135,7 +140,9 @@ fn decide_today(
                 Some(Target::Counter(c)) if state.counter(c).is_none() => {
                     return Err(DomainError::UnknownTransferCounter(c.clone()))
                 }
-                Some(Target::Counter(c)) if c == counter => return Err(DomainError::TransferToSelf),
+                Some(Target::Counter(c)) if c == counter => {
+                    return Err(DomainError::TransferToSelf)
+                }
                 _ => {}
             }
             Ok(vec![Event::StepCompleted {
@@ -349,7 +356,10 @@ pub fn plan_for(
 
 /// The queue a plan waits in: the first queue that handles every procedure of the plan, else the
 /// first one that handles its first procedure (staff then transfer for the rest).
-pub fn route<'a>(config: &'a SiteConfig, plan: &[ProcedureCode]) -> Result<&'a QueueId, DomainError> {
+pub fn route<'a>(
+    config: &'a SiteConfig,
+    plan: &[ProcedureCode],
+) -> Result<&'a QueueId, DomainError> {
     if let Some(q) = config
         .queues
         .iter()
@@ -379,7 +389,9 @@ fn issue_ticket(
     }
     let procedures = plan_for(config, &issue.plan)?;
     let queue_id = route(config, &procedures)?;
-    let queue = config.queue(queue_id).expect("route returns a configured queue");
+    let queue = config
+        .queue(queue_id)
+        .expect("route returns a configured queue");
     let value = state
         .next_value
         .get(queue_id)

@@ -356,13 +356,24 @@ impl DomainError {
         use DomainError::*;
         match self {
             UnknownCounter(_) | TicketNotFound(_) => ErrorClass::NotFound,
-            UnknownProcedure(_) | UnknownLifeEvent(_) | UnknownQuestion { .. }
-            | MissingAnswer(_) | EmptyPlan | NoQueueFor(_) | UnknownQueue(_)
-            | UnknownDispenser(_) | UnknownTransferCounter(_) | TransferToSelf | BadProfile => {
-                ErrorClass::Invalid
-            }
-            NumbersExhausted(_) | CounterNotOpen(_) | CounterBusy { .. } | NoCurrentTicket(_)
-            | WrongStatus { .. } | TooFewCalls { .. } | AlreadyEnded(_) => ErrorClass::Conflict,
+            UnknownProcedure(_)
+            | UnknownLifeEvent(_)
+            | UnknownQuestion { .. }
+            | MissingAnswer(_)
+            | EmptyPlan
+            | NoQueueFor(_)
+            | UnknownQueue(_)
+            | UnknownDispenser(_)
+            | UnknownTransferCounter(_)
+            | TransferToSelf
+            | BadProfile => ErrorClass::Invalid,
+            NumbersExhausted(_)
+            | CounterNotOpen(_)
+            | CounterBusy { .. }
+            | NoCurrentTicket(_)
+            | WrongStatus { .. }
+            | TooFewCalls { .. }
+            | AlreadyEnded(_) => ErrorClass::Conflict,
             NobodyWaiting(_) => ErrorClass::Empty,
         }
     }

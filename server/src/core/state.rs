@@ -153,7 +153,9 @@ impl SiteState {
     }
 
     pub fn ticket_by_number(&self, number: &TicketNumber) -> Option<&Ticket> {
-        self.by_number.get(number).and_then(|id| self.tickets.get(id))
+        self.by_number
+            .get(number)
+            .and_then(|id| self.tickets.get(id))
     }
 
     pub fn ticket_by_token(&self, token: &str) -> Option<&Ticket> {

@@ -59,6 +59,7 @@ pub struct TicketView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     pub status: TicketStatus,
+    /// The queue of the current step (for a step sent to a named counter, the first queue).
     pub queue: QueueId,
     /// Where the current step waits or is served.
     pub target: Target,
@@ -225,7 +226,10 @@ impl SiteState {
             number: t.number.clone(),
             token: with_token.then(|| t.token.clone()),
             status: t.status,
-            queue: t.queue.clone(),
+            queue: match &step.target {
+                Target::Queue(q) => q.clone(),
+                Target::Counter(_) => t.queue.clone(),
+            },
             target: step.target.clone(),
             procedures: t.procedures.clone(),
             life_event: t.life_event.clone(),
@@ -250,18 +254,12 @@ impl SiteState {
             .map(|q| {
                 let target = Target::Queue(q.id.clone());
                 let line = self.waiting.get(&target);
-                let tickets = || {
-                    line.into_iter()
-                        .flatten()
-                        .map(|k| &self.tickets[&k.ticket])
-                };
+                let tickets = || line.into_iter().flatten().map(|k| &self.tickets[&k.ticket]);
                 BoardQueue {
                     id: q.id.clone(),
                     waiting: line.map_or(0, |l| l.len()),
-                    estimated_wait_s: self.estimate(
-                        &target,
-                        tickets().map(|t| u64::from(t.planned_service_s)),
-                    ),
+                    estimated_wait_s: self
+                        .estimate(&target, tickets().map(|t| u64::from(t.planned_service_s))),
                     oldest_since: tickets().map(|t| t.step().enqueued_at).min(),
                 }
             })

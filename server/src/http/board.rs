@@ -37,9 +37,9 @@ async fn catalog(
                 .counters
                 .iter()
                 .filter_map(|c| state.counter_view(&c.id))
-                .map(|v| {
-                    json!({"id": v.id, "name": v.name, "state": v.state, "profile": v.profile})
-                })
+                .map(
+                    |v| json!({"id": v.id, "name": v.name, "state": v.state, "profile": v.profile}),
+                )
                 .collect::<Vec<_>>()
         })
         .await?;

@@ -18,8 +18,14 @@ use crate::core::{
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sites/{site}/counters/{counter}", get(view))
-        .route("/api/v1/sites/{site}/counters/{counter}/profile", put(set_profile))
-        .route("/api/v1/sites/{site}/counters/{counter}/{action}", post(action))
+        .route(
+            "/api/v1/sites/{site}/counters/{counter}/profile",
+            put(set_profile),
+        )
+        .route(
+            "/api/v1/sites/{site}/counters/{counter}/{action}",
+            post(action),
+        )
 }
 
 /// The body of `complete`: `{"transfer_to": "queue-or-counter"}` or
@@ -62,7 +68,9 @@ async fn view(
     let view = handle
         .read(move |state| state.counter_view(&id))
         .await?
-        .ok_or_else(|| ApiError::not_found("unknown_counter", format!("unknown counter {counter}")))?;
+        .ok_or_else(|| {
+            ApiError::not_found("unknown_counter", format!("unknown counter {counter}"))
+        })?;
     Ok(Json(json!({ "counter": view })))
 }
 
@@ -73,12 +81,23 @@ async fn action(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let known = [
-        "open", "pause", "close", "call-next", "call", "recall", "start", "no-show", "complete",
+        "open",
+        "pause",
+        "close",
+        "call-next",
+        "call",
+        "recall",
+        "start",
+        "no-show",
+        "complete",
     ];
     if !known.contains(&action.as_str()) {
         return Err(ApiError::not_found(
             "unknown_action",
-            format!("unknown counter action {action:?}; use one of {}", known.join(", ")),
+            format!(
+                "unknown counter action {action:?}; use one of {}",
+                known.join(", ")
+            ),
         ));
     }
     let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
@@ -100,7 +119,10 @@ async fn action(
         }
         "call" => {
             let b: CallBody = body.json()?;
-            Command::Call { counter: id, number: b.number }
+            Command::Call {
+                counter: id,
+                number: b.number,
+            }
         }
         "recall" => {
             empty()?;
@@ -115,12 +137,18 @@ async fn action(
             Command::NoShow { counter: id }
         }
         _ => {
-            let transfer_to = match body.optional_json::<CompleteBody>()?.and_then(|b| b.transfer_to) {
+            let transfer_to = match body
+                .optional_json::<CompleteBody>()?
+                .and_then(|b| b.transfer_to)
+            {
                 None => None,
                 Some(TransferTo::Explicit(t)) => Some(t),
                 Some(TransferTo::Name(name)) => Some(resolve_target(&handle.config, &name)?),
             };
-            Command::Complete { counter: id, transfer_to }
+            Command::Complete {
+                counter: id,
+                transfer_to,
+            }
         }
     };
     match handle.command(command).await {
@@ -138,8 +166,14 @@ async fn action(
 
 /// A bare name in `transfer_to`: a queue id or a counter id, whichever the site has.
 fn resolve_target(config: &crate::config::SiteConfig, name: &str) -> Result<Target, ApiError> {
-    let queue = name.parse::<QueueId>().ok().filter(|q| config.queue(q).is_some());
-    let counter = name.parse::<CounterId>().ok().filter(|c| config.counter(c).is_some());
+    let queue = name
+        .parse::<QueueId>()
+        .ok()
+        .filter(|q| config.queue(q).is_some());
+    let counter = name
+        .parse::<CounterId>()
+        .ok()
+        .filter(|c| config.counter(c).is_some());
     match (queue, counter) {
         (Some(q), None) => Ok(Target::Queue(q)),
         (None, Some(c)) => Ok(Target::Counter(c)),
@@ -163,7 +197,10 @@ async fn set_profile(
     let (_, handle) = app.site_for(&site, &headers, &[Role::Floor])?;
     let id = counter_id(&counter)?;
     let applied = handle
-        .command(Command::SetProfile { counter: id, profile })
+        .command(Command::SetProfile {
+            counter: id,
+            profile,
+        })
         .await?;
     Ok(Json(json!({ "counter": applied.counter })))
 }

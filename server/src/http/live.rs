@@ -40,7 +40,10 @@ struct ClientMessage {
 
 async fn feed(app: AppState, handle: SiteHandle, socket: WebSocket) {
     let site = handle.config.id.to_string();
-    let gauge = app.metrics().live_clients.with_label_values(&[site.as_str()]);
+    let gauge = app
+        .metrics()
+        .live_clients
+        .with_label_values(&[site.as_str()]);
     gauge.inc();
     let (mut sink, mut stream) = socket.split();
     let mut shutdown = app.shutdown_signal();
@@ -50,7 +53,11 @@ async fn feed(app: AppState, handle: SiteHandle, socket: WebSocket) {
         let Ok((snapshot, mut events)) = handle.subscribe().await else {
             break;
         };
-        if sink.send(Message::Text(snapshot.as_ref().into())).await.is_err() {
+        if sink
+            .send(Message::Text(snapshot.as_ref().into()))
+            .await
+            .is_err()
+        {
             break;
         }
         loop {

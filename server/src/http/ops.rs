@@ -65,12 +65,7 @@ struct KpiQuery {
 }
 
 /// `YYYY-MM-DD` (a local calendar day; `to` includes its whole day) or an RFC 3339 instant.
-fn parse_bound(
-    name: &str,
-    value: &str,
-    tz: Tz,
-    end: bool,
-) -> Result<DateTime<Utc>, ApiError> {
+fn parse_bound(name: &str, value: &str, tz: Tz, end: bool) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.to_utc());
     }
@@ -81,7 +76,11 @@ fn parse_bound(
             format!("{name} must be a date (YYYY-MM-DD) or an RFC 3339 time, not {value:?}"),
         )
     })?;
-    let day = if end { day.succ_opt().unwrap_or(day) } else { day };
+    let day = if end {
+        day.succ_opt().unwrap_or(day)
+    } else {
+        day
+    };
     tz.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
         .earliest()
         .map(|t| t.to_utc())
@@ -96,17 +95,31 @@ async fn kpi(
 ) -> Result<impl IntoResponse, ApiError> {
     let (site_filter, tz) = if site == "all" {
         require(app.config(), &headers, None, &[Role::Analyst])?;
-        let tz = app.sites().next().map_or(chrono_tz::Asia::Tokyo, |h| h.config.timezone);
+        let tz = app
+            .sites()
+            .next()
+            .map_or(chrono_tz::Asia::Tokyo, |h| h.config.timezone);
         (None, tz)
     } else {
         let (id, handle) = app.site_for(&site, &headers, &[Role::Analyst])?;
         (Some(id), handle.config.timezone)
     };
     let Query(q) = query.map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.body_text())
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            e.body_text(),
+        )
     })?;
-    let from = q.from.as_deref().map(|v| parse_bound("from", v, tz, false)).transpose()?;
-    let to = q.to.as_deref().map(|v| parse_bound("to", v, tz, true)).transpose()?;
+    let from = q
+        .from
+        .as_deref()
+        .map(|v| parse_bound("from", v, tz, false))
+        .transpose()?;
+    let to =
+        q.to.as_deref()
+            .map(|v| parse_bound("to", v, tz, true))
+            .transpose()?;
     let filter = KpiFilter {
         site: site_filter.as_ref().map(SiteId::to_string),
         from,
@@ -114,7 +127,11 @@ async fn kpi(
         life_event: q.life_event.as_ref().map(ToString::to_string),
         procedure: q.procedure.as_ref().map(ToString::to_string),
     };
-    let kpi = app.visits().kpi(filter).await.map_err(ApiError::unavailable)?;
+    let kpi = app
+        .visits()
+        .kpi(filter)
+        .await
+        .map_err(ApiError::unavailable)?;
     let mut body = serde_json::to_value(&kpi).map_err(ApiError::unavailable)?;
     body["site"] = json!(site);
     body["from"] = json!(from);

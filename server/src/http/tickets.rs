@@ -21,10 +21,7 @@ use crate::core::{
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v1/sites/{site}/tickets",
-            post(issue).get(list_open),
-        )
+        .route("/api/v1/sites/{site}/tickets", post(issue).get(list_open))
         .route("/api/v1/sites/{site}/tickets/{number}", get(staff_view))
         .route(
             "/api/v1/sites/{site}/tickets/{number}/cancel",
@@ -121,7 +118,9 @@ async fn issue(
         idempotency_key: key,
     });
     let applied = handle.command(command).await?;
-    let ticket = applied.ticket.ok_or_else(|| ApiError::unavailable("issue gave no ticket"))?;
+    let ticket = applied
+        .ticket
+        .ok_or_else(|| ApiError::unavailable("issue gave no ticket"))?;
     tracing::info!(site = %site_id, number = %ticket.number, queue = %ticket.queue, replayed = applied.replayed, "ticket issued");
     let status = if applied.replayed {
         StatusCode::OK
@@ -179,9 +178,15 @@ async fn staff_view(
     let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
     let n = TicketNumber(number.clone());
     let ticket = handle
-        .read(move |state| state.ticket_by_number(&n).map(|t| state.ticket_view(t, false)))
+        .read(move |state| {
+            state
+                .ticket_by_number(&n)
+                .map(|t| state.ticket_view(t, false))
+        })
         .await?
-        .ok_or_else(|| ApiError::not_found("ticket_not_found", format!("no ticket {number} today")))?;
+        .ok_or_else(|| {
+            ApiError::not_found("ticket_not_found", format!("no ticket {number} today"))
+        })?;
     Ok(Json(json!({ "ticket": ticket })))
 }
 

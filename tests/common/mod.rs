@@ -1,0 +1,216 @@
+//! Helpers for end-to-end tests: start the real `madoguchi` binary on a free port with its own
+//! data directory, wait until it is ready, talk to it over real sockets, kill it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const DISPENSER: &str = "demo-dispenser";
+pub const COUNTER: &str = "demo-counter";
+pub const FLOOR: &str = "demo-floor";
+pub const ANALYST: &str = "demo-analyst";
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_madoguchi"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A running server process.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub http: reqwest::Client,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary with the demo configuration on `data` and waits until `/readyz` is 200.
+    pub async fn start(data: &Path) -> Server {
+        Self::start_with(data, &repo_path("config/demo.toml")).await
+    }
+
+    pub async fn start_with(data: &Path, config: &Path) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = data.with_extension(format!("{}.log", addr.port()));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data")
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start madoguchi");
+        let mut server = Server {
+            child: Some(child),
+            addr,
+            data: data.to_owned(),
+            http: reqwest::Client::new(),
+            log,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("madoguchi exited early ({status}):\n{}", self.output());
+            }
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "madoguchi did not become ready:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the process printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        eventually("the server to exit", Duration::from_secs(20), || {
+            let exited = child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, body).await
+    }
+
+    /// Issues a ticket at the demo site and returns it.
+    pub async fn issue(&self, body: Value) -> Value {
+        let (status, reply) = self
+            .post("/api/v1/sites/chuo/tickets", Some(DISPENSER), Some(body))
+            .await;
+        assert_eq!(status, 201, "{reply}");
+        reply["ticket"].clone()
+    }
+
+    /// A counter action at the demo site.
+    pub async fn counter(&self, counter: &str, action: &str, body: Option<Value>) -> (u16, Value) {
+        self.post(
+            &format!("/api/v1/sites/chuo/counters/{counter}/{action}"),
+            Some(COUNTER),
+            body,
+        )
+        .await
+    }
+
+    pub async fn board(&self) -> Value {
+        let (status, board) = self.get("/api/v1/sites/chuo/board", None).await;
+        assert_eq!(status, 200);
+        board
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
