@@ -259,7 +259,14 @@ async fn sigkill_after_50_tickets_loses_nothing_and_numbering_continues() {
 }
 
 /// What, method, path, token, body, expected status.
-type Case = (&'static str, Method, String, Option<&'static str>, Option<Value>, u16);
+type Case = (
+    &'static str,
+    Method,
+    String,
+    Option<&'static str>,
+    Option<Value>,
+    u16,
+);
 
 #[tokio::test]
 async fn bad_input_gets_the_right_status_and_changes_nothing() {

@@ -11,9 +11,15 @@ use super::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(status_page))
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}/catalog", get(catalog))
         .route("/api/v1/sites/{site}/board", get(board))
+}
+
+/// A small live status page per site (numbers only), until the full screens arrive.
+async fn status_page() -> impl IntoResponse {
+    axum::response::Html(include_str!("../../../display/status.html"))
 }
 
 async fn sites(State(app): State<AppState>) -> impl IntoResponse {
