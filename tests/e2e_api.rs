@@ -536,6 +536,17 @@ async fn idempotency_key_returns_the_same_ticket() {
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["ticket"]["id"], second["ticket"]["id"]);
     assert_eq!(first["ticket"]["number"], second["ticket"]["number"]);
+    // The same key for a different request is refused.
+    let other = server
+        .http
+        .post(server.url("/api/v1/sites/chuo/tickets"))
+        .bearer_auth(DISPENSER)
+        .header("Idempotency-Key", "kiosk-1-press-0001")
+        .json(&json!({"procedures": ["tennyu"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422);
     let board = server.board().await;
     let waiting: u64 = board["queues"]
         .as_array()

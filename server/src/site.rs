@@ -10,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::SiteConfig;
 use crate::core::{
-    decide, BoardView, Command, CounterId, CounterView, DomainError, Event, PublicEvent, SiteState,
-    TicketView, Timestamp, VisitRecord,
+    decide, plan_for, BoardView, Command, CounterId, CounterView, DomainError, Event, PublicEvent,
+    SiteState, TicketView, Timestamp, VisitRecord,
 };
 use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;
@@ -216,6 +216,11 @@ impl Actor {
                     .and_then(|k| self.state.idempotency.get(k))
                     .and_then(|id| self.state.tickets.get(id));
                 if let Some(t) = earlier {
+                    // A retry must ask for the same thing; anything else is a client bug.
+                    let plan = plan_for(&self.state.config, &issue.plan)?;
+                    if plan != t.procedures || issue.priority != t.priority {
+                        return Err(DomainError::IdempotencyKeyReused.into());
+                    }
                     return Ok(Applied {
                         seq: self.state.seq,
                         ticket: Some(self.state.ticket_view(t, true)),

@@ -336,6 +336,8 @@ pub enum DomainError {
     BadProfile,
     #[error("ticket {0} has already ended")]
     AlreadyEnded(TicketNumber),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
 }
 
 /// How the edge should answer a refused command.
@@ -366,7 +368,8 @@ impl DomainError {
             | UnknownDispenser(_)
             | UnknownTransferCounter(_)
             | TransferToSelf
-            | BadProfile => ErrorClass::Invalid,
+            | BadProfile
+            | IdempotencyKeyReused => ErrorClass::Invalid,
             NumbersExhausted(_)
             | CounterNotOpen(_)
             | CounterBusy { .. }
@@ -403,6 +406,7 @@ impl DomainError {
             TransferToSelf => "transfer_to_self",
             BadProfile => "bad_profile",
             AlreadyEnded(_) => "already_ended",
+            IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 }
