@@ -12,7 +12,7 @@ use madoguchi::config::Config;
 use madoguchi::core::{decide, Command, IssueCommand, PlanRequest, SiteState, TicketId};
 use madoguchi::log::{EventLog, SqliteLog};
 use madoguchi::metrics::Metrics;
-use madoguchi::projection::VisitStore;
+use madoguchi::projection::ProjectionStore;
 
 /// One site whose queue never runs out of numbers during a benchmark.
 const CONFIG: &str = r#"
@@ -75,15 +75,16 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
     let log: Arc<dyn EventLog> = Arc::new(SqliteLog::open(&db).unwrap());
-    let visits = VisitStore::open(&db).unwrap();
+    let visits = ProjectionStore::open(&db).unwrap();
+    let deps = madoguchi::site::SiteDeps {
+        log,
+        store: visits,
+        printers: Default::default(),
+        metrics: Metrics::new(),
+        clock: Arc::new(Utc::now),
+    };
     let (handle, _task) = rt
-        .block_on(madoguchi::site::start(
-            site.clone(),
-            log,
-            visits,
-            Metrics::new(),
-            Arc::new(Utc::now),
-        ))
+        .block_on(madoguchi::site::start(site.clone(), deps))
         .unwrap();
     let counter = std::sync::atomic::AtomicU64::new(0);
     group.sample_size(20);

@@ -14,8 +14,8 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{
-    CounterId, CounterState, DispenserId, I18n, LifeEventId, ProcedureCode, Profile, QuestionId,
-    QueueId, SiteId, Strategy,
+    CounterId, CounterState, DispenserId, I18n, LifeEventId, PrinterId, ProcedureCode, Profile,
+    QuestionId, QueueId, SiteId, Strategy,
 };
 
 /// The role a bearer token grants.
@@ -115,7 +115,7 @@ pub struct CounterConfig {
 pub struct DispenserConfig {
     pub id: DispenserId,
     /// The printer agent that prints this dispenser's tickets.
-    pub printer_agent: Option<String>,
+    pub printer_agent: Option<PrinterId>,
 }
 
 /// Everything the core needs to know about one site.
@@ -132,6 +132,8 @@ pub struct SiteConfig {
     pub queues: Vec<QueueConfig>,
     pub counters: Vec<CounterConfig>,
     pub dispensers: Vec<DispenserConfig>,
+    /// Where residents reach the server from their phones; the QR code on a ticket points here.
+    pub public_url: String,
 }
 
 impl SiteConfig {
@@ -311,6 +313,7 @@ mod raw {
     pub(super) struct File {
         pub(super) timezone: Option<String>,
         pub(super) day_reset: Option<String>,
+        pub(super) public_url: Option<String>,
         #[serde(default)]
         pub(super) tokens: Vec<Token>,
         #[serde(default)]
@@ -415,6 +418,15 @@ mod raw {
     }
 }
 
+/// What every site inherits from the top of the file.
+struct City<'a> {
+    timezone: Tz,
+    day_reset: NaiveTime,
+    procedures: &'a [Procedure],
+    life_events: &'a [LifeEvent],
+    public_url: &'a str,
+}
+
 struct Validator {
     file: PathBuf,
     errors: Vec<ConfigError>,
@@ -473,6 +485,19 @@ impl Validator {
             raw.day_reset.as_deref(),
             NaiveTime::from_hms_opt(0, 0, 0).expect("midnight"),
         );
+
+        let public_url = raw
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            self.err(
+                "public_url",
+                "must start with http:// or https:// (the address phones open from the QR code)",
+            );
+        }
 
         // The city's catalog.
         let mut procedures: Vec<Procedure> = Vec::new();
@@ -547,7 +572,14 @@ impl Validator {
             self.err("sites", "at least one site is needed");
         }
         for (i, s) in raw.sites.iter().enumerate() {
-            if let Some(site) = self.site(i, s, tz, reset, &procedures, &life_events) {
+            let city = City {
+                timezone: tz,
+                day_reset: reset,
+                procedures: &procedures,
+                life_events: &life_events,
+                public_url: &public_url,
+            };
+            if let Some(site) = self.site(i, s, &city) {
                 if sites.iter().any(|x| x.id == site.id) {
                     self.err(
                         format!("sites[{}].id", site.id),
@@ -637,15 +669,13 @@ impl Validator {
         out
     }
 
-    fn site(
-        &mut self,
-        i: usize,
-        s: &raw::Site,
-        tz: Tz,
-        reset: NaiveTime,
-        procedures: &[Procedure],
-        life_events: &[LifeEvent],
-    ) -> Option<SiteConfig> {
+    fn site(&mut self, i: usize, s: &raw::Site, city: &City<'_>) -> Option<SiteConfig> {
+        let (tz, reset, procedures, life_events) = (
+            city.timezone,
+            city.day_reset,
+            city.procedures,
+            city.life_events,
+        );
         let id = self.id::<SiteId>(&format!("sites[{i}].id"), &s.id)?;
         let f = format!("sites[{id}]");
         let timezone = self.timezone(&format!("{f}.timezone"), s.timezone.as_deref(), tz);
@@ -679,10 +709,16 @@ impl Validator {
             if queues.iter().any(|x| x.id == qid) {
                 self.err(&qf, format!("queue {qid} is defined twice"));
             }
-            if q.prefix.chars().count() > 3 || q.prefix.chars().any(|c| c.is_whitespace()) {
+            // Without digits in prefixes, a number's prefix is unambiguous ("A1" + "001" and
+            // "A" + "1001" would both print A1001), so checking ranges per prefix is enough.
+            if q.prefix.chars().count() > 3
+                || q.prefix
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_numeric() || c.is_control())
+            {
                 self.err(
                     format!("{qf}.prefix"),
-                    "a prefix is at most 3 characters, without spaces",
+                    "a prefix is at most 3 characters, without digits or spaces",
                 );
             }
             let range = match q.range {
@@ -826,9 +862,12 @@ impl Validator {
                     format!("dispenser {did} is defined twice"),
                 );
             }
+            let printer_agent = d.printer_agent.as_ref().and_then(|p| {
+                self.id::<PrinterId>(&format!("{f}.dispensers[{did}].printer_agent"), p)
+            });
             dispensers.push(DispenserConfig {
                 id: did,
-                printer_agent: d.printer_agent.clone(),
+                printer_agent,
             });
         }
 
@@ -848,6 +887,7 @@ impl Validator {
             queues,
             counters,
             dispensers,
+            public_url: city.public_url.to_owned(),
         })
     }
 }

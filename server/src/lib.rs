@@ -14,6 +14,7 @@ pub mod core;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod printers;
 pub mod projection;
 pub mod server;
 pub mod site;

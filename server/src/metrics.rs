@@ -5,7 +5,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::core::{BoardView, CounterState, TicketStatus, VisitRecord};
+use crate::core::{BoardView, CounterState, PrinterState, TicketStatus, VisitRecord};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub http_requests: HistogramVec,
     pub live_clients: IntGaugeVec,
     pub log_conflicts: IntCounterVec,
+    pub printer_state: IntGaugeVec,
+    pub print_jobs: IntCounterVec,
 }
 
 /// Buckets for times measured in minutes to hours: 1 min … 4 h.
@@ -119,7 +121,25 @@ impl Metrics {
                 "Appends refused because another writer appended first.",
                 &["site"],
             ),
+            printer_state: gauge(
+                "madoguchi_printer_state",
+                "1 for the state a printer is in, 0 for the others.",
+                &["site", "printer", "state"],
+            ),
+            print_jobs: counter(
+                "madoguchi_print_jobs_total",
+                "Print jobs finished by printer agents, by outcome (printed, expired, uncertain).",
+                &["printer", "outcome"],
+            ),
             registry,
+        }
+    }
+
+    pub fn observe_printer(&self, site: &str, printer: &str, state: PrinterState) {
+        for s in PrinterState::ALL {
+            self.printer_state
+                .with_label_values(&[site, printer, s.as_str()])
+                .set(i64::from(s == state));
         }
     }
 

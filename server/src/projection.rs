@@ -1,7 +1,8 @@
-//! Visit records, the projection of the event log that feeds the stay-time KPI.
+//! Projections of the event log kept in the SQLite file: visit records (tables `visits` and
+//! `visit_steps`, the stay-time KPI) and print jobs (table `print_jobs`).
 //!
-//! Stored in the `visits` and `visit_steps` tables of the SQLite file, with a checkpoint per site
-//! so a restart re-projects exactly what the log holds beyond it (writes are idempotent).
+//! A checkpoint per site says how far the log has been projected, so a restart re-projects
+//! exactly what the log holds beyond it; every write is idempotent.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,16 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use crate::core::{Target, Timestamp, VisitRecord};
+use crate::core::{PrinterId, Target, Timestamp, VisitRecord};
+use madoguchi_wire::{JobOutcome, PrintJob};
+
+/// A print job produced by a `TicketIssued` event.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub agent: PrinterId,
+    pub seq: u64,
+    pub job: PrintJob,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("visit store: {0}")]
@@ -20,7 +30,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 #[derive(Clone)]
-pub struct VisitStore {
+pub struct ProjectionStore {
     conn: Arc<Mutex<Connection>>,
 }
 
@@ -77,7 +87,7 @@ pub struct Kpi {
     pub service_s: Stats,
 }
 
-impl VisitStore {
+impl ProjectionStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = crate::log::open_db(path).map_err(err)?;
         // The projection can always be rebuilt from the log; no need to sync every write.
@@ -119,6 +129,17 @@ impl VisitStore {
                 service_s REAL NOT NULL,
                 PRIMARY KEY (ticket_id, step)
             );
+            CREATE TABLE IF NOT EXISTS print_jobs (
+                id TEXT PRIMARY KEY,
+                agent TEXT NOT NULL,
+                site TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                created_at TEXT NOT NULL,
+                body TEXT NOT NULL,
+                outcome TEXT,
+                done_at TEXT
+            );
+            CREATE INDEX IF NOT EXISTS print_jobs_pending ON print_jobs (agent, outcome, seq);
             CREATE TABLE IF NOT EXISTS projection_checkpoints (
                 site TEXT PRIMARY KEY,
                 seq INTEGER NOT NULL
@@ -158,18 +179,36 @@ impl VisitStore {
         .await
     }
 
-    /// Stores visits (replacing earlier copies) and moves the site's checkpoint to `seq`.
+    /// Stores visits (replacing earlier copies) and new print jobs (keeping any already there,
+    /// with their outcome), and moves the site's checkpoint to `seq`.
     pub async fn record(
         &self,
         site: &str,
         seq: u64,
         visits: Vec<VisitRecord>,
+        jobs: Vec<NewJob>,
     ) -> Result<(), StoreError> {
         let site = site.to_owned();
         self.with(move |conn| {
             let tx = conn.transaction().map_err(err)?;
             for v in &visits {
                 write_visit(&tx, v).map_err(err)?;
+            }
+            for j in &jobs {
+                let body = serde_json::to_string(&j.job).map_err(err)?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO print_jobs (id, agent, site, seq, created_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        j.job.id,
+                        j.agent.as_str(),
+                        site,
+                        j.seq as i64,
+                        j.job.issued_at.to_rfc3339(),
+                        body
+                    ],
+                )
+                .map_err(err)?;
             }
             tx.execute(
                 "INSERT INTO projection_checkpoints (site, seq) VALUES (?1, ?2)
@@ -178,6 +217,54 @@ impl VisitStore {
             )
             .map_err(err)?;
             tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// Jobs of `agent` not yet finished, oldest first.
+    pub async fn pending_jobs(&self, agent: &PrinterId) -> Result<Vec<PrintJob>, StoreError> {
+        let agent = agent.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM print_jobs WHERE agent = ?1 AND outcome IS NULL ORDER BY created_at, seq",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([agent], |r| r.get::<_, String>(0))
+                .map_err(err)?;
+            let mut jobs = Vec::new();
+            for body in rows {
+                jobs.push(serde_json::from_str(&body.map_err(err)?).map_err(err)?);
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    /// Records how a job ended. Returns false if the job is unknown to this agent or had
+    /// already ended (a duplicate report, which is harmless).
+    pub async fn finish_job(
+        &self,
+        agent: &PrinterId,
+        job: &str,
+        outcome: JobOutcome,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (agent, job) = (agent.to_string(), job.to_owned());
+        let outcome = match outcome {
+            JobOutcome::Printed => "printed",
+            JobOutcome::Expired => "expired",
+            JobOutcome::Uncertain => "uncertain",
+        };
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE print_jobs SET outcome = ?1, done_at = ?2
+                 WHERE id = ?3 AND agent = ?4 AND outcome IS NULL",
+                params![outcome, at.to_rfc3339(), job, agent],
+            )
+            .map(|n| n > 0)
+            .map_err(err)
         })
         .await
     }

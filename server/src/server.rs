@@ -13,8 +13,9 @@ use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::log::{EventLog, SqliteLog};
 use crate::metrics::Metrics;
-use crate::projection::VisitStore;
-use crate::site::{self, Clock};
+use crate::printers::PrinterHub;
+use crate::projection::ProjectionStore;
+use crate::site::{self, SiteDeps};
 
 /// How long open connections get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -36,29 +37,28 @@ pub async fn run(
         SqliteLog::open(&db)
             .with_context(|| format!("cannot open the event log {}", db.display()))?,
     );
-    let visits = VisitStore::open(&db)
+    let visits = ProjectionStore::open(&db)
         .with_context(|| format!("cannot open the visit records in {}", db.display()))?;
-    let metrics = Metrics::new();
-    let clock: Clock = Arc::new(chrono::Utc::now);
+    let deps = SiteDeps {
+        log: log.clone(),
+        store: visits.clone(),
+        printers: PrinterHub::default(),
+        metrics: Metrics::new(),
+        clock: Arc::new(chrono::Utc::now),
+    };
 
     let mut handles = Vec::new();
     let mut actors = Vec::new();
     for site_config in &config.sites {
-        let (handle, task) = site::start(
-            site_config.clone(),
-            log.clone(),
-            visits.clone(),
-            metrics.clone(),
-            clock.clone(),
-        )
-        .await
-        .with_context(|| format!("cannot rebuild site {}", site_config.id))?;
+        let (handle, task) = site::start(site_config.clone(), deps.clone())
+            .await
+            .with_context(|| format!("cannot rebuild site {}", site_config.id))?;
         handles.push(handle);
         actors.push(task);
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState::new(config, handles, log, visits, metrics, stop_rx);
+    let state = AppState::new(config, handles, deps, stop_rx);
     let app = router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %db.display(), "madoguchi is serving");

@@ -15,7 +15,8 @@ use crate::core::{
 };
 use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;
-use crate::projection::VisitStore;
+use crate::printers::{job_for, PrinterHub};
+use crate::projection::{NewJob, ProjectionStore};
 
 /// How many live messages a slow subscriber may fall behind before it must resync.
 const LIVE_BUFFER: usize = 256;
@@ -131,7 +132,8 @@ impl SiteHandle {
 struct Actor {
     state: SiteState,
     log: Arc<dyn EventLog>,
-    visits: VisitStore,
+    visits: ProjectionStore,
+    printers: PrinterHub,
     metrics: Metrics,
     live: broadcast::Sender<LiveText>,
     clock: Clock,
@@ -139,19 +141,34 @@ struct Actor {
     last_at: Option<Timestamp>,
 }
 
+/// What every site actor shares.
+#[derive(Clone)]
+pub struct SiteDeps {
+    pub log: Arc<dyn EventLog>,
+    pub store: ProjectionStore,
+    pub printers: PrinterHub,
+    pub metrics: Metrics,
+    pub clock: Clock,
+}
+
 /// Rebuilds a site's state from the log, brings its visit records up to date, and starts its
 /// actor. The actor stops when every handle is dropped.
 pub async fn start(
     config: Arc<SiteConfig>,
-    log: Arc<dyn EventLog>,
-    visits: VisitStore,
-    metrics: Metrics,
-    clock: Clock,
+    deps: SiteDeps,
 ) -> Result<(SiteHandle, tokio::task::JoinHandle<()>), SiteError> {
+    let SiteDeps {
+        log,
+        store: visits,
+        printers,
+        metrics,
+        clock,
+    } = deps;
     let mut actor = Actor {
         state: SiteState::new(config.clone()),
         log,
         visits,
+        printers,
         metrics,
         live: broadcast::channel(LIVE_BUFFER).0,
         clock,
@@ -286,8 +303,10 @@ impl Actor {
     async fn apply_live(&mut self, events: &[Event]) {
         let site = self.state.config.id.to_string();
         let mut ended = Vec::new();
+        let mut jobs = Vec::new();
         for event in events {
             let done = self.state.apply(event);
+            jobs.extend(job_for(&self.state, event));
             self.last_at = Some(self.last_at.map_or(event.at(), |t| t.max(event.at())));
             match event {
                 Event::TicketIssued { queue, .. } => self
@@ -300,6 +319,10 @@ impl Actor {
                     .calls
                     .with_label_values(&[site.as_str(), counter.as_str()])
                     .inc(),
+                Event::PrinterStateChanged { printer, state, .. } => {
+                    self.metrics
+                        .observe_printer(&site, printer.as_str(), *state)
+                }
                 _ => {}
             }
             ended.extend(
@@ -320,10 +343,12 @@ impl Actor {
         for v in &ended {
             self.metrics.observe_visit(v);
         }
-        if !ended.is_empty() {
-            if let Err(e) = self.visits.record(&site, self.state.seq, ended).await {
+        if !ended.is_empty() || !jobs.is_empty() {
+            let agents: Vec<_> = jobs.iter().map(|j: &NewJob| j.agent.clone()).collect();
+            match self.visits.record(&site, self.state.seq, ended, jobs).await {
+                Ok(()) => agents.iter().for_each(|a| self.printers.notify(a)),
                 // The log has the events; the next start re-projects from the checkpoint.
-                tracing::error!(site = %site, error = %e, "could not store visit records");
+                Err(e) => tracing::error!(site = %site, error = %e, "could not store projections"),
             }
         }
     }
@@ -338,6 +363,7 @@ impl Actor {
                 return Ok(());
             }
             let mut records = Vec::new();
+            let mut jobs = Vec::new();
             for stored in &page {
                 if stored.seq != self.state.seq + 1 {
                     return Err(LogError::Corrupt {
@@ -357,6 +383,7 @@ impl Actor {
                         .map_or(stored.event.at(), |t| t.max(stored.event.at())),
                 );
                 if stored.seq > checkpoint {
+                    jobs.extend(job_for(&self.state, &stored.event));
                     records.extend(
                         ended
                             .iter()
@@ -365,10 +392,12 @@ impl Actor {
                 }
             }
             if !live && self.state.seq > checkpoint {
+                let agents: Vec<_> = jobs.iter().map(|j: &NewJob| j.agent.clone()).collect();
                 self.visits
-                    .record(site.as_str(), self.state.seq, records)
+                    .record(site.as_str(), self.state.seq, records, jobs)
                     .await
                     .map_err(|e| SiteError::Unavailable(e.to_string()))?;
+                agents.iter().for_each(|a| self.printers.notify(a));
             }
         }
     }

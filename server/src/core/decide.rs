@@ -45,9 +45,15 @@ pub fn decide(
         .filter(|t| !t.status.is_terminal())
         .collect();
     expired.sort_by_key(|t| (t.issued_at, t.number.clone()));
+    // Tickets left open depart when their own business day ended, even if no command reached
+    // the site for days (a server down over a weekend).
+    let ended = state
+        .day
+        .and_then(|d| d.succ_opt())
+        .map_or(today, |next| next.min(today));
     let start = Event::DayStarted {
         day: today,
-        at: day_start(&state.config, today, now).min(now),
+        at: day_start(&state.config, ended, now).min(now),
         expired: expired.into_iter().map(|t| t.id.clone()).collect(),
     };
     let mut next = state.clone();
@@ -111,10 +117,12 @@ fn decide_today(
             expect_status(t, TicketStatus::Called)?;
             let policy = &state.config.no_show;
             let step = t.step();
-            if step.calls < policy.min_calls {
+            // Calls since the ticket was last put back in line count, not earlier ones.
+            let calls = step.calls - step.calls_before_requeue;
+            if calls < policy.min_calls {
                 return Err(DomainError::TooFewCalls {
                     number: t.number.clone(),
-                    calls: step.calls,
+                    calls,
                     required: policy.min_calls,
                 });
             }
@@ -197,6 +205,23 @@ fn decide_today(
             }
             Ok(vec![Event::CounterStateChanged {
                 counter: counter.clone(),
+                state: *wanted,
+                at,
+            }])
+        }
+        Command::SetPrinterState {
+            printer,
+            state: wanted,
+        } => {
+            let (current, _) = state
+                .printers
+                .get(printer)
+                .ok_or_else(|| DomainError::UnknownPrinter(printer.clone()))?;
+            if current == wanted {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::PrinterStateChanged {
+                printer: printer.clone(),
                 state: *wanted,
                 at,
             }])

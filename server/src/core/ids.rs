@@ -94,6 +94,10 @@ id_type!(
     DispenserId, "dispenser id"
 );
 id_type!(
+    /// A printer agent (the small PC beside a dispenser that drives its printer).
+    PrinterId, "printer agent id"
+);
+id_type!(
     /// A ticket's stable id (a UUID), distinct from its short display number.
     TicketId, "ticket id"
 );
@@ -121,9 +125,4 @@ impl TicketNumber {
 }
 
 /// A text in Japanese and English; Japanese is shown first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct I18n {
-    pub ja: String,
-    pub en: String,
-}
+pub use madoguchi_wire::I18n;

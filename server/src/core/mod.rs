@@ -10,12 +10,14 @@ mod view;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use madoguchi_wire::PrinterState;
+
 pub use decide::{business_day, decide, plan_for, route};
 pub use ids::*;
 pub use state::{Counter, SiteState, Step, Ticket, WaitKey};
 pub use view::{
-    BoardCounter, BoardQueue, BoardTicket, BoardView, CounterView, PublicEvent, RecentCallView,
-    TicketView, VisitRecord, VisitStep,
+    BoardCounter, BoardPrinter, BoardQueue, BoardTicket, BoardView, CounterView, PublicEvent,
+    RecentCallView, TicketView, VisitRecord, VisitStep,
 };
 
 pub type Timestamp = DateTime<Utc>;
@@ -161,6 +163,11 @@ pub enum Command {
         counter: CounterId,
         profile: Profile,
     },
+    /// A printer agent reported its printer's state.
+    SetPrinterState {
+        printer: PrinterId,
+        state: PrinterState,
+    },
 }
 
 /// Everything that happens at a site. Events are facts: `apply` never fails on them.
@@ -229,6 +236,11 @@ pub enum Event {
         profile: Profile,
         at: Timestamp,
     },
+    PrinterStateChanged {
+        printer: PrinterId,
+        state: PrinterState,
+        at: Timestamp,
+    },
 }
 
 impl Event {
@@ -242,7 +254,8 @@ impl Event {
             | Event::NoShowMarked { at, .. }
             | Event::TicketCancelled { at, .. }
             | Event::CounterStateChanged { at, .. }
-            | Event::ProfileChanged { at, .. } => *at,
+            | Event::ProfileChanged { at, .. }
+            | Event::PrinterStateChanged { at, .. } => *at,
         }
     }
 
@@ -257,7 +270,8 @@ impl Event {
             | Event::TicketCancelled { ticket, .. } => Some(ticket),
             Event::DayStarted { .. }
             | Event::CounterStateChanged { .. }
-            | Event::ProfileChanged { .. } => None,
+            | Event::ProfileChanged { .. }
+            | Event::PrinterStateChanged { .. } => None,
         }
     }
 
@@ -273,6 +287,7 @@ impl Event {
             Event::TicketCancelled { .. } => "ticket_cancelled",
             Event::CounterStateChanged { .. } => "counter_state_changed",
             Event::ProfileChanged { .. } => "profile_changed",
+            Event::PrinterStateChanged { .. } => "printer_state_changed",
         }
     }
 }
@@ -336,6 +351,8 @@ pub enum DomainError {
     BadProfile,
     #[error("ticket {0} has already ended")]
     AlreadyEnded(TicketNumber),
+    #[error("unknown printer agent {0}")]
+    UnknownPrinter(PrinterId),
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
 }
@@ -357,7 +374,7 @@ impl DomainError {
     pub fn class(&self) -> ErrorClass {
         use DomainError::*;
         match self {
-            UnknownCounter(_) | TicketNotFound(_) => ErrorClass::NotFound,
+            UnknownCounter(_) | TicketNotFound(_) | UnknownPrinter(_) => ErrorClass::NotFound,
             UnknownProcedure(_)
             | UnknownLifeEvent(_)
             | UnknownQuestion { .. }
@@ -407,6 +424,7 @@ impl DomainError {
             BadProfile => "bad_profile",
             AlreadyEnded(_) => "already_ended",
             IdempotencyKeyReused => "idempotency_key_reused",
+            UnknownPrinter(_) => "unknown_printer",
         }
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 use super::{
-    CancelReason, CounterId, CounterState, DispenserId, Event, LifeEventId, ProcedureCode, Profile,
-    QueueId, Target, TicketId, TicketNumber, TicketStatus, Timestamp,
+    CancelReason, CounterId, CounterState, DispenserId, Event, LifeEventId, PrinterId,
+    PrinterState, ProcedureCode, Profile, QueueId, Target, TicketId, TicketNumber, TicketStatus,
+    Timestamp,
 };
 use crate::config::SiteConfig;
 
@@ -23,6 +24,8 @@ pub struct Step {
     /// Place in line: the seq of the event that put the ticket (back) into the line.
     pub order: u64,
     pub calls: u32,
+    /// `calls` when the ticket was last put back in line after a no-show.
+    pub calls_before_requeue: u32,
     pub requeues: u32,
     /// The latest call.
     pub called_at: Option<Timestamp>,
@@ -112,6 +115,8 @@ pub struct SiteState {
     pub waiting: BTreeMap<Target, BTreeSet<WaitKey>>,
     pub counters: Vec<Counter>,
     pub recent_calls: VecDeque<RecentCall>,
+    /// The printers of this site's dispensers, with their last reported state and since when.
+    pub printers: BTreeMap<PrinterId, (PrinterState, Option<Timestamp>)>,
 }
 
 impl SiteState {
@@ -126,7 +131,14 @@ impl SiteState {
                 current: None,
             })
             .collect();
+        let printers = config
+            .dispensers
+            .iter()
+            .filter_map(|d| d.printer_agent.clone())
+            .map(|p| (p, (PrinterState::Unknown, None)))
+            .collect();
         Self {
+            printers,
             config,
             seq: 0,
             day: None,
@@ -270,6 +282,7 @@ impl SiteState {
                             enqueued_at: *at,
                             order: seq,
                             calls: 0,
+                            calls_before_requeue: 0,
                             requeues: 0,
                             called_at: None,
                             counter: None,
@@ -331,6 +344,7 @@ impl SiteState {
                         enqueued_at: *at,
                         order: seq,
                         calls: 0,
+                        calls_before_requeue: 0,
                         requeues: 0,
                         called_at: None,
                         counter: None,
@@ -352,6 +366,7 @@ impl SiteState {
                     let t = self.ticket_mut(ticket);
                     let step = t.step_mut();
                     step.requeues += 1;
+                    step.calls_before_requeue = step.calls;
                     step.order = seq;
                     step.counter = None;
                     t.status = TicketStatus::Waiting;
@@ -373,6 +388,9 @@ impl SiteState {
                 counter, profile, ..
             } => {
                 self.counter_mut(counter).profile = profile.clone();
+            }
+            Event::PrinterStateChanged { printer, state, at } => {
+                self.printers.insert(printer.clone(), (*state, Some(*at)));
             }
         }
         ended

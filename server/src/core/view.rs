@@ -4,8 +4,9 @@
 use serde::Serialize;
 
 use super::{
-    CancelReason, CounterId, CounterState, Event, LifeEventId, ProcedureCode, QueueId, SiteState,
-    Target, Ticket, TicketId, TicketNumber, TicketStatus, Timestamp,
+    CancelReason, CounterId, CounterState, Event, LifeEventId, PrinterId, PrinterState,
+    ProcedureCode, QueueId, SiteState, Target, Ticket, TicketId, TicketNumber, TicketStatus,
+    Timestamp,
 };
 use crate::config::SiteConfig;
 
@@ -15,6 +16,15 @@ pub struct BoardView {
     pub queues: Vec<BoardQueue>,
     pub counters: Vec<BoardCounter>,
     pub recent_calls: Vec<RecentCallView>,
+    pub printers: Vec<BoardPrinter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoardPrinter {
+    pub id: PrinterId,
+    pub state: PrinterState,
+    /// When the state last changed.
+    pub since: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -92,6 +102,10 @@ pub struct PublicEvent {
     pub requeued: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<CounterState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub printer: Option<PrinterId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub printer_state: Option<PrinterState>,
 }
 
 /// One finished visit, as stored in the `visits` table.
@@ -300,6 +314,15 @@ impl SiteState {
                     at: c.at,
                 })
                 .collect(),
+            printers: self
+                .printers
+                .iter()
+                .map(|(id, (state, since))| BoardPrinter {
+                    id: id.clone(),
+                    state: *state,
+                    since: *since,
+                })
+                .collect(),
         }
     }
 
@@ -314,6 +337,8 @@ impl SiteState {
             transfer_to: None,
             requeued: None,
             state: None,
+            printer: None,
+            printer_state: None,
         };
         if let Some(t) = event.ticket().and_then(|id| self.tickets.get(id)) {
             p.number = Some(t.number.clone());
@@ -344,6 +369,10 @@ impl SiteState {
                 p.state = Some(*state);
             }
             Event::ProfileChanged { counter, .. } => p.counter = Some(counter.clone()),
+            Event::PrinterStateChanged { printer, state, .. } => {
+                p.printer = Some(printer.clone());
+                p.printer_state = Some(*state);
+            }
         }
         p
     }

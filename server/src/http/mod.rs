@@ -6,6 +6,7 @@ mod counters;
 mod error;
 mod live;
 mod ops;
+mod printers;
 mod tickets;
 
 use std::collections::BTreeMap;
@@ -25,8 +26,9 @@ use crate::config::{Config, Role};
 use crate::core::SiteId;
 use crate::log::EventLog;
 use crate::metrics::Metrics;
-use crate::projection::VisitStore;
-use crate::site::SiteHandle;
+use crate::printers::PrinterHub;
+use crate::projection::ProjectionStore;
+use crate::site::{SiteDeps, SiteHandle};
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -40,9 +42,7 @@ pub struct AppState {
 struct Inner {
     config: Config,
     sites: BTreeMap<SiteId, SiteHandle>,
-    log: Arc<dyn EventLog>,
-    visits: VisitStore,
-    metrics: Metrics,
+    deps: SiteDeps,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -50,9 +50,7 @@ impl AppState {
     pub fn new(
         config: Config,
         sites: Vec<SiteHandle>,
-        log: Arc<dyn EventLog>,
-        visits: VisitStore,
-        metrics: Metrics,
+        deps: SiteDeps,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let sites = sites
@@ -63,9 +61,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 sites,
-                log,
-                visits,
-                metrics,
+                deps,
                 shutdown,
             }),
         }
@@ -75,13 +71,16 @@ impl AppState {
         &self.inner.config
     }
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        &self.inner.deps.metrics
     }
     pub fn log(&self) -> &Arc<dyn EventLog> {
-        &self.inner.log
+        &self.inner.deps.log
     }
-    pub fn visits(&self) -> &VisitStore {
-        &self.inner.visits
+    pub fn store(&self) -> &ProjectionStore {
+        &self.inner.deps.store
+    }
+    pub fn printers(&self) -> &PrinterHub {
+        &self.inner.deps.printers
     }
     pub fn sites(&self) -> impl Iterator<Item = &SiteHandle> {
         self.inner.sites.values()
@@ -127,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .merge(counters::router())
         .merge(live::router())
         .merge(ops::router())
+        .merge(printers::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint; see docs/API.md")
         })

@@ -1,5 +1,5 @@
 //! Operations and analysis: health, readiness, Prometheus metrics, the stay-time KPI, and the
-//! endpoints whose issues have not landed yet (printers, CSV export) answering 501.
+//! CSV export, whose issue has not landed yet, answering 501.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -25,7 +25,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/api/v1/sites/{site}/kpi", get(kpi))
         .route("/api/v1/sites/{site}/visits.csv", get(visits_csv))
-        .route("/api/v1/printers/{agent}/jobs", get(printer_jobs))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -128,7 +127,7 @@ async fn kpi(
         procedure: q.procedure.as_ref().map(ToString::to_string),
     };
     let kpi = app
-        .visits()
+        .store()
         .kpi(filter)
         .await
         .map_err(ApiError::unavailable)?;
@@ -160,13 +159,4 @@ async fn visits_csv(
         require(app.config(), &headers, None, &[Role::Analyst])?;
     }
     Err(not_yet("the CSV export"))
-}
-
-async fn printer_jobs(
-    State(app): State<AppState>,
-    Path(_agent): Path<String>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    require(app.config(), &headers, None, &[Role::Printer])?;
-    Err(not_yet("the printer job feed"))
 }

@@ -108,6 +108,11 @@ async fn issue(
             ))
         }
     };
+    let agent = body
+        .dispenser
+        .as_ref()
+        .and_then(|d| handle.config.dispenser(d))
+        .and_then(|d| d.printer_agent.clone());
     let command = Command::Issue(IssueCommand {
         id: TicketId::try_from(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid id"),
         token: new_token(),
@@ -127,7 +132,22 @@ async fn issue(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(json!({ "ticket": ticket }))))
+    // The kiosk tells the resident to ask staff when the printer cannot print.
+    let printer = match agent {
+        None => None,
+        Some(agent) => {
+            let state = handle
+                .read(move |s| s.printers.get(&agent).map(|p| (agent.clone(), p.0)))
+                .await?;
+            state.map(
+                |(id, state)| json!({"id": id, "state": state, "needs_staff": state.needs_staff()}),
+            )
+        }
+    };
+    Ok((
+        status,
+        Json(json!({ "ticket": ticket, "printer": printer })),
+    ))
 }
 
 /// 128 random bits, URL-safe: the phone page's only credential.
