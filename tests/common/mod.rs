@@ -19,8 +19,35 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
+/// The server binary. Tests of other packages find it beside their own binaries: `cargo test
+/// --workspace` builds it for the server's integration tests.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_madoguchi"))
+    built_binary("madoguchi", option_env!("CARGO_BIN_EXE_madoguchi"))
+}
+
+/// The printer agent binary.
+pub fn agent_binary() -> PathBuf {
+    built_binary(
+        "madoguchi-printer-agent",
+        option_env!("CARGO_BIN_EXE_madoguchi-printer-agent"),
+    )
+}
+
+fn built_binary(name: &str, from_cargo: Option<&str>) -> PathBuf {
+    let path = from_cargo.map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/debug/deps/<test> → target/debug/<name>
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target directory")
+            .join(name)
+    });
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
 }
 
 fn free_port() -> u16 {
@@ -63,6 +90,11 @@ impl Server {
 
     pub async fn start_with(data: &Path, config: &Path) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_at(data, config, addr).await
+    }
+
+    /// Starts on a given address (to restart a server where its clients expect it).
+    pub async fn start_at(data: &Path, config: &Path, addr: SocketAddr) -> Server {
         let log = data.with_extension(format!("{}.log", addr.port()));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(binary())
