@@ -709,3 +709,30 @@ queues = ["q", "ghost"]
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("site chuo (中央区役所"), "{stdout}");
 }
+
+#[tokio::test]
+async fn the_resident_rates_a_finished_visit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let ticket = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let token = ticket["token"].as_str().unwrap();
+    let path = format!("/api/v1/tickets/{token}/satisfaction");
+    let rate = |score: i64| server.post(&path, None, Some(json!({"score": score})));
+    let (status, reply) = rate(5).await;
+    assert_eq!(status, 409, "not before the visit is done: {reply}");
+    server.counter("6", "call-next", None).await;
+    server.counter("6", "start", None).await;
+    server.counter("6", "complete", None).await;
+    let (status, reply) = rate(9).await;
+    assert_eq!(status, 422, "{reply}");
+    let (status, reply) = rate(4).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["ticket"]["satisfaction"], 4);
+    let (status, _) = rate(5).await;
+    assert_eq!(status, 409, "only once");
+    let db = server.data.join("madoguchi.db");
+    assert_eq!(
+        sqlite_count(&db, "SELECT satisfaction FROM visits WHERE outcome = 'done'"),
+        4
+    );
+}

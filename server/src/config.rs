@@ -116,6 +116,47 @@ pub struct DispenserConfig {
     pub id: DispenserId,
     /// The printer agent that prints this dispenser's tickets.
     pub printer_agent: Option<PrinterId>,
+    /// Whether the kiosk shows the 優先 (priority) button; staff enable it per dispenser.
+    pub priority_button: bool,
+}
+
+/// How the screens of a site behave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScreensConfig {
+    pub lobby: LobbyConfig,
+    pub floor: FloorConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LobbyConfig {
+    /// Speak each call (Web Speech API).
+    pub voice: bool,
+    /// Play a chime before each call.
+    pub chime: bool,
+    /// Languages the call is spoken in, in order (`ja`, `en`).
+    pub languages: Vec<String>,
+    /// Extra label languages shown in rotation (`zh`, `ko`, `vi`).
+    pub rotate: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FloorConfig {
+    /// The floor board raises an alert when someone has waited longer than this.
+    pub wait_alert_min: u32,
+}
+
+impl Default for ScreensConfig {
+    fn default() -> Self {
+        Self {
+            lobby: LobbyConfig {
+                voice: true,
+                chime: true,
+                languages: vec!["ja".into(), "en".into()],
+                rotate: vec!["zh".into(), "ko".into(), "vi".into()],
+            },
+            floor: FloorConfig { wait_alert_min: 30 },
+        }
+    }
 }
 
 /// Everything the core needs to know about one site.
@@ -132,6 +173,7 @@ pub struct SiteConfig {
     pub queues: Vec<QueueConfig>,
     pub counters: Vec<CounterConfig>,
     pub dispensers: Vec<DispenserConfig>,
+    pub screens: ScreensConfig,
     /// Where residents reach the server from their phones; the QR code on a ticket points here.
     pub public_url: String,
 }
@@ -373,6 +415,7 @@ mod raw {
         /// Life events offered here; all of the city's when absent.
         pub(super) life_events: Option<Vec<String>>,
         pub(super) no_show: Option<NoShow>,
+        pub(super) screens: Option<Screens>,
         #[serde(default)]
         pub(super) queues: Vec<Queue>,
         #[serde(default)]
@@ -415,6 +458,30 @@ mod raw {
     pub(super) struct Dispenser {
         pub(super) id: String,
         pub(super) printer_agent: Option<String>,
+        #[serde(default)]
+        pub(super) priority_button: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Screens {
+        pub(super) lobby: Option<Lobby>,
+        pub(super) floor: Option<Floor>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Lobby {
+        pub(super) voice: Option<bool>,
+        pub(super) chime: Option<bool>,
+        pub(super) languages: Option<Vec<String>>,
+        pub(super) rotate: Option<Vec<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Floor {
+        pub(super) wait_alert_min: Option<u32>,
     }
 }
 
@@ -868,6 +935,7 @@ impl Validator {
             dispensers.push(DispenserConfig {
                 id: did,
                 printer_agent,
+                priority_button: d.priority_button,
             });
         }
 
@@ -887,8 +955,55 @@ impl Validator {
             queues,
             counters,
             dispensers,
+            screens: self.screens(&f, s.screens.as_ref()),
             public_url: city.public_url.to_owned(),
         })
+    }
+}
+
+impl Validator {
+    fn screens(&mut self, f: &str, raw: Option<&raw::Screens>) -> ScreensConfig {
+        let mut screens = ScreensConfig::default();
+        let Some(raw) = raw else { return screens };
+        if let Some(l) = &raw.lobby {
+            let lobby = &mut screens.lobby;
+            lobby.voice = l.voice.unwrap_or(lobby.voice);
+            lobby.chime = l.chime.unwrap_or(lobby.chime);
+            if let Some(langs) = &l.languages {
+                for lang in langs {
+                    if !["ja", "en"].contains(&lang.as_str()) {
+                        self.err(
+                            format!("{f}.screens.lobby.languages"),
+                            format!("calls are spoken in ja or en, not {lang:?}"),
+                        );
+                    }
+                }
+                lobby.languages = langs.clone();
+            }
+            if let Some(rotate) = &l.rotate {
+                for lang in rotate {
+                    if !["zh", "ko", "vi"].contains(&lang.as_str()) {
+                        self.err(
+                            format!("{f}.screens.lobby.rotate"),
+                            format!("labels exist for zh, ko and vi, not {lang:?}"),
+                        );
+                    }
+                }
+                lobby.rotate = rotate.clone();
+            }
+        }
+        if let Some(fl) = &raw.floor {
+            if let Some(m) = fl.wait_alert_min {
+                if m == 0 {
+                    self.err(
+                        format!("{f}.screens.floor.wait_alert_min"),
+                        "must be at least 1 minute",
+                    );
+                }
+                screens.floor.wait_alert_min = m;
+            }
+        }
+        screens
     }
 }
 

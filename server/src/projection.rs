@@ -338,8 +338,9 @@ fn write_visit(tx: &rusqlite::Transaction<'_>, v: &VisitRecord) -> rusqlite::Res
         .and_then(|v| v.as_str().map(str::to_owned));
     tx.execute(
         "INSERT OR REPLACE INTO visits (ticket_id, site, day, number, life_event, procedures, priority,
-            arrival, departure, arrival_ms, outcome, cancel_reason, stay_s, wait_s, service_s, steps)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            arrival, departure, arrival_ms, outcome, cancel_reason, stay_s, wait_s, service_s, steps,
+            satisfaction)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             v.ticket.as_str(),
             v.site,
@@ -357,6 +358,7 @@ fn write_visit(tx: &rusqlite::Transaction<'_>, v: &VisitRecord) -> rusqlite::Res
             v.wait_s,
             v.service_s,
             v.steps.len() as i64,
+            v.satisfaction,
         ],
     )?;
     tx.execute(

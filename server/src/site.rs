@@ -303,6 +303,7 @@ impl Actor {
     async fn apply_live(&mut self, events: &[Event]) {
         let site = self.state.config.id.to_string();
         let mut ended = Vec::new();
+        let mut rated = Vec::new();
         let mut jobs = Vec::new();
         for event in events {
             let done = self.state.apply(event);
@@ -325,10 +326,14 @@ impl Actor {
                 }
                 _ => {}
             }
-            ended.extend(
-                done.iter()
-                    .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t)),
-            );
+            let records = done
+                .iter()
+                .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t));
+            if matches!(event, Event::SatisfactionGiven { .. }) {
+                rated.extend(records);
+            } else {
+                ended.extend(records);
+            }
             let board = self.state.board();
             if self.live.receiver_count() > 0 {
                 let public = self.state.public_event(event);
@@ -343,6 +348,7 @@ impl Actor {
         for v in &ended {
             self.metrics.observe_visit(v);
         }
+        ended.extend(rated);
         if !ended.is_empty() || !jobs.is_empty() {
             let agents: Vec<_> = jobs.iter().map(|j: &NewJob| j.agent.clone()).collect();
             match self.visits.record(&site, self.state.seq, ended, jobs).await {

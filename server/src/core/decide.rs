@@ -209,6 +209,29 @@ fn decide_today(
                 at,
             }])
         }
+        Command::Rate { token, score } => {
+            if !(1..=5).contains(score) {
+                return Err(DomainError::BadScore(*score));
+            }
+            let t = state
+                .ticket_by_token(token)
+                .ok_or_else(|| DomainError::TicketNotFound("(token)".into()))?;
+            if t.status != TicketStatus::Done {
+                return Err(DomainError::WrongStatus {
+                    number: t.number.clone(),
+                    expected: TicketStatus::Done.as_str(),
+                    actual: t.status.as_str(),
+                });
+            }
+            if t.satisfaction.is_some() {
+                return Err(DomainError::AlreadyRated);
+            }
+            Ok(vec![Event::SatisfactionGiven {
+                ticket: t.id.clone(),
+                score: *score,
+                at,
+            }])
+        }
         Command::SetPrinterState {
             printer,
             state: wanted,

@@ -163,6 +163,11 @@ pub enum Command {
         counter: CounterId,
         profile: Profile,
     },
+    /// The resident rates a finished visit from the phone page (5 = very satisfied … 1).
+    Rate {
+        token: String,
+        score: u8,
+    },
     /// A printer agent reported its printer's state.
     SetPrinterState {
         printer: PrinterId,
@@ -241,6 +246,12 @@ pub enum Event {
         state: PrinterState,
         at: Timestamp,
     },
+    /// The resident's answer to the satisfaction question, 1 (不満) to 5 (満足).
+    SatisfactionGiven {
+        ticket: TicketId,
+        score: u8,
+        at: Timestamp,
+    },
 }
 
 impl Event {
@@ -255,7 +266,8 @@ impl Event {
             | Event::TicketCancelled { at, .. }
             | Event::CounterStateChanged { at, .. }
             | Event::ProfileChanged { at, .. }
-            | Event::PrinterStateChanged { at, .. } => *at,
+            | Event::PrinterStateChanged { at, .. }
+            | Event::SatisfactionGiven { at, .. } => *at,
         }
     }
 
@@ -267,7 +279,8 @@ impl Event {
             | Event::ServiceStarted { ticket, .. }
             | Event::StepCompleted { ticket, .. }
             | Event::NoShowMarked { ticket, .. }
-            | Event::TicketCancelled { ticket, .. } => Some(ticket),
+            | Event::TicketCancelled { ticket, .. }
+            | Event::SatisfactionGiven { ticket, .. } => Some(ticket),
             Event::DayStarted { .. }
             | Event::CounterStateChanged { .. }
             | Event::ProfileChanged { .. }
@@ -288,6 +301,7 @@ impl Event {
             Event::CounterStateChanged { .. } => "counter_state_changed",
             Event::ProfileChanged { .. } => "profile_changed",
             Event::PrinterStateChanged { .. } => "printer_state_changed",
+            Event::SatisfactionGiven { .. } => "satisfaction_given",
         }
     }
 }
@@ -351,6 +365,10 @@ pub enum DomainError {
     BadProfile,
     #[error("ticket {0} has already ended")]
     AlreadyEnded(TicketNumber),
+    #[error("a satisfaction score is 1 (dissatisfied) to 5 (very satisfied), not {0}")]
+    BadScore(u8),
+    #[error("this visit has already been rated")]
+    AlreadyRated,
     #[error("unknown printer agent {0}")]
     UnknownPrinter(PrinterId),
     #[error("this Idempotency-Key was already used for a different request")]
@@ -386,14 +404,16 @@ impl DomainError {
             | UnknownTransferCounter(_)
             | TransferToSelf
             | BadProfile
-            | IdempotencyKeyReused => ErrorClass::Invalid,
+            | IdempotencyKeyReused
+            | BadScore(_) => ErrorClass::Invalid,
             NumbersExhausted(_)
             | CounterNotOpen(_)
             | CounterBusy { .. }
             | NoCurrentTicket(_)
             | WrongStatus { .. }
             | TooFewCalls { .. }
-            | AlreadyEnded(_) => ErrorClass::Conflict,
+            | AlreadyEnded(_)
+            | AlreadyRated => ErrorClass::Conflict,
             NobodyWaiting(_) => ErrorClass::Empty,
         }
     }
@@ -425,6 +445,8 @@ impl DomainError {
             AlreadyEnded(_) => "already_ended",
             IdempotencyKeyReused => "idempotency_key_reused",
             UnknownPrinter(_) => "unknown_printer",
+            BadScore(_) => "bad_score",
+            AlreadyRated => "already_rated",
         }
     }
 }

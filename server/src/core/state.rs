@@ -53,6 +53,8 @@ pub struct Ticket {
     pub steps: Vec<Step>,
     pub departed_at: Option<Timestamp>,
     pub cancel_reason: Option<CancelReason>,
+    /// The resident's satisfaction answer after the visit, 1–5.
+    pub satisfaction: Option<u8>,
 }
 
 impl Ticket {
@@ -221,7 +223,8 @@ impl SiteState {
         t.clone()
     }
 
-    /// Applies one event and returns the tickets whose visit it ended.
+    /// Applies one event and returns the tickets whose visit record it changed: visits it ended,
+    /// and a finished visit that was rated.
     pub fn apply(&mut self, event: &Event) -> Vec<Ticket> {
         self.seq += 1;
         let seq = self.seq;
@@ -291,6 +294,7 @@ impl SiteState {
                         }],
                         departed_at: None,
                         cancel_reason: None,
+                        satisfaction: None,
                     },
                 );
                 self.enqueue(ticket);
@@ -388,6 +392,12 @@ impl SiteState {
                 counter, profile, ..
             } => {
                 self.counter_mut(counter).profile = profile.clone();
+            }
+            Event::SatisfactionGiven { ticket, score, .. } => {
+                let t = self.ticket_mut(ticket);
+                t.satisfaction = Some(*score);
+                // The visit record changes: hand it to the projection again.
+                ended.push(t.clone());
             }
             Event::PrinterStateChanged { printer, state, at } => {
                 self.printers.insert(printer.clone(), (*state, Some(*at)));

@@ -124,6 +124,8 @@ pub struct VisitRecord {
     /// `done`, `no_show` or `cancelled`.
     pub outcome: TicketStatus,
     pub cancel_reason: Option<CancelReason>,
+    /// 1 (不満) to 5 (満足), when the resident answered.
+    pub satisfaction: Option<u8>,
     pub stay_s: f64,
     pub wait_s: f64,
     pub service_s: f64,
@@ -186,6 +188,7 @@ impl VisitRecord {
             departure,
             outcome: t.status,
             cancel_reason: t.cancel_reason,
+            satisfaction: t.satisfaction,
             stay_s: secs(t.issued_at, departure),
             wait_s: steps.iter().map(|s| s.wait_s).sum(),
             service_s: steps.iter().map(|s| s.service_s).sum(),
@@ -340,7 +343,12 @@ impl SiteState {
             printer: None,
             printer_state: None,
         };
-        if let Some(t) = event.ticket().and_then(|id| self.tickets.get(id)) {
+        // A resident's rating stays private: screens see only that one was given.
+        if let Some(t) = event
+            .ticket()
+            .filter(|_| !matches!(event, Event::SatisfactionGiven { .. }))
+            .and_then(|id| self.tickets.get(id))
+        {
             p.number = Some(t.number.clone());
         }
         match event {
@@ -373,6 +381,7 @@ impl SiteState {
                 p.printer = Some(printer.clone());
                 p.printer_state = Some(*state);
             }
+            Event::SatisfactionGiven { .. } => {}
         }
         p
     }

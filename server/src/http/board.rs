@@ -11,15 +11,9 @@ use super::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(status_page))
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}/catalog", get(catalog))
         .route("/api/v1/sites/{site}/board", get(board))
-}
-
-/// A small live status page per site (numbers only), until the full screens arrive.
-async fn status_page() -> impl IntoResponse {
-    axum::response::Html(include_str!("../../../display/status.html"))
 }
 
 async fn sites(State(app): State<AppState>) -> impl IntoResponse {
@@ -67,7 +61,10 @@ async fn catalog(
             "procedures": q.procedures,
         })).collect::<Vec<_>>(),
         "counters": counters,
-        "dispensers": c.dispensers.iter().map(|d| json!({"id": d.id})).collect::<Vec<_>>(),
+        "dispensers": c.dispensers.iter().map(|d| json!({
+            "id": d.id, "priority_button": d.priority_button, "printer_agent": d.printer_agent,
+        })).collect::<Vec<_>>(),
+        "screens": c.screens,
     })))
 }
 

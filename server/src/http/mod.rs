@@ -7,6 +7,7 @@ mod error;
 mod live;
 mod ops;
 mod printers;
+mod screens;
 mod tickets;
 
 use std::collections::BTreeMap;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .merge(live::router())
         .merge(ops::router())
         .merge(printers::router())
+        .merge(screens::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint; see docs/API.md")
         })

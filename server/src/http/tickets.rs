@@ -29,6 +29,7 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/api/v1/tickets/{token}", get(public_view))
         .route("/api/v1/tickets/{token}/cancel", post(resident_cancel))
+        .route("/api/v1/tickets/{token}/satisfaction", post(rate))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -237,6 +238,8 @@ struct PublicTicket {
     position: Option<usize>,
     estimated_wait_s: Option<u64>,
     counter: Option<crate::core::CounterId>,
+    /// The resident's answer to the satisfaction question, once given.
+    satisfaction: Option<u8>,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,11 +268,11 @@ async fn find_by_token(app: &AppState, token: &str) -> Result<PublicTicket, ApiE
             .read(move |state| {
                 state.ticket_by_token(&t).map(|t| {
                     let v = state.ticket_view(t, false);
-                    (v, t.procedures.clone())
+                    (v, t.procedures.clone(), t.satisfaction)
                 })
             })
             .await?;
-        if let Some((v, procedures)) = found {
+        if let Some((v, procedures, satisfaction)) = found {
             return Ok(PublicTicket {
                 site,
                 number: v.number,
@@ -280,6 +283,7 @@ async fn find_by_token(app: &AppState, token: &str) -> Result<PublicTicket, ApiE
                 position: v.position,
                 estimated_wait_s: v.estimated_wait_s,
                 counter: v.counter,
+                satisfaction,
             });
         }
     }
@@ -294,21 +298,48 @@ async fn public_view(
     Ok(Json(json!({ "ticket": ticket })))
 }
 
+/// A command the resident's token allows, answered with the ticket as the phone page shows it.
+async fn as_resident(
+    app: &AppState,
+    token: &str,
+    command: Command,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ticket = find_by_token(app, token).await?;
+    let handle = app
+        .site(&ticket.site.id)
+        .ok_or_else(|| ApiError::unavailable("site vanished"))?;
+    handle.command(command).await?;
+    let ticket = find_by_token(app, token).await?;
+    Ok(Json(json!({ "ticket": ticket })))
+}
+
 /// The resident gives up waiting, from the phone page.
 async fn resident_cancel(
     State(app): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ticket = find_by_token(&app, &token).await?;
-    let handle = app
-        .site(&ticket.site.id)
-        .ok_or_else(|| ApiError::unavailable("site vanished"))?;
-    handle
-        .command(Command::Cancel {
-            ticket: TicketSelector::Token(token.clone()),
-            reason: CancelReason::Resident,
-        })
-        .await?;
-    let ticket = find_by_token(&app, &token).await?;
-    Ok(Json(json!({ "ticket": ticket })))
+    let command = Command::Cancel {
+        ticket: TicketSelector::Token(token.clone()),
+        reason: CancelReason::Resident,
+    };
+    as_resident(&app, &token, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateBody {
+    score: u8,
+}
+
+/// The one-tap satisfaction question after a finished visit (5 満足 … 1 不満).
+async fn rate(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    ApiJson(body): ApiJson<RateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let command = Command::Rate {
+        token: token.clone(),
+        score: body.score,
+    };
+    as_resident(&app, &token, command).await
 }
