@@ -207,6 +207,8 @@ pub struct TokenGrant {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub sites: Vec<Arc<SiteConfig>>,
+    /// The city's targets, per fiscal year, site and life event.
+    pub kpi_targets: Vec<crate::kpi::KpiTarget>,
     pub tokens: HashMap<String, TokenGrant>,
     /// True when a token is one of the well-known demo tokens.
     pub demo_tokens: bool,
@@ -330,6 +332,17 @@ impl Config {
         }
         let roles: Vec<String> = roles.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
         out.push_str(&format!("tokens: {}\n", roles.join(", ")));
+        if !self.kpi_targets.is_empty() {
+            let mut years: Vec<i32> = self.kpi_targets.iter().map(|t| t.fiscal_year).collect();
+            years.sort();
+            years.dedup();
+            let years: Vec<String> = years.iter().map(|y| format!("FY{y}")).collect();
+            out.push_str(&format!(
+                "KPI targets: {} ({})\n",
+                self.kpi_targets.len(),
+                years.join(", ")
+            ));
+        }
         if self.demo_tokens {
             out.push_str("warning: demo tokens are configured; set real tokens before going live (token_env = \"...\")\n");
         }
@@ -364,6 +377,19 @@ mod raw {
         pub(super) life_events: Vec<LifeEvent>,
         #[serde(default)]
         pub(super) sites: Vec<Site>,
+        #[serde(default)]
+        pub(super) kpi_targets: Vec<KpiTarget>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct KpiTarget {
+        pub(super) fiscal_year: i32,
+        pub(super) site: Option<String>,
+        pub(super) life_event: Option<String>,
+        pub(super) stay_mean_min: Option<f64>,
+        pub(super) visits: Option<u64>,
+        pub(super) satisfaction_pct: Option<f64>,
     }
 
     #[derive(Deserialize)]
@@ -709,8 +735,64 @@ impl Validator {
                 self.err(&field, "the same token is configured twice");
             }
         }
+        let mut kpi_targets: Vec<crate::kpi::KpiTarget> = Vec::new();
+        for (i, t) in raw.kpi_targets.iter().enumerate() {
+            let f = format!("kpi_targets[{i}]");
+            if !(2000..=2100).contains(&t.fiscal_year) {
+                self.err(
+                    format!("{f}.fiscal_year"),
+                    "a fiscal year such as 2026 (April 2026 – March 2027)",
+                );
+            }
+            if let Some(site) = &t.site {
+                if !sites.iter().any(|s| s.id.as_str() == site) {
+                    self.err(
+                        format!("{f}.site"),
+                        format!("unknown site {site} (leave it out for the whole city)"),
+                    );
+                }
+            }
+            if let Some(le) = &t.life_event {
+                if !life_events.iter().any(|l| l.id.as_str() == le) {
+                    self.err(
+                        format!("{f}.life_event"),
+                        format!("unknown life event {le}"),
+                    );
+                }
+            }
+            if t.satisfaction_pct
+                .is_some_and(|p| !(0.0..=100.0).contains(&p))
+            {
+                self.err(
+                    format!("{f}.satisfaction_pct"),
+                    "a percentage from 0 to 100",
+                );
+            }
+            if t.stay_mean_min.is_some_and(|m| m <= 0.0) {
+                self.err(format!("{f}.stay_mean_min"), "minutes, more than 0");
+            }
+            let target = crate::kpi::KpiTarget {
+                fiscal_year: t.fiscal_year,
+                site: t.site.clone(),
+                life_event: t.life_event.clone(),
+                stay_mean_min: t.stay_mean_min,
+                visits: t.visits,
+                satisfaction_pct: t.satisfaction_pct,
+            };
+            if kpi_targets.iter().any(|k| {
+                (k.fiscal_year, &k.site, &k.life_event)
+                    == (target.fiscal_year, &target.site, &target.life_event)
+            }) {
+                self.err(
+                    &f,
+                    "a target for this fiscal year, site and life event is already given",
+                );
+            }
+            kpi_targets.push(target);
+        }
         Config {
             sites,
+            kpi_targets,
             tokens,
             demo_tokens,
         }

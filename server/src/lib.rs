@@ -12,6 +12,7 @@
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod kpi;
 pub mod log;
 pub mod metrics;
 pub mod printers;

@@ -46,8 +46,11 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
-                println!("{}: OK", file.display());
-                print!("{}", config.summary());
+                use std::io::Write;
+                // A closed pipe (`| head`) is not an error worth a panic.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}: OK", file.display());
+                let _ = write!(out, "{}", config.summary());
                 ExitCode::SUCCESS
             }
             Err(errors) => {

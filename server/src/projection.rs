@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
-use serde::Serialize;
 
-use crate::core::{PrinterId, Target, Timestamp, VisitRecord};
+use std::collections::HashMap;
+
+use crate::core::{PrinterId, Target, TicketNumber, Timestamp, VisitRecord, VisitStep};
 use madoguchi_wire::{JobOutcome, PrintJob};
 
 /// A print job produced by a `TicketIssued` event.
@@ -32,6 +33,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 #[derive(Clone)]
 pub struct ProjectionStore {
     conn: Arc<Mutex<Connection>>,
+    /// The database file, for read-only connections of long exports.
+    path: std::path::PathBuf,
 }
 
 /// Which visits a KPI covers.
@@ -43,48 +46,6 @@ pub struct KpiFilter {
     pub to: Option<Timestamp>,
     pub life_event: Option<String>,
     pub procedure: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stats {
-    pub mean: Option<f64>,
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p95: Option<f64>,
-    pub max: Option<f64>,
-}
-
-impl Stats {
-    /// Mean and nearest-rank percentiles.
-    pub fn of(mut values: Vec<f64>) -> Stats {
-        values.sort_by(f64::total_cmp);
-        let n = values.len();
-        let pct = |p: f64| -> Option<f64> {
-            if n == 0 {
-                return None;
-            }
-            let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as usize;
-            Some(values[rank.min(n) - 1])
-        };
-        Stats {
-            mean: (n > 0).then(|| values.iter().sum::<f64>() / n as f64),
-            p50: pct(50.0),
-            p90: pct(90.0),
-            p95: pct(95.0),
-            max: values.last().copied(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Kpi {
-    /// Completed visits (outcome `done`) in the range; the figures below are over these.
-    pub visits: usize,
-    pub no_show: usize,
-    pub cancelled: usize,
-    pub stay_s: Stats,
-    pub wait_s: Stats,
-    pub service_s: Stats,
 }
 
 impl ProjectionStore {
@@ -148,6 +109,7 @@ impl ProjectionStore {
         .map_err(err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
         })
     }
 
@@ -269,65 +231,198 @@ impl ProjectionStore {
         .await
     }
 
-    pub async fn kpi(&self, filter: KpiFilter) -> Result<Kpi, StoreError> {
+    /// The ended visits that match `filter`, with their steps, by arrival.
+    pub async fn visits(&self, filter: KpiFilter) -> Result<Vec<VisitRecord>, StoreError> {
         self.with(move |conn| {
-            let mut sql = String::from(
-                "SELECT outcome, stay_s, wait_s, service_s FROM visits WHERE arrival_ms >= ?1 AND arrival_ms < ?2",
-            );
-            let from = filter.from.map_or(i64::MIN, |t| t.timestamp_millis());
-            let to = filter.to.map_or(i64::MAX, |t| t.timestamp_millis());
-            let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
-            if let Some(site) = &filter.site {
-                args.push(site.clone().into());
-                sql.push_str(&format!(" AND site = ?{}", args.len()));
-            }
-            if let Some(le) = &filter.life_event {
-                args.push(le.clone().into());
-                sql.push_str(&format!(" AND life_event = ?{}", args.len()));
-            }
-            if let Some(p) = &filter.procedure {
-                args.push(p.clone().into());
-                sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM json_each(visits.procedures) WHERE value = ?{})",
-                    args.len()
-                ));
-            }
-            let mut stmt = conn.prepare(&sql).map_err(err)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, f64>(1)?,
-                        r.get::<_, f64>(2)?,
-                        r.get::<_, f64>(3)?,
-                    ))
-                })
-                .map_err(err)?;
-            let (mut stay, mut wait, mut service) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut no_show, mut cancelled) = (0, 0);
-            for row in rows {
-                let (outcome, s, w, v) = row.map_err(err)?;
-                match outcome.as_str() {
-                    "done" => {
-                        stay.push(s);
-                        wait.push(w);
-                        service.push(v);
-                    }
-                    "no_show" => no_show += 1,
-                    _ => cancelled += 1,
+            let (clause, args) = filter.sql();
+            let mut steps: HashMap<String, Vec<VisitStep>> = HashMap::new();
+            {
+                let sql = format!(
+                    "SELECT s.ticket_id, s.queue, s.for_counter, s.counter, s.enqueued_at, s.called_at,
+                            s.started_at, s.ended_at, s.calls, s.wait_s, s.service_s
+                     FROM visit_steps s JOIN visits ON visits.ticket_id = s.ticket_id
+                     WHERE {clause} ORDER BY s.ticket_id, s.step"
+                );
+                let mut stmt = conn.prepare(&sql).map_err(err)?;
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(args.iter()))
+                    .map_err(err)?;
+                while let Some(r) = rows.next().map_err(err)? {
+                    let ticket: String = r.get(0).map_err(err)?;
+                    let step = read_step(r).map_err(err)?;
+                    steps.entry(ticket).or_default().push(step);
                 }
             }
-            Ok(Kpi {
-                visits: stay.len(),
-                no_show,
-                cancelled,
-                stay_s: Stats::of(stay),
-                wait_s: Stats::of(wait),
-                service_s: Stats::of(service),
-            })
+            let sql = format!(
+                "SELECT ticket_id, site, day, number, life_event, procedures, priority, arrival,
+                        departure, outcome, cancel_reason, satisfaction, stay_s, wait_s, service_s
+                 FROM visits WHERE {clause} ORDER BY arrival_ms, ticket_id"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(err)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(args.iter()))
+                .map_err(err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(err)? {
+                let mut v = read_visit(r).map_err(err)?;
+                v.steps = steps.remove(v.ticket.as_str()).unwrap_or_default();
+                out.push(v);
+            }
+            Ok(out)
         })
         .await
     }
+}
+
+impl ProjectionStore {
+    /// Calls `each` with every visit matching `filter`, by arrival, on a read-only connection of
+    /// its own (so a long export never holds up the projection), off the async runtime. Stops
+    /// early when `each` returns false.
+    pub async fn export_visits(
+        &self,
+        filter: KpiFilter,
+        mut each: impl FnMut(VisitRecord) -> bool + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn =
+                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(err)?;
+            let (clause, args) = filter.sql();
+            let sql = format!(
+                "SELECT ticket_id, site, day, number, life_event, procedures, priority, arrival,
+                        departure, outcome, cancel_reason, satisfaction, stay_s, wait_s, service_s
+                 FROM visits WHERE {clause} ORDER BY arrival_ms, ticket_id"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(err)?;
+            let mut steps_stmt = conn
+                .prepare(
+                    "SELECT ticket_id, queue, for_counter, counter, enqueued_at, called_at,
+                            started_at, ended_at, calls, wait_s, service_s
+                     FROM visit_steps WHERE ticket_id = ?1 ORDER BY step",
+                )
+                .map_err(err)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(args.iter()))
+                .map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                let mut v = read_visit(r).map_err(err)?;
+                let mut steps = steps_stmt.query([v.ticket.as_str()]).map_err(err)?;
+                while let Some(s) = steps.next().map_err(err)? {
+                    v.steps.push(read_step(s).map_err(err)?);
+                }
+                if !each(v) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(err)?
+    }
+}
+
+impl KpiFilter {
+    /// The WHERE clause over `visits` and its arguments.
+    fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+        let mut clause = String::from("visits.arrival_ms >= ?1 AND visits.arrival_ms < ?2");
+        let from = self.from.map_or(i64::MIN, |t| t.timestamp_millis());
+        let to = self.to.map_or(i64::MAX, |t| t.timestamp_millis());
+        let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
+        if let Some(site) = &self.site {
+            args.push(site.clone().into());
+            clause.push_str(&format!(" AND visits.site = ?{}", args.len()));
+        }
+        if let Some(le) = &self.life_event {
+            args.push(le.clone().into());
+            clause.push_str(&format!(" AND visits.life_event = ?{}", args.len()));
+        }
+        if let Some(p) = &self.procedure {
+            args.push(p.clone().into());
+            clause.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each(visits.procedures) WHERE value = ?{})",
+                args.len()
+            ));
+        }
+        (clause, args)
+    }
+}
+
+fn parse_time(s: Option<String>) -> rusqlite::Result<Option<Timestamp>> {
+    s.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.to_utc())
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+    })
+    .transpose()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> rusqlite::Result<T> {
+    serde_json::from_value(value).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn read_step(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitStep> {
+    let queue: Option<String> = r.get(1)?;
+    let for_counter: Option<String> = r.get(2)?;
+    let target = match (queue, for_counter) {
+        (Some(q), _) => Target::Queue(from_json(q.into())?),
+        (None, Some(c)) => Target::Counter(from_json(c.into())?),
+        (None, None) => {
+            return Err(rusqlite::Error::InvalidColumnType(
+                1,
+                "queue".into(),
+                rusqlite::types::Type::Null,
+            ))
+        }
+    };
+    let counter: Option<String> = r.get(3)?;
+    Ok(VisitStep {
+        target,
+        counter: counter.map(|c| from_json(c.into())).transpose()?,
+        enqueued_at: parse_time(r.get(4)?)?.expect("NOT NULL column"),
+        called_at: parse_time(r.get(5)?)?,
+        started_at: parse_time(r.get(6)?)?,
+        ended_at: parse_time(r.get(7)?)?,
+        calls: r.get(8)?,
+        wait_s: r.get(9)?,
+        service_s: r.get(10)?,
+    })
+}
+
+fn read_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitRecord> {
+    let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+    let life_event: Option<String> = r.get(4)?;
+    let cancel_reason: Option<String> = r.get(10)?;
+    Ok(VisitRecord {
+        ticket: from_json(text(0)?.into())?,
+        site: text(1)?,
+        day: text(2)?.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        number: TicketNumber(text(3)?),
+        life_event: life_event.map(|l| from_json(l.into())).transpose()?,
+        procedures: serde_json::from_str(&text(5)?).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        priority: r.get(6)?,
+        arrival: parse_time(Some(text(7)?))?.expect("some"),
+        departure: parse_time(Some(text(8)?))?.expect("some"),
+        outcome: from_json(text(9)?.into())?,
+        cancel_reason: cancel_reason.map(|c| from_json(c.into())).transpose()?,
+        satisfaction: r.get(11)?,
+        stay_s: r.get(12)?,
+        wait_s: r.get(13)?,
+        service_s: r.get(14)?,
+        steps: Vec::new(),
+    })
 }
 
 fn write_visit(tx: &rusqlite::Transaction<'_>, v: &VisitRecord) -> rusqlite::Result<()> {
@@ -392,19 +487,4 @@ fn write_visit(tx: &rusqlite::Transaction<'_>, v: &VisitRecord) -> rusqlite::Res
         )?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Stats;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let s = Stats::of((1..=10).map(f64::from).collect());
-        assert_eq!(s.mean, Some(5.5));
-        assert_eq!(s.p50, Some(5.0));
-        assert_eq!(s.p90, Some(9.0));
-        assert_eq!(s.p95, Some(10.0));
-        assert_eq!(Stats::of(vec![]).mean, None);
-    }
 }

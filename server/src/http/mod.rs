@@ -4,6 +4,7 @@ mod auth;
 mod board;
 mod counters;
 mod error;
+mod kpi;
 mod live;
 mod ops;
 mod printers;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .merge(counters::router())
         .merge(live::router())
         .merge(ops::router())
+        .merge(kpi::router())
         .merge(printers::router())
         .merge(screens::router())
         .fallback(|| async {

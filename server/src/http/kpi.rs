@@ -1,0 +1,325 @@
+//! Analysts: the stay-time KPI with the city's targets, and the visits as CSV.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::require;
+use super::error::ApiError;
+use super::AppState;
+use crate::config::{Role, SiteConfig};
+use crate::core::{LifeEventId, ProcedureCode, SiteId, Target, VisitRecord};
+use crate::kpi::{self, GroupBy};
+use crate::projection::KpiFilter;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sites/{site}/kpi", get(kpi))
+        .route("/api/v1/sites/{site}/visits.csv", get(visits_csv))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KpiQuery {
+    from: Option<String>,
+    to: Option<String>,
+    life_event: Option<LifeEventId>,
+    procedure: Option<ProcedureCode>,
+    group_by: Option<String>,
+}
+
+fn invalid_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", message)
+}
+
+/// `YYYY-MM-DD` (a local calendar day; `to` includes its whole day) or an RFC 3339 instant.
+fn parse_bound(name: &str, value: &str, tz: Tz, end: bool) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.to_utc());
+    }
+    let day = NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+        invalid_query(format!(
+            "{name} must be a date (YYYY-MM-DD) or an RFC 3339 time, not {value:?}"
+        ))
+    })?;
+    let day = if end {
+        day.succ_opt().unwrap_or(day)
+    } else {
+        day
+    };
+    tz.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+        .earliest()
+        .map(|t| t.to_utc())
+        .ok_or_else(|| invalid_query(format!("{name}: no such local time")))
+}
+
+/// The site (or `all`) an analyst asks about, its time zone, and the filter of the range.
+fn scope(
+    app: &AppState,
+    site: &str,
+    headers: &HeaderMap,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Option<SiteId>, Tz, KpiFilter), ApiError> {
+    let (id, tz) = if site == "all" {
+        require(app.config(), headers, None, &[Role::Analyst])?;
+        let tz = app
+            .sites()
+            .next()
+            .map_or(chrono_tz::Asia::Tokyo, |h| h.config.timezone);
+        (None, tz)
+    } else {
+        let (id, handle) = app.site_for(site, headers, &[Role::Analyst])?;
+        (Some(id), handle.config.timezone)
+    };
+    let from = from
+        .map(|v| parse_bound("from", v, tz, false))
+        .transpose()?;
+    let to = to.map(|v| parse_bound("to", v, tz, true)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return Err(invalid_query("from must be before to"));
+        }
+    }
+    let filter = KpiFilter {
+        site: id.as_ref().map(SiteId::to_string),
+        from,
+        to,
+        life_event: None,
+        procedure: None,
+    };
+    Ok((id, tz, filter))
+}
+
+async fn kpi(
+    State(app): State<AppState>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<KpiQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| invalid_query(e.body_text()))?;
+    let (id, tz, mut filter) = scope(&app, &site, &headers, q.from.as_deref(), q.to.as_deref())?;
+    let group_by = q
+        .group_by
+        .as_deref()
+        .map(str::parse::<GroupBy>)
+        .transpose()
+        .map_err(invalid_query)?;
+    filter.life_event = q.life_event.as_ref().map(ToString::to_string);
+    filter.procedure = q.procedure.as_ref().map(ToString::to_string);
+    let (from, to) = (filter.from, filter.to);
+    let visits = app
+        .store()
+        .visits(filter)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let fiscal_year = from.map(|f| kpi::fiscal_year(f.with_timezone(&tz).date_naive()));
+    let fy = fiscal_year.or_else(|| {
+        visits
+            .first()
+            .map(|v| kpi::fiscal_year(v.arrival.with_timezone(&tz).date_naive()))
+    });
+    let target = fy.and_then(|fy| {
+        app.config().kpi_targets.iter().find(|t| {
+            t.fiscal_year == fy
+                && t.site.as_deref() == id.as_ref().map(SiteId::as_str)
+                && t.life_event.as_deref() == q.life_event.as_ref().map(LifeEventId::as_str)
+        })
+    });
+    let report = kpi::report(&visits, group_by, tz, fy, target);
+    let mut body = serde_json::to_value(&report).map_err(ApiError::unavailable)?;
+    body["site"] = json!(site);
+    body["from"] = json!(from);
+    body["to"] = json!(to);
+    body["life_event"] = json!(q.life_event);
+    body["procedure"] = json!(q.procedure);
+    body["group_by"] = json!(q.group_by);
+    body["timezone"] = json!(tz.name());
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsvQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Steps with their own columns; later steps of a longer visit are counted in `steps` only.
+const CSV_STEPS: usize = 3;
+
+fn csv_header() -> Vec<String> {
+    let mut h: Vec<String> = [
+        "ticket_id",
+        "site",
+        "site_name",
+        "business_day",
+        "fiscal_year",
+        "number",
+        "life_event",
+        "life_event_name",
+        "procedures",
+        "procedure_names",
+        "priority",
+        "arrival",
+        "departure",
+        "outcome",
+        "cancel_reason",
+        "stay_s",
+        "wait_s",
+        "service_s",
+        "steps",
+        "satisfaction",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for n in 1..=CSV_STEPS {
+        for f in ["queue", "counter", "wait_s", "calls", "service_s"] {
+            h.push(format!("step{n}_{f}"));
+        }
+    }
+    h
+}
+
+fn csv_row(v: &VisitRecord, site: Option<&SiteConfig>, tz: Tz) -> Vec<String> {
+    let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string();
+    let secs = |s: f64| format!("{s:.0}");
+    let name_of_procedure = |code: &ProcedureCode| {
+        site.and_then(|s| s.procedure(code))
+            .map_or_else(|| code.to_string(), |p| p.name.ja.clone())
+    };
+    let mut row = vec![
+        v.ticket.to_string(),
+        v.site.clone(),
+        site.map(|s| s.name.ja.clone()).unwrap_or_default(),
+        v.day.to_string(),
+        kpi::fiscal_year(v.day).to_string(),
+        v.number.to_string(),
+        v.life_event
+            .as_ref()
+            .map(|l| l.to_string())
+            .unwrap_or_default(),
+        v.life_event
+            .as_ref()
+            .and_then(|l| site.and_then(|s| s.life_event(l)))
+            .map(|l| l.name.ja.clone())
+            .unwrap_or_default(),
+        v.procedures
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        v.procedures
+            .iter()
+            .map(name_of_procedure)
+            .collect::<Vec<_>>()
+            .join("、"),
+        u8::from(v.priority).to_string(),
+        local(v.arrival),
+        local(v.departure),
+        v.outcome.as_str().to_owned(),
+        v.cancel_reason
+            .map(|r| {
+                serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default(),
+        secs(v.stay_s),
+        secs(v.wait_s),
+        secs(v.service_s),
+        v.steps.len().to_string(),
+        v.satisfaction.map(|s| s.to_string()).unwrap_or_default(),
+    ];
+    for n in 0..CSV_STEPS {
+        match v.steps.get(n) {
+            Some(s) => row.extend([
+                match &s.target {
+                    Target::Queue(q) => q.to_string(),
+                    Target::Counter(c) => format!("counter:{c}"),
+                },
+                s.counter
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                secs(s.wait_s),
+                s.calls.to_string(),
+                secs(s.service_s),
+            ]),
+            None => row.extend(std::iter::repeat_n(String::new(), 5)),
+        }
+    }
+    row
+}
+
+fn csv_line(fields: &[String]) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    w.write_record(fields).expect("writing to memory");
+    w.into_inner().expect("writing to memory")
+}
+
+/// One row per visit, UTF-8 with a BOM (Excel opens the Japanese correctly), streamed: rows go
+/// out as they are read, so a year of a busy office never sits in memory.
+async fn visits_csv(
+    State(app): State<AppState>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<CsvQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| invalid_query(e.body_text()))?;
+    let (_, tz, filter) = scope(&app, &site, &headers, q.from.as_deref(), q.to.as_deref())?;
+    let sites: Vec<std::sync::Arc<SiteConfig>> = app.sites().map(|h| h.config.clone()).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+    let mut first = b"\xEF\xBB\xBF".to_vec();
+    first.extend(csv_line(&csv_header()));
+    let _ = tx.send(first).await;
+    let store = app.store().clone();
+    tokio::spawn(async move {
+        let sink = tx.clone();
+        let result = store
+            .export_visits(filter, move |v| {
+                let config = sites
+                    .iter()
+                    .find(|s| s.id.as_str() == v.site)
+                    .map(|s| s.as_ref());
+                // False when the client went away: stop reading.
+                sink.blocking_send(csv_line(&csv_row(&v, config, tz)))
+                    .is_ok()
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "CSV export failed part way");
+        }
+        drop(tx);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    });
+    let filename = format!("madoguchi-visits-{site}.csv");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
