@@ -732,7 +732,10 @@ async fn the_resident_rates_a_finished_visit_once() {
     assert_eq!(status, 409, "only once");
     let db = server.data.join("madoguchi.db");
     assert_eq!(
-        sqlite_count(&db, "SELECT satisfaction FROM visits WHERE outcome = 'done'"),
+        sqlite_count(
+            &db,
+            "SELECT satisfaction FROM visits WHERE outcome = 'done'"
+        ),
         4
     );
 }
