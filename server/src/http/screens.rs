@@ -94,6 +94,14 @@ async fn site_page(State(app): State<AppState>, Path(site): Path<String>, name: 
     }
 }
 
+/// The analysts' page; `all` is the whole city.
+async fn kpi_page(state: State<AppState>, Path(site): Path<String>) -> Response {
+    if site == "all" {
+        return page("kpi.html");
+    }
+    site_page(state, Path(site), "kpi.html").await
+}
+
 async fn asset(Path(path): Path<String>) -> Response {
     if path.contains("..") {
         return not_found("No such file");
