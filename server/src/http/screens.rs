@@ -32,6 +32,7 @@ pub(super) fn router() -> Router<AppState> {
             "/screens/floor/{site}",
             get(|s, p| site_page(s, p, "floor.html")),
         )
+        .route("/screens/kpi/{site}", get(kpi_page))
         .route("/t/{token}", get(|| async { page("phone.html") }))
         .route("/assets/{*path}", get(asset))
 }
