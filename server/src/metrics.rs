@@ -5,7 +5,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::core::{BoardView, CounterState, PrinterState, TicketStatus, VisitRecord};
+use crate::core::{BoardView, CounterState, PrinterState, Target, TicketStatus, VisitRecord};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -89,20 +89,20 @@ impl Metrics {
             ),
             stay: histogram(
                 "madoguchi_stay_seconds",
-                "Stay time of completed visits, arrival to departure.",
-                &["site", "life_event"],
+                "Stay time of completed visits, arrival to departure; queue is the first queue.",
+                &["site", "life_event", "queue"],
                 VISIT_BUCKETS.to_vec(),
             ),
             wait: histogram(
                 "madoguchi_wait_seconds",
-                "Waiting time of completed visits, all steps.",
-                &["site", "life_event"],
+                "Waiting time of each step of completed visits, by the step's queue.",
+                &["site", "life_event", "queue"],
                 VISIT_BUCKETS.to_vec(),
             ),
             service: histogram(
                 "madoguchi_service_seconds",
-                "Service time of completed visits, all steps.",
-                &["site", "life_event"],
+                "Service time of each step of completed visits, by the step's queue.",
+                &["site", "life_event", "queue"],
                 VISIT_BUCKETS.to_vec(),
             ),
             http_requests: histogram(
@@ -166,10 +166,20 @@ impl Metrics {
             .inc();
         if v.outcome == TicketStatus::Done {
             let le = v.life_event.as_ref().map_or("none", |l| l.as_str());
-            let labels = [v.site.as_str(), le];
-            self.stay.with_label_values(&labels).observe(v.stay_s);
-            self.wait.with_label_values(&labels).observe(v.wait_s);
-            self.service.with_label_values(&labels).observe(v.service_s);
+            let queue = |t: &Target| match t {
+                Target::Queue(q) => q.to_string(),
+                Target::Counter(c) => format!("counter:{c}"),
+            };
+            let first = v.steps.first().map(|s| queue(&s.target)).unwrap_or_default();
+            self.stay
+                .with_label_values(&[v.site.as_str(), le, first.as_str()])
+                .observe(v.stay_s);
+            for step in &v.steps {
+                let q = queue(&step.target);
+                let labels = [v.site.as_str(), le, q.as_str()];
+                self.wait.with_label_values(&labels).observe(step.wait_s);
+                self.service.with_label_values(&labels).observe(step.service_s);
+            }
         }
     }
 
