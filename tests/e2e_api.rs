@@ -739,3 +739,56 @@ async fn the_resident_rates_a_finished_visit_once() {
         4
     );
 }
+
+/// `/metrics` passes Prometheus's own linter (`promtool check metrics`).
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but promtool is missing"
+        );
+        eprintln!("skipping: promtool is not installed (apt-get install prometheus)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    server
+        .issue(json!({"procedures": ["shoumei"], "dispenser": "kiosk-1"}))
+        .await;
+    server.counter("6", "call-next", None).await;
+    server.counter("6", "start", None).await;
+    server.counter("6", "complete", None).await;
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("madoguchi_stay_seconds_count"), "{text}");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
