@@ -2,9 +2,9 @@
 //! phone, a server restart under the lobby, the floor board, role checks, and how long a call
 //! takes to reach the lobby. Screenshots go to target/screenshots/.
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,13 +35,19 @@ async fn open_with_token(b: &Browser, url: &str, key: &str, token: &str) {
 async fn lobby(server: &Server) -> Browser {
     let b = Browser::start(1920, 1080).await;
     b.goto(&server.url("/screens/lobby/chuo")).await;
-    b.wait("the lobby to go live", "document.body.dataset.live === '1'", WAIT)
-        .await;
+    b.wait(
+        "the lobby to go live",
+        "document.body.dataset.live === '1'",
+        WAIT,
+    )
+    .await;
     b
 }
 
 fn waiting_js(queue: &str) -> String {
-    format!("Number(document.querySelector('[data-queue=\"{queue}\"] .waiting')?.textContent.trim())")
+    format!(
+        "Number(document.querySelector('[data-queue=\"{queue}\"] .waiting')?.textContent.trim())"
+    )
 }
 
 #[tokio::test]
@@ -52,93 +58,199 @@ async fn a_ticket_from_the_kiosk_is_called_on_the_lobby_and_the_phone() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data")).await;
     let lobby = lobby(&server).await;
-    let before = lobby.exec(&format!("return {}", waiting_js("onestop"))).await;
+    let before = lobby
+        .exec(&format!("return {}", waiting_js("onestop")))
+        .await;
     assert_eq!(before, json!(0));
 
     // The kiosk: a life event, its questions, the visit plan, the number.
     let kiosk = Browser::start(1080, 1920).await;
-    open_with_token(&kiosk, &server.url("/screens/kiosk/chuo?dispenser=kiosk-1"), "dispenser", DISPENSER).await;
+    open_with_token(
+        &kiosk,
+        &server.url("/screens/kiosk/chuo?dispenser=kiosk-1"),
+        "dispenser",
+        DISPENSER,
+    )
+    .await;
     kiosk.screenshot("kiosk-start").await;
     kiosk.click("[data-life-event=\"moving_in\"]").await;
     for _ in 0..4 {
         kiosk
-            .wait("a question or the confirmation", "['questions','confirm'].includes(document.body.dataset.step)", WAIT)
+            .wait(
+                "a question or the confirmation",
+                "['questions','confirm'].includes(document.body.dataset.step)",
+                WAIT,
+            )
             .await;
         if kiosk.exec("return document.body.dataset.step").await == "confirm" {
             break;
         }
         kiosk.click("[data-answer=\"yes\"]").await;
     }
-    kiosk.wait("the confirmation", "document.body.dataset.step === 'confirm'", WAIT).await;
+    kiosk
+        .wait(
+            "the confirmation",
+            "document.body.dataset.step === 'confirm'",
+            WAIT,
+        )
+        .await;
     let plan = kiosk.exec("return document.body.innerText").await;
-    assert!(plan.as_str().unwrap().contains("児童手当"), "the visit plan lists the procedures: {plan}");
+    assert!(
+        plan.as_str().unwrap().contains("児童手当"),
+        "the visit plan lists the procedures: {plan}"
+    );
     kiosk.screenshot("kiosk-confirm").await;
     kiosk.click("#issue").await;
     let number = kiosk
-        .wait("the ticket number", "document.querySelector('#ticket-number')?.textContent.trim()", WAIT)
+        .wait(
+            "the ticket number",
+            "document.querySelector('#ticket-number')?.textContent.trim()",
+            WAIT,
+        )
         .await
         .as_str()
         .unwrap()
         .to_owned();
     kiosk.screenshot("kiosk-ticket").await;
-    let (_, list) = server.get("/api/v1/sites/chuo/tickets", Some(COUNTER)).await;
-    assert_eq!(list["tickets"].as_array().unwrap().len(), 1, "one press, one ticket");
+    let (_, list) = server
+        .get("/api/v1/sites/chuo/tickets", Some(COUNTER))
+        .await;
+    assert_eq!(
+        list["tickets"].as_array().unwrap().len(),
+        1,
+        "one press, one ticket"
+    );
 
     // The lobby sees the waiting count change.
     lobby
-        .wait("the waiting count to rise", &format!("{} === 1", waiting_js("onestop")), WAIT)
+        .wait(
+            "the waiting count to rise",
+            &format!("{} === 1", waiting_js("onestop")),
+            WAIT,
+        )
         .await;
 
     // The counter console calls it.
     let console = Browser::start(1366, 768).await;
-    open_with_token(&console, &server.url("/screens/counter/chuo?counter=1"), "counter", COUNTER).await;
+    open_with_token(
+        &console,
+        &server.url("/screens/counter/chuo?counter=1"),
+        "counter",
+        COUNTER,
+    )
+    .await;
     console.click("[data-action=\"call-next\"]").await;
     console
-        .wait("the console to show the called number", &format!("document.querySelector('#current-number')?.textContent.trim() === '{number}'"), WAIT)
+        .wait(
+            "the console to show the called number",
+            &format!(
+                "document.querySelector('#current-number')?.textContent.trim() === '{number}'"
+            ),
+            WAIT,
+        )
         .await;
     assert_eq!(console.text("#current-status").await, "called");
     let console_text = console.exec("return document.body.innerText").await;
-    assert!(console_text.as_str().unwrap().contains("児童手当"), "the console shows the visit plan");
+    assert!(
+        console_text.as_str().unwrap().contains("児童手当"),
+        "the console shows the visit plan"
+    );
     console.screenshot("counter-console").await;
 
     // The lobby shows the number with its counter and queues the announcement.
     lobby
-        .wait("the call on the lobby", &format!("document.querySelector('[data-number=\"{number}\"][data-counter=\"1\"]')"), WAIT)
+        .wait(
+            "the call on the lobby",
+            &format!("document.querySelector('[data-number=\"{number}\"][data-counter=\"1\"]')"),
+            WAIT,
+        )
         .await;
     let spoken = lobby
-        .wait("the announcement", "(window.madoguchiSpoken || []).length >= 2 && window.madoguchiSpoken", WAIT)
+        .wait(
+            "the announcement",
+            "(window.madoguchiSpoken || []).length >= 2 && window.madoguchiSpoken",
+            WAIT,
+        )
         .await;
     let spoken: Vec<String> = serde_json::from_value(spoken).unwrap();
-    assert!(spoken.contains(&format!("受付番号 {number}番の方、1番窓口へお越しください")), "{spoken:?}");
-    assert!(spoken.iter().any(|s| s.contains(&format!("Number {number}")) && s.contains("counter 1")), "{spoken:?}");
+    assert!(
+        spoken.contains(&format!("受付番号 {number}番の方、1番窓口へお越しください")),
+        "{spoken:?}"
+    );
+    assert!(
+        spoken
+            .iter()
+            .any(|s| s.contains(&format!("Number {number}")) && s.contains("counter 1")),
+        "{spoken:?}"
+    );
     lobby.screenshot("lobby-landscape").await;
 
     // The phone page of another ticket follows it live and turns to "called".
-    let t2 = server.issue(json!({"procedures": ["shoumei"], "dispenser": "kiosk-2"})).await;
+    let t2 = server
+        .issue(json!({"procedures": ["shoumei"], "dispenser": "kiosk-2"}))
+        .await;
     let phone = Browser::start(360, 740).await;
-    phone.goto(&server.url(&format!("/t/{}", t2["token"].as_str().unwrap()))).await;
-    phone.wait("the phone page", "document.body.dataset.status === 'waiting'", WAIT).await;
+    phone
+        .goto(&server.url(&format!("/t/{}", t2["token"].as_str().unwrap())))
+        .await;
+    phone
+        .wait(
+            "the phone page",
+            "document.body.dataset.status === 'waiting'",
+            WAIT,
+        )
+        .await;
     phone.screenshot("phone-waiting").await;
     let (status, _) = server.counter("6", "call-next", None).await;
     assert_eq!(status, 200);
-    phone.wait("the phone to show the call", "document.body.dataset.status === 'called'", WAIT).await;
+    phone
+        .wait(
+            "the phone to show the call",
+            "document.body.dataset.status === 'called'",
+            WAIT,
+        )
+        .await;
     let text = phone.exec("return document.body.innerText").await;
-    assert!(text.as_str().unwrap().contains(t2["number"].as_str().unwrap()));
+    assert!(text
+        .as_str()
+        .unwrap()
+        .contains(t2["number"].as_str().unwrap()));
     phone.screenshot("phone-called").await;
 
     // Lobby and phone show numbers only, and no token.
-    let html = lobby.exec("return document.documentElement.outerHTML").await;
-    assert!(!html.as_str().unwrap().contains(t2["token"].as_str().unwrap()));
+    let html = lobby
+        .exec("return document.documentElement.outerHTML")
+        .await;
+    assert!(!html
+        .as_str()
+        .unwrap()
+        .contains(t2["token"].as_str().unwrap()));
 
     // After the visit, one tap answers the satisfaction question.
     server.counter("6", "start", None).await;
     server.counter("6", "complete", None).await;
-    phone.wait("the satisfaction question", "document.querySelector('[data-score=\"5\"]')", WAIT).await;
+    phone
+        .wait(
+            "the satisfaction question",
+            "document.querySelector('[data-score=\"5\"]')",
+            WAIT,
+        )
+        .await;
     phone.screenshot("phone-done").await;
     phone.click("[data-score=\"5\"]").await;
-    let (_, t) = server.get(&format!("/api/v1/tickets/{}", t2["token"].as_str().unwrap()), None).await;
+    let (_, t) = server
+        .get(
+            &format!("/api/v1/tickets/{}", t2["token"].as_str().unwrap()),
+            None,
+        )
+        .await;
     let rated = eventually("the rating to be stored", WAIT, || async {
-        let (_, t) = server.get(&format!("/api/v1/tickets/{}", t2["token"].as_str().unwrap()), None).await;
+        let (_, t) = server
+            .get(
+                &format!("/api/v1/tickets/{}", t2["token"].as_str().unwrap()),
+                None,
+            )
+            .await;
         t["ticket"]["satisfaction"].as_u64()
     })
     .await;
@@ -147,7 +259,9 @@ async fn a_ticket_from_the_kiosk_is_called_on_the_lobby_and_the_phone() {
     // The lobby in portrait.
     let portrait = Browser::start(1080, 1920).await;
     portrait.goto(&server.url("/screens/lobby/chuo")).await;
-    portrait.wait("live", "document.body.dataset.live === '1'", WAIT).await;
+    portrait
+        .wait("live", "document.body.dataset.live === '1'", WAIT)
+        .await;
     portrait.screenshot("lobby-portrait").await;
 }
 
@@ -161,25 +275,64 @@ async fn the_lobby_reconnects_after_a_server_restart() {
     let mut server = Server::start(&data).await;
     server.issue(json!({"procedures": ["shoumei"]})).await;
     let lobby = lobby(&server).await;
-    lobby.wait("one waiting", &format!("{} === 1", waiting_js("certificates")), WAIT).await;
+    lobby
+        .wait(
+            "one waiting",
+            &format!("{} === 1", waiting_js("certificates")),
+            WAIT,
+        )
+        .await;
 
     let addr = server.addr;
     server.kill9();
-    lobby.wait("the lobby to notice", "document.body.dataset.live === '0'", WAIT).await;
-    assert!(lobby.exec("return !!document.querySelector('.conn-lost.show')").await == json!(true), "a reconnecting mark");
+    lobby
+        .wait(
+            "the lobby to notice",
+            "document.body.dataset.live === '0'",
+            WAIT,
+        )
+        .await;
+    assert!(
+        lobby
+            .exec("return !!document.querySelector('.conn-lost.show')")
+            .await
+            == json!(true),
+        "a reconnecting mark"
+    );
     // The last state stays on screen.
-    assert_eq!(lobby.exec(&format!("return {}", waiting_js("certificates"))).await, json!(1));
+    assert_eq!(
+        lobby
+            .exec(&format!("return {}", waiting_js("certificates")))
+            .await,
+        json!(1)
+    );
     lobby.screenshot("lobby-reconnecting").await;
 
     let server = Server::start_at(&data, &repo_path("config/demo.toml"), addr).await;
     server.issue(json!({"procedures": ["shoumei"]})).await;
     let (_, called) = server.counter("6", "call-next", None).await;
     let number = called["ticket"]["number"].as_str().unwrap().to_owned();
-    lobby.wait("the lobby to be live again", "document.body.dataset.live === '1'", WAIT).await;
     lobby
-        .wait("the call after the restart", &format!("document.querySelector('[data-number=\"{number}\"]')"), WAIT)
+        .wait(
+            "the lobby to be live again",
+            "document.body.dataset.live === '1'",
+            WAIT,
+        )
         .await;
-    lobby.wait("the right waiting count", &format!("{} === 1", waiting_js("certificates")), WAIT).await;
+    lobby
+        .wait(
+            "the call after the restart",
+            &format!("document.querySelector('[data-number=\"{number}\"]')"),
+            WAIT,
+        )
+        .await;
+    lobby
+        .wait(
+            "the right waiting count",
+            &format!("{} === 1", waiting_js("certificates")),
+            WAIT,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -190,23 +343,52 @@ async fn the_floor_board_closes_a_counter_and_changes_a_profile() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data")).await;
     for _ in 0..3 {
-        server.issue(json!({"procedures": ["shoumei"], "dispenser": "kiosk-1"})).await;
+        server
+            .issue(json!({"procedures": ["shoumei"], "dispenser": "kiosk-1"}))
+            .await;
     }
     server.counter("6", "call-next", None).await;
     let floor = Browser::start(1600, 1000).await;
     open_with_token(&floor, &server.url("/screens/floor/chuo"), "floor", FLOOR).await;
-    floor.wait("the counters", "document.querySelector('[data-counter=\"5\"]')", WAIT).await;
+    floor
+        .wait(
+            "the counters",
+            "document.querySelector('[data-counter=\"5\"]')",
+            WAIT,
+        )
+        .await;
 
-    floor.click("[data-counter=\"5\"] [data-action=\"close\"]").await;
+    floor
+        .click("[data-counter=\"5\"] [data-action=\"close\"]")
+        .await;
     eventually("counter 5 closed on the server", WAIT, || async {
         let board = server.board().await;
-        board["counters"].as_array().unwrap().iter().any(|c| c["id"] == "5" && c["state"] == "closed").then_some(())
+        board["counters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "5" && c["state"] == "closed")
+            .then_some(())
     })
     .await;
-    floor.wait("the board to show it", "document.querySelector('[data-counter=\"5\"] [data-state=\"closed\"]')", WAIT).await;
+    floor
+        .wait(
+            "the board to show it",
+            "document.querySelector('[data-counter=\"5\"] [data-state=\"closed\"]')",
+            WAIT,
+        )
+        .await;
 
-    floor.click("[data-counter=\"2\"] [data-action=\"edit-profile\"]").await;
-    floor.wait("the profile editor", "document.querySelector('#profile-editor')", WAIT).await;
+    floor
+        .click("[data-counter=\"2\"] [data-action=\"edit-profile\"]")
+        .await;
+    floor
+        .wait(
+            "the profile editor",
+            "document.querySelector('#profile-editor')",
+            WAIT,
+        )
+        .await;
     floor.exec(
         "const c = document.querySelector('#profile-editor input[data-queue=\"certificates\"]'); if (!c.checked) c.click();
          const s = document.querySelector('#strategy'); s.value = 'longest_wait'; s.dispatchEvent(new Event('change', {bubbles: true})); return true;",
@@ -215,13 +397,30 @@ async fn the_floor_board_closes_a_counter_and_changes_a_profile() {
     floor.click("#save-profile").await;
     let profile = eventually("the new profile on the server", WAIT, || async {
         let (_, catalog) = server.get("/api/v1/sites/chuo/catalog", None).await;
-        let c2 = catalog["counters"].as_array().unwrap().iter().find(|c| c["id"] == "2").cloned().unwrap();
+        let c2 = catalog["counters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "2")
+            .cloned()
+            .unwrap();
         let queues = c2["profile"]["queues"].clone();
-        (queues.as_array().unwrap().iter().any(|q| q == "certificates") && c2["profile"]["strategy"] == "longest_wait")
+        (queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q == "certificates")
+            && c2["profile"]["strategy"] == "longest_wait")
             .then_some(c2["profile"].clone())
     })
     .await;
-    assert!(profile["queues"].as_array().unwrap().contains(&json!("onestop")), "{profile}");
+    assert!(
+        profile["queues"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("onestop")),
+        "{profile}"
+    );
     floor.screenshot("floor-board").await;
 }
 
@@ -237,24 +436,55 @@ async fn consoles_without_the_right_role_refuse_to_act() {
 
     // A dispenser token on the counter console: the call is refused and nothing changes.
     let console = Browser::start(1366, 768).await;
-    open_with_token(&console, &server.url("/screens/counter/chuo?counter=6"), "counter", DISPENSER).await;
+    open_with_token(
+        &console,
+        &server.url("/screens/counter/chuo?counter=6"),
+        "counter",
+        DISPENSER,
+    )
+    .await;
     console.click("[data-action=\"call-next\"]").await;
     console
-        .wait("a refusal", "document.querySelector('#message[data-kind=\"error\"]')?.textContent.trim()", WAIT)
+        .wait(
+            "a refusal",
+            "document.querySelector('#message[data-kind=\"error\"]')?.textContent.trim()",
+            WAIT,
+        )
         .await;
-    // A counter token on the floor board cannot close counters.
+    // A counter token on the floor board cannot rebalance (profiles are the floor manager's).
     let floor = Browser::start(1600, 1000).await;
     open_with_token(&floor, &server.url("/screens/floor/chuo"), "floor", COUNTER).await;
-    floor.click("[data-counter=\"3\"] [data-action=\"close\"]").await;
     floor
-        .wait("a refusal", "document.querySelector('#message')?.textContent.trim()", WAIT)
+        .click("[data-counter=\"3\"] [data-action=\"edit-profile\"]")
+        .await;
+    floor
+        .wait(
+            "the profile editor",
+            "document.querySelector('#profile-editor')",
+            WAIT,
+        )
+        .await;
+    floor
+        .exec("document.querySelector('#profile-editor input[data-queue=\"certificates\"]').click(); return true;")
+        .await;
+    floor.click("#save-profile").await;
+    floor
+        .wait(
+            "a refusal",
+            "document.querySelector('#message')?.textContent.trim()",
+            WAIT,
+        )
         .await;
     assert_eq!(server.board().await, before, "nothing changed");
 
     // Without a token the consoles ask for one and show no action.
     let fresh = Browser::start(1366, 768).await;
-    fresh.goto(&server.url("/screens/counter/chuo?counter=6")).await;
-    fresh.wait("the token prompt", "document.querySelector('#token')", WAIT).await;
+    fresh
+        .goto(&server.url("/screens/counter/chuo?counter=6"))
+        .await;
+    fresh
+        .wait("the token prompt", "document.querySelector('#token')", WAIT)
+        .await;
 }
 
 #[tokio::test]

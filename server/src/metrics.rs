@@ -170,7 +170,11 @@ impl Metrics {
                 Target::Queue(q) => q.to_string(),
                 Target::Counter(c) => format!("counter:{c}"),
             };
-            let first = v.steps.first().map(|s| queue(&s.target)).unwrap_or_default();
+            let first = v
+                .steps
+                .first()
+                .map(|s| queue(&s.target))
+                .unwrap_or_default();
             self.stay
                 .with_label_values(&[v.site.as_str(), le, first.as_str()])
                 .observe(v.stay_s);
@@ -178,7 +182,9 @@ impl Metrics {
                 let q = queue(&step.target);
                 let labels = [v.site.as_str(), le, q.as_str()];
                 self.wait.with_label_values(&labels).observe(step.wait_s);
-                self.service.with_label_values(&labels).observe(step.service_s);
+                self.service
+                    .with_label_values(&labels)
+                    .observe(step.service_s);
             }
         }
     }

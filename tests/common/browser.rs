@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const ELEMENT: &str = "element-6066-11e4-a52f-4f735466cecf";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// True when the browser can run; false (with a note) when the test should skip. Panics under CI.
 pub fn available() -> bool {
@@ -113,7 +113,11 @@ impl Browser {
         };
         // The viewport, not the outer window, should have the asked size.
         browser
-            .cmd("POST", "/window/rect", json!({"width": width, "height": height}))
+            .cmd(
+                "POST",
+                "/window/rect",
+                json!({"width": width, "height": height}),
+            )
             .await;
         browser
     }
@@ -127,7 +131,10 @@ impl Browser {
         };
         let reply: Value = req.send().await.expect("webdriver").json().await.unwrap();
         if let Some(err) = reply["value"].get("error") {
-            panic!("webdriver {method} {path}: {err}: {}", reply["value"]["message"]);
+            panic!(
+                "webdriver {method} {path}: {err}: {}",
+                reply["value"]["message"]
+            );
         }
         reply["value"].clone()
     }
@@ -138,8 +145,12 @@ impl Browser {
 
     /// Runs a script (`return …` to get a value back).
     pub async fn exec(&self, script: &str) -> Value {
-        self.cmd("POST", "/execute/sync", json!({"script": script, "args": []}))
-            .await
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
     }
 
     /// Polls a JavaScript expression until it is truthy; returns its value.
@@ -175,7 +186,10 @@ impl Browser {
                 json!({"using": "css selector", "value": css}),
             )
             .await;
-        v[ELEMENT].as_str().unwrap().to_owned()
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element for {css}: {v}"))
+            .to_owned()
     }
 
     /// Waits until `css` matches a visible element, then clicks it as a user would.
@@ -194,8 +208,12 @@ impl Browser {
 
     pub async fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css).await;
-        self.cmd("POST", &format!("/element/{id}/value"), json!({"text": text}))
-            .await;
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({"text": text}),
+        )
+        .await;
     }
 
     pub async fn text(&self, css: &str) -> String {

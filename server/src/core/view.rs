@@ -41,6 +41,7 @@ pub struct BoardQueue {
 pub struct BoardCounter {
     pub id: CounterId,
     pub state: CounterState,
+    pub profile: super::Profile,
     pub ticket: Option<BoardTicket>,
     /// Tickets transferred to this counter by name, waiting for it.
     pub waiting: usize,
@@ -287,17 +288,11 @@ impl SiteState {
             .map(|c| BoardCounter {
                 id: c.id.clone(),
                 state: c.state,
-                ticket: c.current.as_ref().map(|id| {
-                    let t = &self.tickets[id];
-                    BoardTicket {
-                        number: t.number.clone(),
-                        status: t.status,
-                        since: match t.status {
-                            TicketStatus::Serving => t.step().started_at,
-                            _ => t.step().called_at,
-                        },
-                    }
-                }),
+                profile: c.profile.clone(),
+                ticket: c
+                    .current
+                    .as_ref()
+                    .map(|id| self.board_ticket(&self.tickets[id])),
                 waiting: self
                     .waiting
                     .get(&Target::Counter(c.id.clone()))
@@ -398,6 +393,18 @@ pub struct CounterView {
 }
 
 impl SiteState {
+    /// A counter's ticket: since the call, or since service began.
+    fn board_ticket(&self, t: &Ticket) -> BoardTicket {
+        BoardTicket {
+            number: t.number.clone(),
+            status: t.status,
+            since: match t.status {
+                TicketStatus::Serving => t.step().started_at,
+                _ => t.step().called_at,
+            },
+        }
+    }
+
     pub fn counter_view(&self, id: &CounterId) -> Option<CounterView> {
         let c = self.counter(id)?;
         let name = self.config.counter(id)?.name.clone();
@@ -406,14 +413,10 @@ impl SiteState {
             name,
             state: c.state,
             profile: c.profile.clone(),
-            ticket: c.current.as_ref().map(|t| {
-                let t = &self.tickets[t];
-                BoardTicket {
-                    number: t.number.clone(),
-                    status: t.status,
-                    since: t.step().called_at,
-                }
-            }),
+            ticket: c
+                .current
+                .as_ref()
+                .map(|t| self.board_ticket(&self.tickets[t])),
         })
     }
 }
