@@ -140,3 +140,25 @@ export function storeToken(key, token) {
   if (token) localStorage.setItem(`madoguchi.${key}`, token);
   else localStorage.removeItem(`madoguchi.${key}`);
 }
+
+/** Shows a message in the page's #message element; `kind` is "error" or "info". */
+export function say(kind, html) {
+  const m = document.getElementById("message");
+  if (!m) return;
+  m.dataset.kind = kind;
+  m.setAttribute("role", kind === "error" ? "alert" : "status");
+  m.innerHTML = html;
+}
+
+/** An API error as staff should read it: what it means, then the server's own message. */
+export function errorText(e) {
+  if (!(e instanceof ApiError)) return esc(String(e?.message || e));
+  const pre = {
+    0: "", 400: "要求が正しくありません / Bad request", 401: "トークンが無効です / Unknown token",
+    403: "この操作は許可されていません / Not allowed", 404: "見つかりません / Not found",
+    409: "現在の状態ではできません / Not possible now", 422: "受け付けられません / Not accepted",
+    503: "一時的に利用できません。もう一度お試しください / Unavailable, please retry",
+  }[e.status] ?? `エラー / Error ${e.status}`;
+  const tail = e.status === 401 ? ` <a href="#" data-relogin>トークンを入力し直す / Enter the token again</a>` : "";
+  return `${pre ? `<b>${esc(pre)}</b> — ` : ""}${esc(e.message)} <span class="en">(${esc(e.code)})</span>${tail}`;
+}

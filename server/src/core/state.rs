@@ -34,6 +34,24 @@ pub struct Step {
     pub ended_at: Option<Timestamp>,
 }
 
+impl Step {
+    /// A step that begins waiting for `target` at `at`, placed in line by `order`.
+    fn waiting(target: Target, at: Timestamp, order: u64) -> Step {
+        Step {
+            target,
+            enqueued_at: at,
+            order,
+            calls: 0,
+            calls_before_requeue: 0,
+            requeues: 0,
+            called_at: None,
+            counter: None,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+}
+
 /// One resident's visit, under one number from arrival to departure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -280,18 +298,7 @@ impl SiteState {
                         planned_service_s: *planned_service_s,
                         issued_at: *at,
                         status: TicketStatus::Waiting,
-                        steps: vec![Step {
-                            target: Target::Queue(queue.clone()),
-                            enqueued_at: *at,
-                            order: seq,
-                            calls: 0,
-                            calls_before_requeue: 0,
-                            requeues: 0,
-                            called_at: None,
-                            counter: None,
-                            started_at: None,
-                            ended_at: None,
-                        }],
+                        steps: vec![Step::waiting(Target::Queue(queue.clone()), *at, seq)],
                         departed_at: None,
                         cancel_reason: None,
                         satisfaction: None,
@@ -343,18 +350,7 @@ impl SiteState {
                     self.release_counter(ticket);
                     let t = self.ticket_mut(ticket);
                     t.step_mut().ended_at = Some(*at);
-                    t.steps.push(Step {
-                        target: target.clone(),
-                        enqueued_at: *at,
-                        order: seq,
-                        calls: 0,
-                        calls_before_requeue: 0,
-                        requeues: 0,
-                        called_at: None,
-                        counter: None,
-                        started_at: None,
-                        ended_at: None,
-                    });
+                    t.steps.push(Step::waiting(target.clone(), *at, seq));
                     t.status = TicketStatus::Waiting;
                     self.enqueue(ticket);
                 }

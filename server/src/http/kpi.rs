@@ -203,7 +203,9 @@ fn csv_row(v: &VisitRecord, site: Option<&SiteConfig>, tz: Tz) -> Vec<String> {
         v.site.clone(),
         site.map(|s| s.name.ja.clone()).unwrap_or_default(),
         v.day.to_string(),
-        kpi::fiscal_year(v.day).to_string(),
+        // Like the KPI: the fiscal year of the local arrival date (a 00:10 visit on 1 April
+        // belongs to the new year even though its business day started the day before).
+        kpi::fiscal_year(v.arrival.with_timezone(&tz).date_naive()).to_string(),
         v.number.to_string(),
         v.life_event
             .as_ref()
