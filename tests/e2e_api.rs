@@ -792,3 +792,24 @@ async fn metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_token_limited_to_one_site_cannot_read_the_city() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
+    config.push_str(
+        "\n[[tokens]]\nrole = \"analyst\"\ntoken = \"chuo-only-analyst\"\nsites = [\"chuo\"]\n",
+    );
+    let path = dir.path().join("limited.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start_with(&dir.path().join("data"), &path).await;
+    let token = Some("chuo-only-analyst");
+    let (status, _) = server.get("/api/v1/sites/chuo/kpi", token).await;
+    assert_eq!(status, 200);
+    let (status, reply) = server.get("/api/v1/sites/all/kpi", token).await;
+    assert_eq!(status, 403, "{reply}");
+    let (status, _) = server.get("/api/v1/sites/all/visits.csv", token).await;
+    assert_eq!(status, 403);
+    let (status, _) = server.get("/api/v1/sites/all/kpi", Some(ANALYST)).await;
+    assert_eq!(status, 200);
+}

@@ -519,3 +519,90 @@ async fn a_call_reaches_the_lobby_quickly() {
         delays[10], delays[19]
     );
 }
+
+#[tokio::test]
+async fn the_kpi_page_shows_the_stay_time_against_the_target() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    // Visits of a real morning take hours; write three finished moving-in visits of 60, 90 and
+    // 120 minutes (and one certificates visit) straight into the records, as the projection would.
+    let db = rusqlite::Connection::open(server.data.join("madoguchi.db")).unwrap();
+    let now = chrono::Utc::now();
+    for (i, (minutes, life_event, satisfaction)) in [
+        (60.0, Some("moving_in"), Some(5)),
+        (90.0, Some("moving_in"), Some(4)),
+        (120.0, Some("moving_in"), Some(2)),
+        (15.0, None, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let arrival = now - chrono::Duration::minutes(180);
+        let departure = arrival + chrono::Duration::seconds((minutes * 60.0) as i64);
+        db.execute(
+            "INSERT INTO visits (ticket_id, site, day, number, life_event, procedures, priority,
+                arrival, departure, arrival_ms, outcome, stay_s, wait_s, service_s, steps, satisfaction)
+             VALUES (?1, 'chuo', ?2, ?3, ?4, '[\"tennyu\"]', 0, ?5, ?6, ?7, 'done', ?8, ?9, ?10, 1, ?11)",
+            rusqlite::params![
+                format!("seeded-{i}"),
+                arrival.date_naive().to_string(),
+                format!("{}", 100 + i),
+                life_event,
+                arrival.to_rfc3339(),
+                departure.to_rfc3339(),
+                arrival.timestamp_millis(),
+                minutes * 60.0,
+                minutes * 20.0,
+                minutes * 40.0,
+                satisfaction,
+            ],
+        )
+        .unwrap();
+    }
+    let (_, kpi) = server
+        .get("/api/v1/sites/chuo/kpi?life_event=moving_in", Some(ANALYST))
+        .await;
+    assert_eq!(kpi["visits"], 3, "{kpi}");
+    assert_eq!(kpi["stay_s"]["mean"], 5400.0);
+
+    let page = Browser::start(1440, 900).await;
+    page.goto(&server.url("/screens/kpi/chuo#token=demo-analyst"))
+        .await;
+    page.wait("the KPI page", "document.body.dataset.loaded === '1'", WAIT)
+        .await;
+    // The page opens on the life event that has a stay target (moving in at 中央区役所).
+    let number = |t: String| -> f64 {
+        t.chars()
+            .filter(|c| c.is_ascii_digit() || *c == '.')
+            .collect::<String>()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {t:?}"))
+    };
+    page.wait(
+        "the mean stay",
+        "document.querySelector('#stay-mean')?.textContent.trim() === '90.0'",
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        number(page.text("#stay-target").await),
+        99.0,
+        "the FY target beside it"
+    );
+    for chart in [
+        "chart-trend",
+        "chart-distribution",
+        "chart-hours",
+        "chart-usage",
+        "chart-satisfaction",
+    ] {
+        let present = page
+            .exec(&format!("return !!document.querySelector('svg#{chart}')"))
+            .await;
+        assert_eq!(present, json!(true), "{chart}");
+    }
+    page.screenshot("kpi-page").await;
+}

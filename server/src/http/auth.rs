@@ -11,11 +11,21 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks that the request carries a token of one of `roles`, valid for `site` when given.
+/// What a request acts on, for tokens limited to some sites.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Scope<'a> {
+    /// Not tied to a site (printer agents).
+    Any,
+    Site(&'a SiteId),
+    /// Every site at once (`site=all`): only tokens valid everywhere.
+    City,
+}
+
+/// Checks that the request carries a token of one of `roles`, valid for `scope`.
 pub(super) fn require(
     config: &Config,
     headers: &HeaderMap,
-    site: Option<&SiteId>,
+    scope: Scope<'_>,
     roles: &[Role],
 ) -> Result<Role, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
@@ -47,14 +57,22 @@ pub(super) fn require(
             ),
         ));
     }
-    if let (Some(site), Some(allowed)) = (site, &grant.sites) {
-        if !allowed.contains(site) {
+    match (scope, &grant.sites) {
+        (Scope::Site(site), Some(allowed)) if !allowed.contains(site) => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("this token is not valid for site {site}"),
             ));
         }
+        (Scope::City, Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token is limited to some sites; the whole city needs a token for every site",
+            ));
+        }
+        _ => {}
     }
     Ok(grant.role)
 }

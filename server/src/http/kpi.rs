@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::require;
+use super::auth::{require, Scope};
 use super::error::ApiError;
 use super::AppState;
 use crate::config::{Role, SiteConfig};
@@ -71,7 +71,7 @@ fn scope(
     to: Option<&str>,
 ) -> Result<(Option<SiteId>, Tz, KpiFilter), ApiError> {
     let (id, tz) = if site == "all" {
-        require(app.config(), headers, None, &[Role::Analyst])?;
+        require(app.config(), headers, Scope::City, &[Role::Analyst])?;
         let tz = app
             .sites()
             .next()

@@ -115,7 +115,8 @@ impl AppState {
         roles: &[Role],
     ) -> Result<(SiteId, &SiteHandle), ApiError> {
         let id: Option<SiteId> = raw.parse().ok();
-        auth::require(&self.inner.config, headers, id.as_ref(), roles)?;
+        let scope = id.as_ref().map_or(auth::Scope::Any, auth::Scope::Site);
+        auth::require(&self.inner.config, headers, scope, roles)?;
         self.lookup(raw)
     }
 }

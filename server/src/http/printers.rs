@@ -16,7 +16,7 @@ use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use madoguchi_wire::{AgentMessage, PrinterState, ServerMessage};
 
-use super::auth::require;
+use super::auth::{require, Scope};
 use super::error::ApiError;
 use super::AppState;
 use crate::config::Role;
@@ -33,7 +33,7 @@ async fn jobs(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    require(app.config(), &headers, None, &[Role::Printer])?;
+    require(app.config(), &headers, Scope::Any, &[Role::Printer])?;
     let unknown = || {
         ApiError::not_found(
             "unknown_printer",
