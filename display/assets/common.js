@@ -132,6 +132,18 @@ export async function loadCatalog(site) {
   return api("GET", `/api/v1/sites/${encodeURIComponent(site)}/catalog`);
 }
 
+/**
+ * Stores a token given once in the address as `#token=…` under `key`, and removes it from the
+ * address bar (and so from the history). True when there was one.
+ */
+export function takeTokenFromAddress(key) {
+  const m = /^#token=(.+)$/.exec(location.hash);
+  if (!m) return false;
+  storeToken(key, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+  return true;
+}
+
 /** A token kept on this device (counter console, floor board), asked for once. */
 export function storedToken(key) {
   return localStorage.getItem(`madoguchi.${key}`) || "";
