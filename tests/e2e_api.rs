@@ -813,3 +813,47 @@ async fn a_token_limited_to_one_site_cannot_read_the_city() {
     let (status, _) = server.get("/api/v1/sites/all/kpi", Some(ANALYST)).await;
     assert_eq!(status, 200);
 }
+
+/// Events are facts: a counter and a printer removed from the configuration between two starts
+/// must not stop the server from rebuilding its state.
+#[tokio::test]
+async fn a_restart_with_a_counter_and_a_printer_removed_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data).await;
+    let (status, _) = server
+        .post("/api/v1/sites/chuo/counters/10/open", Some(FLOOR), None)
+        .await;
+    assert_eq!(status, 200);
+    server
+        .issue(json!({"procedures": ["shoumei"], "dispenser": "kiosk-1"}))
+        .await;
+    server.kill9();
+
+    let demo = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
+    let counter10 = "[[sites.counters]]\nid = \"10\"\nname = { ja = \"10番窓口\", en = \"Counter 10\" }\nqueues = [\"welfare\"]\nstate = \"closed\"\n";
+    assert!(
+        demo.contains(counter10),
+        "the demo configuration changed; update this test"
+    );
+    let smaller = demo
+        .replace(counter10, "")
+        .replace("printer_agent = \"agent-1\"\n", "");
+    let path = dir.path().join("smaller.toml");
+    std::fs::write(&path, smaller).unwrap();
+    let server = Server::start_with(&data, &path).await;
+    let board = server.board().await;
+    assert!(board["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["id"] != "10"));
+    assert_eq!(board["printers"], json!([]));
+    let waiting: u64 = board["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["waiting"].as_u64().unwrap())
+        .sum();
+    assert_eq!(waiting, 1, "the ticket survived");
+}

@@ -177,11 +177,10 @@ impl SiteState {
         self.counters.iter().find(|c| &c.id == id)
     }
 
-    fn counter_mut(&mut self, id: &CounterId) -> &mut Counter {
-        self.counters
-            .iter_mut()
-            .find(|c| &c.id == id)
-            .expect("events name only configured counters")
+    /// A counter by id. `None` for a counter the configuration no longer has: its past events
+    /// are facts, but there is no counter left to show them on.
+    fn counter_mut(&mut self, id: &CounterId) -> Option<&mut Counter> {
+        self.counters.iter_mut().find(|c| &c.id == id)
     }
 
     pub fn ticket_by_number(&self, number: &TicketNumber) -> Option<&Ticket> {
@@ -326,7 +325,9 @@ impl SiteState {
                 step.called_at = Some(*at);
                 step.counter = Some(counter.clone());
                 let number = t.number.clone();
-                self.counter_mut(counter).current = Some(ticket.clone());
+                if let Some(c) = self.counter_mut(counter) {
+                    c.current = Some(ticket.clone());
+                }
                 self.recent_calls.push_front(RecentCall {
                     number,
                     counter: counter.clone(),
@@ -382,12 +383,16 @@ impl SiteState {
                 ended.push(t);
             }
             Event::CounterStateChanged { counter, state, .. } => {
-                self.counter_mut(counter).state = *state;
+                if let Some(c) = self.counter_mut(counter) {
+                    c.state = *state;
+                }
             }
             Event::ProfileChanged {
                 counter, profile, ..
             } => {
-                self.counter_mut(counter).profile = profile.clone();
+                if let Some(c) = self.counter_mut(counter) {
+                    c.profile = profile.clone();
+                }
             }
             Event::SatisfactionGiven { ticket, score, .. } => {
                 let t = self.ticket_mut(ticket);
@@ -396,7 +401,10 @@ impl SiteState {
                 ended.push(t.clone());
             }
             Event::PrinterStateChanged { printer, state, at } => {
-                self.printers.insert(printer.clone(), (*state, Some(*at)));
+                // Only printers the configuration still names are shown.
+                if let Some(p) = self.printers.get_mut(printer) {
+                    *p = (*state, Some(*at));
+                }
             }
         }
         ended
