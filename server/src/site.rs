@@ -299,16 +299,41 @@ impl Actor {
         }
     }
 
+    /// Applies one event to the state and returns what it gives the projection: visit records it
+    /// ended or changed, and a print job.
+    fn fold(&mut self, event: &Event) -> (Vec<VisitRecord>, Option<NewJob>) {
+        let changed = self.state.apply(event);
+        let at = event.at();
+        self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
+        let records = changed
+            .iter()
+            .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t))
+            .collect();
+        (records, job_for(&self.state, event))
+    }
+
+    /// Stores visit records and print jobs up to the current seq, then wakes the printer agents.
+    async fn project(
+        &self,
+        records: Vec<VisitRecord>,
+        jobs: Vec<NewJob>,
+    ) -> Result<(), crate::projection::StoreError> {
+        let agents: Vec<_> = jobs.iter().map(|j| j.agent.clone()).collect();
+        self.visits
+            .record(self.state.config.id.as_str(), self.state.seq, records, jobs)
+            .await?;
+        agents.iter().for_each(|a| self.printers.notify(a));
+        Ok(())
+    }
+
     /// Applies events just appended: state, live feed, metrics, visit records.
     async fn apply_live(&mut self, events: &[Event]) {
         let site = self.state.config.id.to_string();
-        let mut ended = Vec::new();
-        let mut rated = Vec::new();
+        let mut records = Vec::new();
         let mut jobs = Vec::new();
         for event in events {
-            let done = self.state.apply(event);
-            jobs.extend(job_for(&self.state, event));
-            self.last_at = Some(self.last_at.map_or(event.at(), |t| t.max(event.at())));
+            let (changed, job) = self.fold(event);
+            jobs.extend(job);
             match event {
                 Event::TicketIssued { queue, .. } => self
                     .metrics
@@ -326,16 +351,13 @@ impl Actor {
                 }
                 _ => {}
             }
-            let records = done
-                .iter()
-                .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t));
-            if matches!(event, Event::SatisfactionGiven { .. }) {
-                rated.extend(records);
-            } else {
-                ended.extend(records);
+            // A rating changes a record already counted when the visit ended.
+            if !matches!(event, Event::SatisfactionGiven { .. }) {
+                changed.iter().for_each(|v| self.metrics.observe_visit(v));
             }
-            let board = self.state.board();
+            records.extend(changed);
             if self.live.receiver_count() > 0 {
+                let board = self.state.board();
                 let public = self.state.public_event(event);
                 let _ = self.live.send(live_text(&LiveMessage::Event {
                     seq: self.state.seq,
@@ -343,18 +365,12 @@ impl Actor {
                     board: &board,
                 }));
             }
-            self.metrics.observe_board(&site, &board);
         }
-        for v in &ended {
-            self.metrics.observe_visit(v);
-        }
-        ended.extend(rated);
-        if !ended.is_empty() || !jobs.is_empty() {
-            let agents: Vec<_> = jobs.iter().map(|j: &NewJob| j.agent.clone()).collect();
-            match self.visits.record(&site, self.state.seq, ended, jobs).await {
-                Ok(()) => agents.iter().for_each(|a| self.printers.notify(a)),
+        self.metrics.observe_board(&site, &self.state.board());
+        if !records.is_empty() || !jobs.is_empty() {
+            if let Err(e) = self.project(records, jobs).await {
                 // The log has the events; the next start re-projects from the checkpoint.
-                Err(e) => tracing::error!(site = %site, error = %e, "could not store projections"),
+                tracing::error!(site = %site, error = %e, "could not store projections");
             }
         }
     }
@@ -383,27 +399,16 @@ impl Actor {
                     self.apply_live(std::slice::from_ref(&stored.event)).await;
                     continue;
                 }
-                let ended = self.state.apply(&stored.event);
-                self.last_at = Some(
-                    self.last_at
-                        .map_or(stored.event.at(), |t| t.max(stored.event.at())),
-                );
+                let (changed, job) = self.fold(&stored.event);
                 if stored.seq > checkpoint {
-                    jobs.extend(job_for(&self.state, &stored.event));
-                    records.extend(
-                        ended
-                            .iter()
-                            .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t)),
-                    );
+                    records.extend(changed);
+                    jobs.extend(job);
                 }
             }
             if !live && self.state.seq > checkpoint {
-                let agents: Vec<_> = jobs.iter().map(|j: &NewJob| j.agent.clone()).collect();
-                self.visits
-                    .record(site.as_str(), self.state.seq, records, jobs)
+                self.project(records, jobs)
                     .await
                     .map_err(|e| SiteError::Unavailable(e.to_string()))?;
-                agents.iter().for_each(|a| self.printers.notify(a));
             }
         }
     }
