@@ -1,12 +1,13 @@
 //! The screens in headless Chromium against the real server: kiosk → lobby → counter console →
-//! phone, a server restart under the lobby, the floor board, role checks, and how long a call
-//! takes to reach the lobby. Screenshots go to target/screenshots/.
+//! phone, the phone page on its own ticket channel (live, across a restart, polling when
+//! WebSockets fail, waiting out a 429), a server restart under the lobby, the floor board, role
+//! checks, and how long a call takes to reach the lobby. Screenshots go to target/screenshots/.
 
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use browser::Browser;
 use common::*;
@@ -42,6 +43,46 @@ async fn lobby(server: &Server) -> Browser {
     )
     .await;
     b
+}
+
+/// A phone for the ticket `t`, showing it.
+async fn phone(server: &Server, b: &Browser, t: &Value) {
+    b.goto(&server.url(&format!("/t/{}", t["token"].as_str().unwrap())))
+        .await;
+    b.wait(
+        "the phone page",
+        "document.body.dataset.status === 'waiting'",
+        WAIT,
+    )
+    .await;
+}
+
+/// When the phone page started each of its reads of `GET /api/v1/tickets/{token}` (ms since the
+/// page loaded), answered or refused, in order.
+async fn ticket_reads(b: &Browser, t: &Value) -> Vec<f64> {
+    let path = format!("/api/v1/tickets/{}", t["token"].as_str().unwrap());
+    let starts = b
+        .exec(&format!(
+            "return performance.getEntriesByType('resource')
+               .filter(e => new URL(e.name).pathname === {}).map(e => e.startTime)",
+            serde_json::to_string(&path).unwrap()
+        ))
+        .await;
+    let mut starts: Vec<f64> = serde_json::from_value(starts).unwrap();
+    starts.sort_by(f64::total_cmp);
+    starts
+}
+
+/// `name{site="chuo"}` in /metrics (0 when the series is not there yet).
+async fn chuo_gauge(server: &Server, name: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    server
+        .metrics()
+        .await
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l.contains("site=\"chuo\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn waiting_js(queue: &str) -> String {
@@ -263,6 +304,249 @@ async fn a_ticket_from_the_kiosk_is_called_on_the_lobby_and_the_phone() {
         .wait("live", "document.body.dataset.live === '1'", WAIT)
         .await;
     portrait.screenshot("lobby-portrait").await;
+}
+
+#[tokio::test]
+async fn the_phone_page_follows_its_ticket_on_the_ticket_channel() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data).await;
+    let first = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let t = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let number = t["number"].as_str().unwrap().to_owned();
+
+    let b = Browser::start(360, 740).await;
+    phone(&server, &b, &t).await;
+    b.wait("the channel", "document.body.dataset.live === 'live'", WAIT)
+        .await;
+    assert_eq!(
+        b.exec("return document.querySelector('[data-position]').dataset.position")
+            .await,
+        json!("2")
+    );
+    assert!(b.text("main").await.contains("あと1人"));
+    // One phone channel at the server, and the page is not on the site's live feed.
+    eventually("the phone channel at the server", WAIT, || async {
+        (chuo_gauge(&server, "madoguchi_ticket_live_clients").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(chuo_gauge(&server, "madoguchi_live_clients").await, 0.0);
+
+    // The ticket ahead is called: this one is next.
+    let (status, called) = server.counter("6", "call-next", None).await;
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(called["ticket"]["number"], first["number"]);
+    b.wait(
+        "position 1",
+        "document.querySelector('[data-position=\"1\"]')",
+        WAIT,
+    )
+    .await;
+    let text = b.text("main").await;
+    assert!(
+        text.contains("次にお呼びします") && text.contains("You are next"),
+        "{text}"
+    );
+    b.screenshot("phone-next").await;
+
+    // This one is called at counter 7: the call notice.
+    let (status, called) = server.counter("7", "call-next", None).await;
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(called["ticket"]["number"], json!(number));
+    b.wait(
+        "the call notice",
+        "document.body.dataset.status === 'called' && !document.getElementById('overlay').hidden",
+        WAIT,
+    )
+    .await;
+    assert_eq!(b.text("#overlay .onum").await, number);
+    assert_eq!(
+        b.exec("return document.querySelector('#overlay .octr').dataset.counter")
+            .await,
+        json!("7")
+    );
+    assert!(b.text("#overlay .octr").await.contains("7番窓口"));
+    // All of it came over the channel: the page read the ticket once, when it opened.
+    assert_eq!(
+        ticket_reads(&b, &t).await.len(),
+        1,
+        "no reads but the first"
+    );
+
+    // The server dies and comes back: the page says it is reconnecting, then follows again.
+    let addr = server.addr;
+    server.kill9();
+    b.wait(
+        "the reconnecting mark",
+        "document.body.dataset.live === 'down' && document.querySelector('#conn.show')",
+        WAIT,
+    )
+    .await;
+    let server = Server::start_at(&data, &repo_path("config/demo.toml"), addr).await;
+    b.wait(
+        "the channel again",
+        "document.body.dataset.live === 'live' && !document.querySelector('#conn.show')",
+        WAIT,
+    )
+    .await;
+    server.counter("7", "start", None).await;
+    server.counter("7", "complete", None).await;
+    b.wait(
+        "the satisfaction question",
+        "document.body.dataset.status === 'done' && document.querySelector('[data-score=\"4\"]')",
+        WAIT,
+    )
+    .await;
+    // A finished ticket needs no channel.
+    eventually("the channel to close", WAIT, || async {
+        (chuo_gauge(&server, "madoguchi_ticket_live_clients").await == 0.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_phone_page_reads_its_ticket_when_websockets_fail() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    server.issue(json!({"procedures": ["shoumei"]})).await;
+    let t = server.issue(json!({"procedures": ["shoumei"]})).await;
+
+    // A network that lets no WebSocket through: every one fails as a dropped connection does.
+    let b = Browser::start(360, 740).await;
+    b.before_each_page(
+        "window.WebSocket = class {
+           static CONNECTING = 0; static OPEN = 1; static CLOSING = 2; static CLOSED = 3;
+           constructor(url) {
+             this.url = url; this.readyState = 0;
+             setTimeout(() => {
+               this.readyState = 3;
+               this.onerror?.(new Event('error'));
+               this.onclose?.({ code: 1006, reason: '', wasClean: false });
+             }, 20);
+           }
+           send() {}
+           close() {}
+         };",
+    )
+    .await;
+    phone(&server, &b, &t).await;
+    // A few attempts (about 0.5 + 1 + 2 s) before the page falls back to reading the ticket.
+    b.wait(
+        "polling",
+        "document.body.dataset.live === 'poll'",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(
+        b.exec("return !!document.querySelector('#conn.show')")
+            .await,
+        json!(false),
+        "reads work: no reconnecting mark"
+    );
+
+    server.counter("6", "call-next", None).await;
+    server.counter("7", "call-next", None).await;
+    // Reads every 20 s (up to a fifth more).
+    b.wait(
+        "the call notice",
+        "document.body.dataset.status === 'called' && !document.getElementById('overlay').hidden",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        b.exec("return document.querySelector('#overlay .octr').dataset.counter")
+            .await,
+        json!("7")
+    );
+    // The first read, one after each of two failed attempts, then one per poll.
+    let reads = ticket_reads(&b, &t).await;
+    assert!(reads.len() <= 6, "{reads:?}");
+    for pair in reads[3..].windows(2) {
+        assert!(pair[1] - pair[0] >= 19_900.0, "polls 20 s apart: {reads:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_phone_page_waits_out_a_429() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config_with(
+        dir.path(),
+        "limited.toml",
+        "[limits]\npublic_requests_per_s = 1\npublic_burst = 1\n",
+    );
+    let server = Server::start_with(&dir.path().join("data"), &config).await;
+    let t = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let b = Browser::start(360, 740).await;
+
+    // Another client at the same address takes every request the limit allows, for 4 s.
+    let board = server.url("/api/v1/sites/chuo/board");
+    let mut empty = false;
+    for _ in 0..5 {
+        empty = server.http.get(&board).send().await.unwrap().status() == 429;
+        if empty {
+            break;
+        }
+    }
+    assert!(empty, "the limit applies to the board");
+    let until = Instant::now() + Duration::from_secs(4);
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, board) = (server.http.clone(), board.clone());
+            tokio::spawn(async move {
+                let mut retry_after = Vec::new();
+                while Instant::now() < until {
+                    let r = http.get(&board).send().await.unwrap();
+                    if r.status() == 429 {
+                        let s = r.headers()["retry-after"].to_str().unwrap();
+                        retry_after.push(s.parse::<u64>().unwrap());
+                    }
+                }
+                retry_after
+            })
+        })
+        .collect();
+
+    b.goto(&server.url(&format!("/t/{}", t["token"].as_str().unwrap())))
+        .await;
+    b.wait(
+        "the busy notice",
+        "document.body.dataset.busy === '1' && document.querySelector('main').textContent.includes('混み合っています')",
+        WAIT,
+    )
+    .await;
+    assert!(b.text("main").await.contains("Busy, retrying shortly"));
+    b.screenshot("phone-busy").await;
+    let mut retry_after = Vec::new();
+    for h in hammers {
+        retry_after.extend(h.await.unwrap());
+    }
+    let shortest = *retry_after.iter().min().expect("429s with Retry-After");
+    assert!(shortest >= 1, "{retry_after:?}");
+
+    // Once the other client stops, the page gets through.
+    b.wait(
+        "the ticket",
+        "document.body.dataset.status === 'waiting' && document.body.dataset.busy === ''",
+        WAIT,
+    )
+    .await;
+    let reads = ticket_reads(&b, &t).await;
+    assert!(reads.len() >= 2, "at least one refused read: {reads:?}");
+    for pair in reads.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= shortest as f64 * 1000.0,
+            "no read before Retry-After ({shortest} s) has passed: {reads:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -34,18 +34,57 @@ export function nameOf(list, id) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = 0) {
     super(message);
     this.status = status;
     this.code = code;
+    /** Seconds the server asked us to wait (`Retry-After` on 429 or 503), else 0. */
+    this.retryAfter = retryAfter;
   }
 }
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** `ms` stretched by up to `spread` (never shortened), so clients told the same wait do not return together. */
+export function jittered(ms, spread = 0.2) {
+  return ms * (1 + Math.random() * spread);
+}
+
+/** How long (ms) an error asks us to wait before trying again: its `Retry-After`, else 0. */
+export function retryAfterMs(e) {
+  return e instanceof ApiError && e.retryAfter > 0 ? e.retryAfter * 1000 : 0;
+}
+
+/** `Retry-After` as whole seconds: delta-seconds or an HTTP date; 0 when absent or unreadable. */
+function parseRetryAfter(value) {
+  if (!value) return 0;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Math.max(1, Number(v));
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? 0 : Math.max(1, Math.ceil((at - Date.now()) / 1000));
+}
+
+// Only requests without a token are rate limited (per client address, shared by the public
+// routes), so after a 429 they all wait out its Retry-After; staff requests never do.
+let publicCoolUntil = 0;
+
+/** Milliseconds left before requests without a token may be sent again (0: now). */
+export function coolDownLeft() {
+  return Math.max(0, publicCoolUntil - Date.now());
+}
+
+const BUSY = "混み合っています。しばらくお待ちください / Busy, retrying shortly";
 
 /**
  * Calls the API. Resolves to the parsed JSON (or null for 204); rejects with ApiError carrying
  * the server's {"error": {"code", "message"}}, or status 0 when the server cannot be reached.
+ * A 429 (or 503) with `Retry-After` sets `retryAfter` on the error; after a 429, requests without a
+ * token fail at once with a 429 until that time has passed, without reaching the server.
  */
 export async function api(method, path, { token, body, headers = {} } = {}) {
+  if (!token && coolDownLeft() > 0) {
+    throw new ApiError(429, "rate_limited", BUSY, Math.ceil(coolDownLeft() / 1000));
+  }
   const h = { ...headers };
   if (token) h["Authorization"] = `Bearer ${token}`;
   if (body !== undefined) h["Content-Type"] = "application/json";
@@ -59,36 +98,98 @@ export async function api(method, path, { token, body, headers = {} } = {}) {
   const data = await res.json().catch(() => null);
   if (!res.ok) {
     const err = data?.error || {};
-    throw new ApiError(res.status, err.code || "error", err.message || res.statusText);
+    let retryAfter = 0;
+    if (res.status === 429 || res.status === 503) retryAfter = parseRetryAfter(res.headers.get("Retry-After"));
+    if (res.status === 429) {
+      retryAfter ||= 1;
+      if (!token) publicCoolUntil = Math.max(publicCoolUntil, Date.now() + retryAfter * 1000);
+    }
+    throw new ApiError(res.status, err.code || "error", err.message || res.statusText, retryAfter);
   }
   return data;
 }
 
 /**
+ * Waits between reconnection attempts: `min` doubling up to `max`, each wait drawn from the upper
+ * half of its step ("equal jitter"), so clients dropped together (a restart) spread out again.
+ */
+export class Backoff {
+  constructor(min = 1000, max = 60000) {
+    this.min = min;
+    this.max = max;
+    this.step = 0;
+  }
+
+  /** The next wait in ms; `atLeast` skips the first steps (the server asked us to come back later). */
+  next(atLeast = 0) {
+    this.step = Math.max(this.step, atLeast);
+    const d = Math.min(this.max, this.min * 2 ** this.step);
+    if (d < this.max) this.step += 1;
+    return d / 2 + Math.random() * (d / 2);
+  }
+
+  reset() {
+    this.step = 0;
+  }
+}
+
+/** Close codes after which the server wants us back later, not at once: 1001 going away (shutdown), 1013 try again later. */
+export function closedForLater(code) {
+  return code === 1001 || code === 1013;
+}
+
+/** A socket that has not opened after this long is given up (a proxy holding the upgrade). */
+export const OPEN_TIMEOUT_MS = 10000;
+/** A connection that stayed up this long was healthy: the next drop starts the backoff over. */
+export const STABLE_MS = 30000;
+
+/**
  * Follows a site's live feed: calls onSnapshot(board) on every snapshot and onEvent(event, board)
- * for every event in order. Detects seq gaps and asks for a resync; reconnects with backoff;
- * calls onStatus(true|false) when the connection comes and goes. Never polls.
+ * for every event in order. Detects seq gaps and asks for a resync; calls onStatus(true|false)
+ * when the connection comes and goes. Never polls.
+ *
+ * Reconnects after any close (1001 shutdown, 1013 stalled, network loss) with a jittered backoff
+ * from 1 s doubling to `maxDelay` (a few screens per site: they may come back soon), starting over
+ * only after a connection that lasted; every new connection begins with a fresh snapshot, and
+ * events before it are not applied.
  */
 export class LiveFeed {
-  constructor(site, { onSnapshot, onEvent, onStatus } = {}) {
+  constructor(site, { onSnapshot, onEvent, onStatus, maxDelay = 15000 } = {}) {
     this.site = site;
     this.onSnapshot = onSnapshot || (() => {});
     this.onEvent = onEvent || (() => {});
     this.onStatus = onStatus || (() => {});
     this.seq = null;
-    this.backoff = 500;
+    this.backoff = new Backoff(1000, maxDelay);
+    this.timer = null;
+    this.ws = null;
     this.closed = false;
+    // Back on the network: try now rather than at the end of a long wait.
+    this.retryNow = () => {
+      if (this.closed || this.ws) return;
+      clearTimeout(this.timer);
+      this.connect();
+    };
+    addEventListener("online", this.retryNow);
     this.connect();
   }
 
   connect() {
+    this.timer = null;
     const proto = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${proto}://${location.host}/api/v1/sites/${encodeURIComponent(this.site)}/live`);
+    let ws;
+    try {
+      ws = new WebSocket(`${proto}://${location.host}/api/v1/sites/${encodeURIComponent(this.site)}/live`);
+    } catch {
+      this.retryLater(1006, null);
+      return;
+    }
     this.ws = ws;
-    ws.onopen = () => {
-      this.backoff = 500;
-    };
+    let liveSince = null; // when the first snapshot arrived
+    const openTimer = setTimeout(() => { if (ws.readyState === WebSocket.CONNECTING) ws.close(); }, OPEN_TIMEOUT_MS);
+    ws.onopen = () => clearTimeout(openTimer);
     ws.onmessage = (m) => {
+      if (this.ws !== ws) return;
       let msg;
       try {
         msg = JSON.parse(m.data);
@@ -96,6 +197,7 @@ export class LiveFeed {
         return;
       }
       if (msg.type === "snapshot") {
+        liveSince ??= Date.now();
         this.seq = msg.seq;
         this.onStatus(true);
         this.onSnapshot(msg.board);
@@ -110,20 +212,31 @@ export class LiveFeed {
         this.onEvent(msg.event, msg.board);
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
+      clearTimeout(openTimer);
+      if (this.ws !== ws) return;
+      this.ws = null;
       this.seq = null;
       this.onStatus(false);
-      if (this.closed) return;
-      const wait = this.backoff * (0.8 + Math.random() * 0.4);
-      this.backoff = Math.min(this.backoff * 2, 10000);
-      setTimeout(() => this.connect(), wait);
+      this.retryLater(ev.code, liveSince);
     };
     ws.onerror = () => ws.close();
   }
 
+  retryLater(code, liveSince) {
+    if (this.closed) return;
+    if (liveSince !== null && Date.now() - liveSince >= STABLE_MS) this.backoff.reset();
+    const wait = this.backoff.next(closedForLater(code) ? 2 : 0);
+    this.timer = setTimeout(() => this.connect(), wait);
+  }
+
   close() {
     this.closed = true;
-    this.ws?.close();
+    clearTimeout(this.timer);
+    removeEventListener("online", this.retryNow);
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
   }
 }
 
@@ -169,6 +282,7 @@ export function errorText(e) {
     0: "", 400: "要求が正しくありません / Bad request", 401: "トークンが無効です / Unknown token",
     403: "この操作は許可されていません / Not allowed", 404: "見つかりません / Not found",
     409: "現在の状態ではできません / Not possible now", 422: "受け付けられません / Not accepted",
+    429: BUSY,
     503: "一時的に利用できません。もう一度お試しください / Unavailable, please retry",
   }[e.status] ?? `エラー / Error ${e.status}`;
   const tail = e.status === 401 ? ` <a href="#" data-relogin>トークンを入力し直す / Enter the token again</a>` : "";

@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         printers: Default::default(),
         metrics: Metrics::new(),
         clock: Arc::new(Utc::now),
+        tickets: Default::default(),
     };
     let (handle, _task) = rt
         .block_on(madoguchi::site::start(site.clone(), deps))

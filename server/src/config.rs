@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::NaiveTime;
 use chrono_tz::Tz;
@@ -201,6 +202,52 @@ pub struct TokenGrant {
     pub role: Role,
     /// Sites this token may act on; `None` means every site.
     pub sites: Option<HashSet<SiteId>>,
+    /// For printer tokens, the agents it may serve: a token of one kiosk's PC cannot take over
+    /// another's print jobs (they hold phone-page tokens).
+    pub agents: HashSet<PrinterId>,
+}
+
+/// Limits that keep a public network from slowing or starving the server (`[limits]`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A client must send a request's headers within this; hyper counts from the end of the
+    /// previous response, so this also closes kept-alive connections left idle.
+    pub header_read_timeout: Duration,
+    /// Reading a request body.
+    pub request_body_timeout: Duration,
+    /// A handler's answer (streams and WebSockets run on after their first byte).
+    pub response_timeout: Duration,
+    /// TCP connections open at once, before the file-descriptor cap.
+    pub max_connections: usize,
+    /// Unauthenticated WebSockets (lobby feeds and phone channels) per client address.
+    pub websockets_per_address: usize,
+    /// A WebSocket whose send stays blocked this long is closed with 1013.
+    pub live_send_timeout: Duration,
+    /// Phone API and board polling: sustained requests per second per client address.
+    pub public_requests_per_s: u32,
+    /// ... and the burst allowed above it.
+    pub public_burst: u32,
+    /// At most one printer-state event per agent in this time.
+    pub printer_state_debounce: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(30),
+            max_connections: 50_000,
+            websockets_per_address: 20_000,
+            live_send_timeout: Duration::from_secs(10),
+            public_requests_per_s: 50,
+            public_burst: 200,
+            printer_state_debounce: Duration::from_secs(5),
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -212,6 +259,7 @@ pub struct Config {
     pub tokens: HashMap<String, TokenGrant>,
     /// True when a token is one of the well-known demo tokens.
     pub demo_tokens: bool,
+    pub limits: Limits,
 }
 
 /// One problem found in a configuration file.
@@ -379,6 +427,22 @@ mod raw {
         pub(super) sites: Vec<Site>,
         #[serde(default)]
         pub(super) kpi_targets: Vec<KpiTarget>,
+        pub(super) limits: Option<Limits>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Limits {
+        pub(super) header_read_timeout_s: Option<u64>,
+        pub(super) request_body_timeout_s: Option<u64>,
+        pub(super) response_timeout_s: Option<u64>,
+        pub(super) max_connections: Option<usize>,
+        pub(super) websockets_per_address: Option<usize>,
+        pub(super) live_send_timeout_s: Option<u64>,
+        pub(super) public_requests_per_s: Option<u32>,
+        pub(super) public_burst: Option<u32>,
+        pub(super) printer_state_debounce_s: Option<u64>,
+        pub(super) trusted_proxies: Option<Vec<String>>,
     }
 
     #[derive(Deserialize)]
@@ -399,6 +463,7 @@ mod raw {
         pub(super) token: Option<String>,
         pub(super) token_env: Option<String>,
         pub(super) sites: Option<Vec<String>>,
+        pub(super) agents: Option<Vec<String>>,
     }
 
     #[derive(Deserialize)]
@@ -722,12 +787,35 @@ impl Validator {
                     })
                     .collect()
             });
+            let agents = match (t.role, &t.agents) {
+                (Role::Printer, Some(list)) if !list.is_empty() => list
+                    .iter()
+                    // An agent no dispenser prints for (any more) is harmless: it gets no jobs.
+                    .filter_map(|a| self.id::<PrinterId>(&format!("{field}.agents"), a))
+                    .collect(),
+                (Role::Printer, _) => {
+                    self.err(
+                        format!("{field}.agents"),
+                        "a printer token must list the agents it serves, e.g. agents = [\"agent-1\"]",
+                    );
+                    HashSet::new()
+                }
+                (_, Some(_)) => {
+                    self.err(
+                        format!("{field}.agents"),
+                        "only printer tokens serve agents",
+                    );
+                    HashSet::new()
+                }
+                (_, None) => HashSet::new(),
+            };
             if tokens
                 .insert(
                     value,
                     TokenGrant {
                         role: t.role,
                         sites: token_sites,
+                        agents,
                     },
                 )
                 .is_some()
@@ -790,11 +878,99 @@ impl Validator {
             }
             kpi_targets.push(target);
         }
+        let limits = self.limits(raw.limits.unwrap_or_default());
         Config {
             sites,
             kpi_targets,
             tokens,
             demo_tokens,
+            limits,
+        }
+    }
+
+    fn limits(&mut self, raw: raw::Limits) -> Limits {
+        let d = Limits::default();
+        let mut secs = |key: &str, value: Option<u64>, default: Duration| match value {
+            None => default,
+            Some(0) => {
+                self.err(format!("limits.{key}"), "seconds, at least 1");
+                default
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        let header_read_timeout = secs(
+            "header_read_timeout_s",
+            raw.header_read_timeout_s,
+            d.header_read_timeout,
+        );
+        let request_body_timeout = secs(
+            "request_body_timeout_s",
+            raw.request_body_timeout_s,
+            d.request_body_timeout,
+        );
+        let response_timeout = secs(
+            "response_timeout_s",
+            raw.response_timeout_s,
+            d.response_timeout,
+        );
+        let live_send_timeout = secs(
+            "live_send_timeout_s",
+            raw.live_send_timeout_s,
+            d.live_send_timeout,
+        );
+        let printer_state_debounce = match raw.printer_state_debounce_s {
+            // 0 turns the debounce off (every change is recorded at once).
+            Some(s) => Duration::from_secs(s),
+            None => d.printer_state_debounce,
+        };
+        let mut count = |key: &str, value: Option<usize>, default: usize| match value {
+            None => default,
+            Some(0) => {
+                self.err(format!("limits.{key}"), "at least 1");
+                default
+            }
+            Some(n) => n,
+        };
+        let max_connections = count("max_connections", raw.max_connections, d.max_connections);
+        let websockets_per_address = count(
+            "websockets_per_address",
+            raw.websockets_per_address,
+            d.websockets_per_address,
+        );
+        let public_requests_per_s = count(
+            "public_requests_per_s",
+            raw.public_requests_per_s.map(|n| n as usize),
+            d.public_requests_per_s as usize,
+        ) as u32;
+        let public_burst = count(
+            "public_burst",
+            raw.public_burst.map(|n| n as usize),
+            d.public_burst as usize,
+        ) as u32;
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
+            let net = p
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match net {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.err(
+                    format!("limits.trusted_proxies[{i}]"),
+                    format!("{p:?} is neither an IP address nor a CIDR range"),
+                ),
+            }
+        }
+        Limits {
+            header_read_timeout,
+            request_body_timeout,
+            response_timeout,
+            max_connections,
+            websockets_per_address,
+            live_send_timeout,
+            public_requests_per_s,
+            public_burst,
+            printer_state_debounce,
+            trusted_proxies,
         }
     }
 

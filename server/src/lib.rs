@@ -7,6 +7,7 @@
 //! - [`projection`]: visit records (stay time) and KPI figures, in the SQLite file;
 //! - [`site`]: one actor task per site that owns its state and applies commands in order;
 //! - [`http`]: the HTTP API and the live WebSocket feed;
+//! - [`net`]: connections from a public network: caps, timeouts, rate limits;
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod config;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod kpi;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod printers;
 pub mod projection;
 pub mod server;

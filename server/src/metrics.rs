@@ -2,7 +2,8 @@
 //! or tokens.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::core::{BoardView, CounterState, PrinterState, Target, TicketStatus, VisitRecord};
@@ -23,6 +24,10 @@ pub struct Metrics {
     pub log_conflicts: IntCounterVec,
     pub printer_state: IntGaugeVec,
     pub print_jobs: IntCounterVec,
+    pub http_connections: IntGauge,
+    pub live_closed: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub ticket_live_clients: IntGaugeVec,
 }
 
 /// Buckets for times measured in minutes to hours: 1 min … 4 h.
@@ -130,6 +135,29 @@ impl Metrics {
                 "madoguchi_print_jobs_total",
                 "Print jobs finished by printer agents, by outcome (printed, expired, uncertain).",
                 &["printer", "outcome"],
+            ),
+            http_connections: {
+                let g = IntGauge::new("madoguchi_http_connections", "Open TCP connections.")
+                    .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            live_closed: counter(
+                "madoguchi_live_closed_total",
+                "WebSockets the server closed: stalled (a send blocked too long, 1013), too_big (1009).",
+                &["feed", "reason"],
+            ),
+            rate_limited: counter(
+                "madoguchi_rate_limited_total",
+                "Requests refused with 429, by route pattern.",
+                &["route"],
+            ),
+            ticket_live_clients: gauge(
+                "madoguchi_ticket_live_clients",
+                "Connected phone pages following one ticket.",
+                &["site"],
             ),
             registry,
         }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::log::{EventLog, SqliteLog};
 use crate::metrics::Metrics;
+use crate::net;
 use crate::printers::PrinterHub;
 use crate::projection::ProjectionStore;
 use crate::site::{self, SiteDeps};
@@ -45,6 +46,7 @@ pub async fn run(
         printers: PrinterHub::default(),
         metrics: Metrics::new(),
         clock: Arc::new(chrono::Utc::now),
+        tickets: site::TicketIndex::default(),
     };
 
     let mut handles = Vec::new();
@@ -58,25 +60,43 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = config.limits.clone();
+    let fd_limit = net::raise_fd_limit();
+    let cap = net::connection_cap(limits.max_connections, fd_limit);
+    let connections = deps.metrics.http_connections.clone();
     let state = AppState::new(config, handles, deps, stop_rx);
+    let public = state.public_limits().clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            public.forget_quiet();
+        }
+    });
     let app = router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %db.display(), "madoguchi is serving");
-
-    let begun = Arc::new(Notify::new());
-    let notify = begun.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tracing::info!(
+        open_files = fd_limit,
+        connections = cap,
+        websockets_per_address = limits.websockets_per_address,
+        "connection limits"
+    );
+    let shutdown = async move {
         shutdown.await;
-        tracing::info!("shutting down: finishing open requests");
+        // WebSockets watch this and close with 1001; plain requests are drained by the server.
         let _ = stop_tx.send(true);
-        notify.notify_one();
-    });
-    tokio::select! {
-        result = server => result.context("the HTTP server failed")?,
-        _ = async { begun.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
-        }
-    }
+    };
+    net::serve(
+        listener,
+        app,
+        &limits,
+        cap,
+        connections,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
     // Handles are gone with the router; each actor finishes its queued commands and ends.
     for task in actors {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

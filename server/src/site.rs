@@ -2,16 +2,17 @@
 //! site's events have one order and no locks are needed; readers get answers computed on the
 //! actor, and live subscribers get a snapshot and every later event without a gap.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::SiteConfig;
 use crate::core::{
-    decide, plan_for, BoardView, Command, CounterId, CounterView, DomainError, Event, PublicEvent,
-    SiteState, TicketView, Timestamp, VisitRecord,
+    decide, plan_for, BoardView, Command, CounterId, CounterView, DomainError, Event, PhoneView,
+    PublicEvent, SiteId, SiteState, TicketView, Timestamp, VisitRecord,
 };
 use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;
@@ -72,6 +73,53 @@ pub enum LiveMessage<'a> {
 
 pub type LiveText = Arc<str>;
 
+/// A message of a phone's own channel (`/api/v1/tickets/{token}/live`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PhoneMessage<'a> {
+    /// The ticket as the phone page shows it, sent when it changes.
+    Ticket { ticket: &'a PhoneView },
+    /// The ticket is no longer known: its business day ended.
+    Gone,
+}
+
+/// A phone channel's current message, serialized once for every phone following the ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhoneText {
+    pub text: LiveText,
+    /// The ticket is gone: this is the last message.
+    pub gone: bool,
+}
+
+/// Which site holds each phone token of the current business day, so a phone's lookup asks one
+/// site actor instead of all of them. The site actors keep it as they fold events.
+#[derive(Clone, Default)]
+pub struct TicketIndex(Arc<RwLock<HashMap<String, SiteId>>>);
+
+impl TicketIndex {
+    pub fn site_of(&self, token: &str) -> Option<SiteId> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
+    }
+
+    fn insert(&self, token: &str, site: &SiteId) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_owned(), site.clone());
+    }
+
+    fn remove<'a>(&self, tokens: impl Iterator<Item = &'a String>) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        for t in tokens {
+            map.remove(t);
+        }
+    }
+}
+
 type Query = Box<dyn FnOnce(&SiteState) + Send>;
 
 enum Request {
@@ -82,6 +130,10 @@ enum Request {
     Query(Query),
     Subscribe {
         reply: oneshot::Sender<(LiveText, broadcast::Receiver<LiveText>)>,
+    },
+    Watch {
+        token: String,
+        reply: oneshot::Sender<Option<watch::Receiver<PhoneText>>>,
     },
 }
 
@@ -118,6 +170,20 @@ impl SiteHandle {
         rx.await.map_err(|_| SiteError::Stopped)
     }
 
+    /// A receiver of one ticket's phone messages: it holds the current one and changes only when
+    /// that ticket's view changes. `None` for an unknown token.
+    pub async fn watch(
+        &self,
+        token: String,
+    ) -> Result<Option<watch::Receiver<PhoneText>>, SiteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Watch { token, reply })
+            .await
+            .map_err(|_| SiteError::Stopped)?;
+        rx.await.map_err(|_| SiteError::Stopped)
+    }
+
     /// A snapshot message and a receiver of every later message, with nothing in between.
     pub async fn subscribe(&self) -> Result<(LiveText, broadcast::Receiver<LiveText>), SiteError> {
         let (reply, rx) = oneshot::channel();
@@ -139,6 +205,9 @@ struct Actor {
     clock: Clock,
     /// The time of the latest event, so event times never go backwards if the wall clock does.
     last_at: Option<Timestamp>,
+    tickets: TicketIndex,
+    /// Phone channels by ticket token.
+    watchers: HashMap<String, watch::Sender<PhoneText>>,
 }
 
 /// What every site actor shares.
@@ -149,6 +218,7 @@ pub struct SiteDeps {
     pub printers: PrinterHub,
     pub metrics: Metrics,
     pub clock: Clock,
+    pub tickets: TicketIndex,
 }
 
 /// Rebuilds a site's state from the log, brings its visit records up to date, and starts its
@@ -163,6 +233,7 @@ pub async fn start(
         printers,
         metrics,
         clock,
+        tickets,
     } = deps;
     let mut actor = Actor {
         state: SiteState::new(config.clone()),
@@ -173,6 +244,8 @@ pub async fn start(
         live: broadcast::channel(LIVE_BUFFER).0,
         clock,
         last_at: None,
+        tickets,
+        watchers: HashMap::new(),
     };
     let checkpoint = actor
         .visits
@@ -208,6 +281,9 @@ impl Actor {
                         let text = live_text(&LiveMessage::Snapshot { seq: self.state.seq, board: &board });
                         let _ = reply.send((text, self.live.subscribe()));
                     }
+                    Some(Request::Watch { token, reply }) => {
+                        let _ = reply.send(self.watch(token));
+                    }
                 },
                 _ = tick.tick() => {
                     if let Err(e) = self.command(Command::StartDay).await {
@@ -230,12 +306,17 @@ impl Actor {
                 let earlier = issue
                     .idempotency_key
                     .as_ref()
-                    .and_then(|k| self.state.idempotency.get(k))
+                    .and_then(|k| {
+                        self.state
+                            .idempotency
+                            .get(&(issue.dispenser.clone(), k.clone()))
+                    })
                     .and_then(|id| self.state.tickets.get(id));
                 if let Some(t) = earlier {
                     // A retry must ask for the same thing; anything else is a client bug.
                     let plan = plan_for(&self.state.config, &issue.plan)?;
-                    if plan != t.procedures || issue.priority != t.priority {
+                    if plan != t.procedures || issue.priority != t.priority || issue.lang != t.lang
+                    {
                         return Err(DomainError::IdempotencyKeyReused.into());
                     }
                     return Ok(Applied {
@@ -302,7 +383,13 @@ impl Actor {
     /// Applies one event to the state and returns what it gives the projection: visit records it
     /// ended or changed, and a print job.
     fn fold(&mut self, event: &Event) -> (Vec<VisitRecord>, Option<NewJob>) {
+        if let Event::DayStarted { .. } = event {
+            self.tickets.remove(self.state.by_token.keys());
+        }
         let changed = self.state.apply(event);
+        if let Event::TicketIssued { token, .. } = event {
+            self.tickets.insert(token, &self.state.config.id);
+        }
         let at = event.at();
         self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
         let records = changed
@@ -367,6 +454,7 @@ impl Actor {
             }
         }
         self.metrics.observe_board(&site, &self.state.board());
+        self.tell_watchers();
         if !records.is_empty() || !jobs.is_empty() {
             if let Err(e) = self.project(records, jobs).await {
                 // The log has the events; the next start re-projects from the checkpoint.
@@ -411,6 +499,56 @@ impl Actor {
                     .map_err(|e| SiteError::Unavailable(e.to_string()))?;
             }
         }
+    }
+}
+
+impl Actor {
+    fn phone_text(&self, token: &str) -> PhoneText {
+        let view = self.state.phone_view(token);
+        let message = match &view {
+            Some(view) => PhoneMessage::Ticket { ticket: view },
+            None => PhoneMessage::Gone,
+        };
+        PhoneText {
+            text: serde_json::to_string(&message)
+                .expect("phone messages serialize")
+                .into(),
+            gone: view.is_none(),
+        }
+    }
+
+    fn watch(&mut self, token: String) -> Option<watch::Receiver<PhoneText>> {
+        self.state.ticket_by_token(&token)?;
+        if let Some(tx) = self.watchers.get(&token) {
+            return Some(tx.subscribe());
+        }
+        let (tx, rx) = watch::channel(self.phone_text(&token));
+        self.watchers.insert(token, tx);
+        Some(rx)
+    }
+
+    /// Sends each followed ticket's view to its phones if it changed; forgets channels nobody
+    /// follows any more.
+    fn tell_watchers(&mut self) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        let mut watchers = std::mem::take(&mut self.watchers);
+        watchers.retain(|token, tx| {
+            if tx.receiver_count() == 0 {
+                return false;
+            }
+            let text = self.phone_text(token);
+            tx.send_if_modified(|current| {
+                if *current == text {
+                    return false;
+                }
+                *current = text;
+                true
+            });
+            true
+        });
+        self.watchers = watchers;
     }
 }
 

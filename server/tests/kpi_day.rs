@@ -1487,6 +1487,7 @@ mod http {
             printers: PrinterHub::default(),
             metrics: Metrics::new(),
             clock,
+            tickets: Default::default(),
         };
         let (handle, _task) = site::start(chuo(&config), deps.clone()).await.unwrap();
         let mut numbers = HashMap::new();

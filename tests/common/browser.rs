@@ -153,6 +153,17 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` in every page opened from now on, before the page's own scripts (Chromium's
+    /// `Page.addScriptToEvaluateOnNewDocument`): to take a browser feature away, for instance.
+    pub async fn before_each_page(&self, script: &str) {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": script}}),
+        )
+        .await;
+    }
+
     /// Polls a JavaScript expression until it is truthy; returns its value.
     pub async fn wait(&self, what: &str, expr: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;

@@ -57,6 +57,17 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Writes config/demo.toml followed by `extra` (TOML text: more `[[tokens]]`, a `[limits]`
+/// table…) to `dir/name` and returns that path.
+pub fn demo_config_with(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let mut config = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
+    config.push('\n');
+    config.push_str(extra);
+    let path = dir.join(name);
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -95,9 +106,24 @@ impl Server {
 
     /// Starts on a given address (to restart a server where its clients expect it).
     pub async fn start_at(data: &Path, config: &Path, addr: SocketAddr) -> Server {
+        Self::spawn(data, config, addr, Command::new(binary())).await
+    }
+
+    /// Starts the binary through a wrapper: `wrapper` is a program and its arguments, run with
+    /// the binary's path and arguments after them; it must `exec` them (so the process id stays
+    /// the server's). E.g. `["bash", "-c", "ulimit -n 400; exec \"$0\" \"$@\""]`.
+    pub async fn start_wrapped(data: &Path, config: &Path, wrapper: &[&str]) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (program, args) = wrapper.split_first().expect("a wrapper program");
+        let mut command = Command::new(program);
+        command.args(args).arg(binary());
+        Self::spawn(data, config, addr, command).await
+    }
+
+    async fn spawn(data: &Path, config: &Path, addr: SocketAddr, mut command: Command) -> Server {
         let log = data.with_extension(format!("{}.log", addr.port()));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary())
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -140,6 +166,34 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The server's resident memory in KiB (`VmRSS` of /proc/PID/status).
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status of the server");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
     }
 
     /// What the process printed so far.
@@ -232,7 +286,8 @@ impl Server {
     }
 
     pub async fn board(&self) -> Value {
-        let (status, board) = self.get("/api/v1/sites/chuo/board", None).await;
+        // With a token: tests poll it fast, and token holders are never rate-limited.
+        let (status, board) = self.get("/api/v1/sites/chuo/board", Some(FLOOR)).await;
         assert_eq!(status, 200);
         board
     }

@@ -16,8 +16,8 @@ pub use decide::{business_day, decide, plan_for, route};
 pub use ids::*;
 pub use state::{Counter, SiteState, Step, Ticket, WaitKey};
 pub use view::{
-    BoardCounter, BoardPrinter, BoardQueue, BoardTicket, BoardView, CounterView, PublicEvent,
-    RecentCallView, TicketView, VisitRecord, VisitStep,
+    BoardCounter, BoardPrinter, BoardQueue, BoardTicket, BoardView, CounterView, PhoneSite,
+    PhoneView, PublicEvent, RecentCallView, TicketView, VisitRecord, VisitStep,
 };
 
 pub type Timestamp = DateTime<Utc>;

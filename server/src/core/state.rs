@@ -130,7 +130,9 @@ pub struct SiteState {
     pub tickets: HashMap<TicketId, Ticket>,
     pub by_number: HashMap<TicketNumber, TicketId>,
     pub by_token: HashMap<String, TicketId>,
-    pub idempotency: HashMap<String, TicketId>,
+    /// Tickets by `Idempotency-Key`, scoped to the dispenser that sent it: another kiosk reusing
+    /// a key gets a ticket of its own, never this one.
+    pub idempotency: HashMap<(Option<DispenserId>, String), TicketId>,
     /// Waiting tickets per line, best first.
     pub waiting: BTreeMap<Target, BTreeSet<WaitKey>>,
     pub counters: Vec<Counter>,
@@ -309,7 +311,8 @@ impl SiteState {
                 self.by_number.insert(number.clone(), ticket.clone());
                 self.by_token.insert(token.clone(), ticket.clone());
                 if let Some(key) = idempotency_key {
-                    self.idempotency.insert(key.clone(), ticket.clone());
+                    self.idempotency
+                        .insert((dispenser.clone(), key.clone()), ticket.clone());
                 }
             }
             Event::TicketCalled {

@@ -10,6 +10,28 @@ use super::{
 };
 use crate::config::SiteConfig;
 
+/// What the phone page shows: the resident's own ticket, without ids or tokens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhoneView {
+    pub site: PhoneSite,
+    pub number: TicketNumber,
+    pub status: TicketStatus,
+    pub queue: QueueId,
+    pub procedures: Vec<ProcedureCode>,
+    pub issued_at: Timestamp,
+    pub position: Option<usize>,
+    pub estimated_wait_s: Option<u64>,
+    pub counter: Option<CounterId>,
+    /// The resident's answer to the satisfaction question, once given.
+    pub satisfaction: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhoneSite {
+    pub id: super::SiteId,
+    pub name: super::I18n,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BoardView {
     pub seq: u64,
@@ -234,6 +256,27 @@ impl SiteState {
                 .map(|k| u64::from(self.tickets[&k.ticket].planned_service_s)),
         );
         Some((ahead.len() + 1, estimate))
+    }
+
+    /// The resident's own ticket as the phone page shows it, without ids or tokens.
+    pub fn phone_view(&self, token: &str) -> Option<PhoneView> {
+        let t = self.ticket_by_token(token)?;
+        let v = self.ticket_view(t, false);
+        Some(PhoneView {
+            site: PhoneSite {
+                id: self.config.id.clone(),
+                name: self.config.name.clone(),
+            },
+            number: v.number,
+            status: v.status,
+            queue: v.queue,
+            procedures: t.procedures.clone(),
+            issued_at: v.issued_at,
+            position: v.position,
+            estimated_wait_s: v.estimated_wait_s,
+            counter: v.counter,
+            satisfaction: t.satisfaction,
+        })
     }
 
     pub fn ticket_view(&self, t: &Ticket, with_token: bool) -> TicketView {

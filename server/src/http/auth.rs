@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderMap, StatusCode};
 
 use super::error::ApiError;
-use crate::config::{Config, Role};
+use crate::config::{Config, Role, TokenGrant};
 use crate::core::SiteId;
 
 /// Compares without an early exit, so response time does not tell how much of a token matched.
@@ -21,30 +21,49 @@ pub(super) enum Scope<'a> {
     City,
 }
 
-/// Checks that the request carries a token of one of `roles`, valid for `scope`.
-pub(super) fn require(
-    config: &Config,
-    headers: &HeaderMap,
-    scope: Scope<'_>,
-    roles: &[Role],
-) -> Result<Role, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("トークンが必要です / a bearer token is required"))?;
-    let token = value
+/// The bearer token of a request, if it has the right shape.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
         .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok()?
+        .strip_prefix("Bearer ")
         .map(str::trim)
-        .ok_or_else(|| unauthorized("Authorization must be `Bearer <token>`"))?;
+}
+
+/// The grant of a configured token, looked at in full whatever matches.
+fn lookup<'a>(config: &'a Config, token: &str) -> Option<&'a TokenGrant> {
     let mut grant = None;
     for (known, g) in &config.tokens {
         if same(known.as_bytes(), token.as_bytes()) {
             grant = Some(g);
         }
     }
-    let grant = grant.ok_or_else(|| unauthorized("トークンが無効です / unknown token"))?;
+    grant
+}
+
+/// The grant of the request's token, if it carries a valid one (any role).
+pub(super) fn grant<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a TokenGrant> {
+    lookup(config, bearer(headers)?)
+}
+
+/// Checks that the request carries a token of one of `roles`, valid for `scope`.
+pub(super) fn require<'a>(
+    config: &'a Config,
+    headers: &HeaderMap,
+    scope: Scope<'_>,
+    roles: &[Role],
+) -> Result<&'a TokenGrant, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return Err(unauthorized(
+            "トークンが必要です / a bearer token is required",
+        ));
+    }
+    let token =
+        bearer(headers).ok_or_else(|| unauthorized("Authorization must be `Bearer <token>`"))?;
+    let grant =
+        lookup(config, token).ok_or_else(|| unauthorized("トークンが無効です / unknown token"))?;
     if !roles.contains(&grant.role) {
         let wanted: Vec<String> = roles.iter().map(Role::to_string).collect();
         return Err(ApiError::new(
@@ -74,5 +93,5 @@ pub(super) fn require(
         }
         _ => {}
     }
-    Ok(grant.role)
+    Ok(grant)
 }

@@ -13,7 +13,11 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}/catalog", get(catalog))
-        .route("/api/v1/sites/{site}/board", get(board))
+}
+
+/// The board, which screens without a live feed poll: rate-limited per address.
+pub(super) fn polled() -> Router<AppState> {
+    Router::new().route("/api/v1/sites/{site}/board", get(board))
 }
 
 async fn sites(State(app): State<AppState>) -> impl IntoResponse {

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{ApiError, ApiJson, RawBody};
+use super::error::{ApiError, RawBody};
 use super::AppState;
 use crate::config::Role;
 use crate::core::{
@@ -80,6 +80,8 @@ async fn action(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
+    // The token first: a caller without one learns nothing, and its body is never read.
+    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
     let known = [
         "open",
         "pause",
@@ -100,12 +102,12 @@ async fn action(
             ),
         ));
     }
-    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
     let id = counter_id(&counter)?;
-    let empty = || body.optional_json::<EmptyBody>().map(|_| ());
+    // Actions without a body take none, or an empty object.
+    let empty = |body: RawBody| async move { body.optional_json::<EmptyBody>().await.map(|_| ()) };
     let command = match action.as_str() {
         "open" | "pause" | "close" => {
-            empty()?;
+            empty(body).await?;
             let state = match action.as_str() {
                 "open" => CounterState::Open,
                 "pause" => CounterState::Paused,
@@ -114,31 +116,32 @@ async fn action(
             Command::SetCounterState { counter: id, state }
         }
         "call-next" => {
-            empty()?;
+            empty(body).await?;
             Command::CallNext { counter: id }
         }
         "call" => {
-            let b: CallBody = body.json()?;
+            let b: CallBody = body.json().await?;
             Command::Call {
                 counter: id,
                 number: b.number,
             }
         }
         "recall" => {
-            empty()?;
+            empty(body).await?;
             Command::Recall { counter: id }
         }
         "start" => {
-            empty()?;
+            empty(body).await?;
             Command::Start { counter: id }
         }
         "no-show" => {
-            empty()?;
+            empty(body).await?;
             Command::NoShow { counter: id }
         }
         _ => {
             let transfer_to = match body
-                .optional_json::<CompleteBody>()?
+                .optional_json::<CompleteBody>()
+                .await?
                 .and_then(|b| b.transfer_to)
             {
                 None => None,
@@ -192,9 +195,10 @@ async fn set_profile(
     State(app): State<AppState>,
     Path((site, counter)): Path<(String, String)>,
     headers: HeaderMap,
-    ApiJson(profile): ApiJson<Profile>,
+    body: RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let (_, handle) = app.site_for(&site, &headers, &[Role::Floor])?;
+    let profile: Profile = body.json().await?;
     let id = counter_id(&counter)?;
     let applied = handle
         .command(Command::SetProfile {

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,7 +26,40 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    /// Too many requests from one address; `wait` becomes `Retry-After` in whole seconds.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "混み合っています。しばらくしてから再度お試しください。 / Too many requests; retry after the time in Retry-After.",
+            )
+        }
+    }
+    /// Too many WebSockets from one address.
+    pub fn too_many_sockets() -> Self {
+        Self {
+            retry_after: Some(30),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sockets",
+                "too many live connections from this address",
+            )
+        }
+    }
+    /// The handler did not answer within the response timeout.
+    pub fn timeout() -> Self {
+        tracing::warn!("a request took longer than the response timeout");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "時間内に応答できませんでした。再度お試しください。 / The server could not answer in time; please retry.",
+        )
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -54,6 +89,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
@@ -80,56 +120,90 @@ impl From<SiteError> for ApiError {
     }
 }
 
-/// A request body, read with the router's size cap; too large answers 413 in the API's shape.
-pub(super) struct RawBody(pub(super) axum::body::Bytes);
+/// A request body, not yet read: handlers check the token and role first, then read it with
+/// [`RawBody::json`], so a caller without the right token never gets its body parsed.
+pub(super) struct RawBody {
+    body: axum::body::Body,
+    timeout: Option<std::time::Duration>,
+}
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        axum::body::Bytes::from_request(req, &())
-            .await
-            .map(RawBody)
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        "request body is larger than 64 KiB",
-                    )
-                } else {
-                    ApiError::bad_request(e.body_text())
-                }
-            })
+    type Rejection = std::convert::Infallible;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let timeout = req
+            .extensions()
+            .get::<crate::net::BodyTimeout>()
+            .map(|t| t.0);
+        Ok(RawBody {
+            body: req.into_body(),
+            timeout,
+        })
     }
 }
 
+/// True when `e` or one of its sources is a `T`.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<T>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 impl RawBody {
+    /// The body's bytes, at most [`super::BODY_LIMIT`] of them (413 beyond), within the body
+    /// timeout (408 after).
+    pub(super) async fn bytes(self) -> Result<axum::body::Bytes, ApiError> {
+        use http_body_util::BodyExt;
+        let too_slow = || {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+        };
+        let read = http_body_util::Limited::new(self.body, super::BODY_LIMIT).collect();
+        let collected = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, read)
+                .await
+                .map_err(|_| too_slow())?,
+            None => read.await,
+        };
+        match collected {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if caused_by::<http_body_util::LengthLimitError>(e.as_ref()) => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "request body is larger than 64 KiB",
+                ))
+            }
+            Err(e) if caused_by::<tower_http::timeout::TimeoutError>(e.as_ref()) => Err(too_slow()),
+            Err(_) => Err(ApiError::bad_request("the request body could not be read")),
+        }
+    }
+
     /// The body as JSON; syntax errors 400, shape errors (unknown fields included) 422.
-    pub(super) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        self.optional_json()?
+    pub(super) async fn json<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        self.optional_json()
+            .await?
             .ok_or_else(|| ApiError::bad_request("a JSON body is required"))
     }
 
     /// Like [`RawBody::json`], but an empty body is `None`.
-    pub(super) fn optional_json<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
-        if self.0.iter().all(u8::is_ascii_whitespace) {
+    pub(super) async fn optional_json<T: DeserializeOwned>(self) -> Result<Option<T>, ApiError> {
+        let bytes = self.bytes().await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        serde_json::from_slice(&self.0)
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| match e.classify() {
                 serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
                 _ => ApiError::bad_request(format!("malformed JSON: {e}")),
             })
-    }
-}
-
-/// A required JSON body (see [`RawBody::json`]).
-pub(super) struct ApiJson<T>(pub(super) T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        RawBody::from_request(req, state).await?.json().map(ApiJson)
     }
 }

@@ -1,34 +1,67 @@
-//! The live feed: `GET /api/v1/sites/{site}/live` upgrades to a WebSocket that sends a snapshot,
-//! then every event with the next seq. A client that sees a gap sends `{"type":"resync"}` and
-//! gets a fresh snapshot; a client too slow to keep up gets one without asking.
+//! The live feeds, WebSockets that need no token:
+//! - `GET /api/v1/sites/{site}/live` (lobby screens, boards): a snapshot, then every event with
+//!   the next seq. A client that sees a gap sends `{"type":"resync"}` and gets a fresh snapshot; a
+//!   client too slow to keep up gets one without asking.
+//! - `GET /api/v1/tickets/{token}/live` (the phone page): the resident's own ticket, sent again
+//!   only when it changes.
+//!
+//! Each client address may hold `[limits] websockets_per_address` of them at once.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiError;
-use super::AppState;
-use crate::site::SiteHandle;
+use super::socket::{self, End, Feed, Outbox};
+use super::{AppState, Peer};
+use crate::net::SocketGuard;
+use crate::site::{PhoneText, SiteHandle};
+
+/// Largest message a live client may send (it only ever sends `{"type":"resync"}`).
+const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+const PING_EVERY: Duration = Duration::from_secs(20);
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/sites/{site}/live", get(live))
+    Router::new()
+        .route("/api/v1/sites/{site}/live", get(live))
+        .route("/api/v1/tickets/{token}/live", get(ticket_live))
+}
+
+/// A place for one more socket from the client's address.
+fn place(
+    app: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<SocketGuard, ApiError> {
+    let ip = app.client_ip(peer, headers);
+    app.public_limits()
+        .socket(ip)
+        .ok_or_else(ApiError::too_many_sockets)
 }
 
 async fn live(
     State(app): State<AppState>,
     Path(site): Path<String>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let handle = app.public_site(&site)?.clone();
-    Ok(ws
-        .max_message_size(4 * 1024)
-        .on_upgrade(move |socket| feed(app, handle, socket)))
+    let guard = place(&app, peer, &headers)?;
+    Ok(
+        socket::limit(ws, MAX_CLIENT_MESSAGE).on_upgrade(move |socket| async move {
+            feed(&app, handle, socket).await;
+            drop(guard);
+        }),
+    )
 }
 
 /// A client message; anything else is ignored.
@@ -38,63 +71,132 @@ struct ClientMessage {
     kind: String,
 }
 
-async fn feed(app: AppState, handle: SiteHandle, socket: WebSocket) {
+async fn feed(app: &AppState, handle: SiteHandle, socket: WebSocket) {
     let site = handle.config.id.to_string();
     let gauge = app
         .metrics()
         .live_clients
         .with_label_values(&[site.as_str()]);
     gauge.inc();
-    let (mut sink, mut stream) = socket.split();
-    let mut shutdown = app.shutdown_signal();
-    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    let (sink, mut stream) = socket.split();
+    let mut out = Outbox::new(
+        sink,
+        app.config().limits.live_send_timeout,
+        app.shutdown_signal(),
+    );
+    let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
-    'session: loop {
+    let end = 'session: loop {
         let Ok((snapshot, mut events)) = handle.subscribe().await else {
-            break;
+            break End::Shutdown;
         };
-        if sink
-            .send(Message::Text(snapshot.as_ref().into()))
-            .await
-            .is_err()
-        {
-            break;
+        if let Err(end) = out.text(&snapshot).await {
+            break end;
         }
         loop {
-            tokio::select! {
+            let sent = tokio::select! {
                 event = events.recv() => match event {
-                    Ok(text) => {
-                        if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
-                            break 'session;
-                        }
-                    }
-                    // Fell behind: start over from a fresh snapshot.
+                    Ok(text) => out.text(&text).await,
+                    // Fell behind its queue: start over from a fresh snapshot.
                     Err(RecvError::Lagged(_)) => continue 'session,
-                    Err(RecvError::Closed) => break 'session,
+                    Err(RecvError::Closed) => Err(End::Shutdown),
                 },
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         if serde_json::from_str::<ClientMessage>(&text).is_ok_and(|m| m.kind == "resync") {
                             continue 'session;
                         }
+                        Ok(())
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'session,
-                    Some(Ok(_)) => {}
+                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                    Some(Err(e)) => Err(socket::read_error(&e)),
+                    Some(Ok(_)) => Ok(()),
                 },
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        break 'session;
-                    }
-                }
-                _ = shutdown.changed() => {
-                    let _ = sink.send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                        code: axum::extract::ws::close_code::AWAY,
-                        reason: "server shutting down".into(),
-                    }))).await;
-                    break 'session;
-                }
+                _ = ping.tick() => out.ping().await,
+                () = out.shutdown() => Err(End::Shutdown),
+            };
+            if let Err(end) = sent {
+                break 'session end;
             }
         }
-    }
+    };
+    out.finish(end, app.metrics(), Feed::Site).await;
     gauge.dec();
+}
+
+async fn ticket_live(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError::not_found(
+            "ticket_not_found",
+            "この受付票は見つかりません / no such ticket today",
+        )
+    };
+    let handle = app.site_of_token(&token).ok_or_else(not_found)?.clone();
+    let guard = place(&app, peer, &headers)?;
+    let updates = handle.watch(token).await?.ok_or_else(not_found)?;
+    Ok(
+        socket::limit(ws, MAX_CLIENT_MESSAGE).on_upgrade(move |socket| async move {
+            let site = handle.config.id.to_string();
+            let gauge = app
+                .metrics()
+                .ticket_live_clients
+                .with_label_values(&[site.as_str()]);
+            gauge.inc();
+            follow_ticket(&app, updates, socket).await;
+            gauge.dec();
+            drop(guard);
+        }),
+    )
+}
+
+/// Sends the ticket's view now and whenever it changes; ends when the ticket is gone.
+async fn follow_ticket(
+    app: &AppState,
+    mut updates: tokio::sync::watch::Receiver<PhoneText>,
+    socket: WebSocket,
+) {
+    let (sink, mut stream) = socket.split();
+    let mut out = Outbox::new(
+        sink,
+        app.config().limits.live_send_timeout,
+        app.shutdown_signal(),
+    );
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut changed = true;
+    let end = loop {
+        if changed {
+            let message = updates.borrow_and_update().clone();
+            if let Err(end) = out.text(&message.text).await {
+                break end;
+            }
+            if message.gone {
+                break End::Done("the ticket's day has ended");
+            }
+        }
+        changed = false;
+        let step = tokio::select! {
+            update = updates.changed() => match update {
+                Ok(()) => { changed = true; Ok(()) }
+                Err(_) => Err(End::Shutdown),
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                Some(Err(e)) => Err(socket::read_error(&e)),
+                Some(Ok(_)) => Ok(()),
+            },
+            _ = ping.tick() => out.ping().await,
+            () = out.shutdown() => Err(End::Shutdown),
+        };
+        if let Err(end) = step {
+            break end;
+        }
+    };
+    out.finish(end, app.metrics(), Feed::Ticket).await;
 }

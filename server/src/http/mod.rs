@@ -9,16 +9,18 @@ mod live;
 mod ops;
 mod printers;
 mod screens;
+mod socket;
 mod tickets;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::watch;
 
@@ -28,6 +30,7 @@ use crate::config::{Config, Role};
 use crate::core::SiteId;
 use crate::log::EventLog;
 use crate::metrics::Metrics;
+use crate::net::{self, PublicLimits, RetryAfter};
 use crate::printers::PrinterHub;
 use crate::projection::ProjectionStore;
 use crate::site::{SiteDeps, SiteHandle};
@@ -46,6 +49,7 @@ struct Inner {
     sites: BTreeMap<SiteId, SiteHandle>,
     deps: SiteDeps,
     shutdown: watch::Receiver<bool>,
+    public: Arc<PublicLimits>,
 }
 
 impl AppState {
@@ -59,12 +63,14 @@ impl AppState {
             .into_iter()
             .map(|h| (h.config.id.clone(), h))
             .collect();
+        let public = Arc::new(PublicLimits::new(&config.limits));
         Self {
             inner: Arc::new(Inner {
                 config,
                 sites,
                 deps,
                 shutdown,
+                public,
             }),
         }
     }
@@ -89,6 +95,20 @@ impl AppState {
     }
     pub fn site(&self, id: &SiteId) -> Option<&SiteHandle> {
         self.inner.sites.get(id)
+    }
+    /// The site that issued a phone token today.
+    pub(crate) fn site_of_token(&self, token: &str) -> Option<&SiteHandle> {
+        self.inner
+            .sites
+            .get(&self.inner.deps.tickets.site_of(token)?)
+    }
+    /// Per-address limits for requests without a token.
+    pub fn public_limits(&self) -> &Arc<PublicLimits> {
+        &self.inner.public
+    }
+    /// Where a request comes from (see [`net::client_ip`]).
+    pub(crate) fn client_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
+        net::client_ip(peer, headers, &self.inner.config.limits.trusted_proxies)
     }
     /// Changes when the server begins to shut down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -121,10 +141,36 @@ impl AppState {
     }
 }
 
+/// The peer address of the connection, when the server was reached over TCP (not in `oneshot`
+/// tests).
+pub(crate) struct Peer(pub(crate) Option<SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    // What anyone may ask again and again without a token: limited per client address.
+    let polled = Router::new()
+        .merge(board::polled())
+        .merge(tickets::residents())
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
+    let response_timeout = state.config().limits.response_timeout;
     Router::new()
         .merge(board::router())
+        .merge(polled)
         .merge(tickets::router())
         .merge(counters::router())
         .merge(live::router())
@@ -136,15 +182,67 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found("not_found", "no such endpoint; see docs/API.md")
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            answer_within(response_timeout, request, next)
+        }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// A handler that does not answer in time gets 503; streams and WebSockets run on once their
+/// answer has begun.
+async fn answer_within(limit: std::time::Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout().into_response(),
+    }
+}
+
+/// Per-address rate limit for requests without a valid token (phones share a NAT address, so
+/// the limit is generous; staff and screens with a token are never limited).
+async fn limit_public(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    if auth::grant(app.config(), request.headers()).is_some() {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let ip = app.client_ip(peer, request.headers());
+    match app.public_limits().request(ip) {
+        Ok(()) => next.run(request).await,
+        Err(RetryAfter(wait)) => {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |p| p.as_str());
+            app.metrics().rate_limited.with_label_values(&[route]).inc();
+            ApiError::rate_limited(wait).into_response()
+        }
+    }
+}
+
+/// The method as a metric label: a closed set, so made-up methods cannot grow `/metrics`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Times every request by its route pattern. The concrete path is never logged: it may hold a
 /// phone page token.
 async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -154,8 +252,20 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
     let status = response.status();
     app.metrics()
         .http_requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .with_label_values(&[method, route.as_str(), status.as_str()])
         .observe(elapsed.as_secs_f64());
     tracing::debug!(%method, %route, status = status.as_u16(), ms = elapsed.as_millis() as u64, "request");
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let made_up = Method::from_bytes(b"M0000001").unwrap();
+        assert_eq!(method_label(&made_up), "other");
+        assert_eq!(method_label(&Method::POST), "POST");
+    }
 }

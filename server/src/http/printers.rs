@@ -7,17 +7,19 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use madoguchi_wire::{AgentMessage, PrinterState, ServerMessage};
+use tokio::time::Instant;
 
 use super::auth::{require, Scope};
 use super::error::ApiError;
+use super::socket::{self, End, Feed, Outbox};
 use super::AppState;
 use crate::config::Role;
 use crate::core::{Command, PrinterId};
@@ -33,7 +35,7 @@ async fn jobs(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    require(app.config(), &headers, Scope::Any, &[Role::Printer])?;
+    let grant = require(app.config(), &headers, Scope::Any, &[Role::Printer])?;
     let unknown = || {
         ApiError::not_found(
             "unknown_printer",
@@ -41,6 +43,14 @@ async fn jobs(
         )
     };
     let id: PrinterId = agent.parse().map_err(|_| unknown())?;
+    // A printer token serves only its own agents: their jobs carry phone-page tokens.
+    if !grant.agents.contains(&id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token does not serve printer agent {id}"),
+        ));
+    }
     let sites: Vec<SiteHandle> = app
         .sites()
         .filter(|h| {
@@ -54,19 +64,7 @@ async fn jobs(
     if sites.is_empty() {
         return Err(unknown());
     }
-    Ok(ws
-        .max_message_size(16 * 1024)
-        .on_upgrade(move |socket| serve_agent(app, id, sites, socket)))
-}
-
-/// How a connection ended.
-enum End {
-    /// The agent went away: its printer is now out of reach.
-    Gone,
-    /// A newer connection of the same agent took over.
-    Replaced,
-    /// The server is shutting down.
-    Shutdown,
+    Ok(socket::limit(ws, 16 * 1024).on_upgrade(move |socket| serve_agent(app, id, sites, socket)))
 }
 
 async fn set_state(sites: &[SiteHandle], agent: &PrinterId, state: PrinterState) {
@@ -85,26 +83,82 @@ async fn serve_agent(app: AppState, agent: PrinterId, sites: Vec<SiteHandle>, so
     tracing::info!(printer = %agent, "printer agent connected");
     let end = run(&app, &agent, &sites, socket).await;
     match end {
-        End::Gone => {
+        End::Replaced => tracing::info!(printer = %agent, "printer agent reconnected elsewhere"),
+        End::Shutdown => {}
+        _ => {
             tracing::info!(printer = %agent, "printer agent disconnected");
             set_state(&sites, &agent, PrinterState::Disconnected).await;
         }
-        End::Replaced => tracing::info!(printer = %agent, "printer agent reconnected elsewhere"),
-        End::Shutdown => {}
+    }
+}
+
+/// Printer states as the agent reports them, turned into at most one recorded change per
+/// `every`: a flapping printer cannot flood the log and every screen. The latest state is
+/// always recorded in the end.
+#[derive(Debug)]
+struct Debounce {
+    every: Duration,
+    recorded: Option<PrinterState>,
+    recorded_at: Option<Instant>,
+    pending: Option<PrinterState>,
+}
+
+impl Debounce {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            recorded: None,
+            recorded_at: None,
+            pending: None,
+        }
+    }
+
+    /// A report from the agent: the state to record now, if any.
+    fn report(&mut self, state: PrinterState, now: Instant) -> Option<PrinterState> {
+        if self.recorded == Some(state) {
+            self.pending = None;
+            return None;
+        }
+        if self.recorded_at.is_some_and(|at| now < at + self.every) {
+            self.pending = Some(state);
+            return None;
+        }
+        self.recorded = Some(state);
+        self.recorded_at = Some(now);
+        self.pending = None;
+        Some(state)
+    }
+
+    /// When a held-back state may be recorded.
+    fn due(&self) -> Option<Instant> {
+        self.pending?;
+        self.recorded_at.map(|at| at + self.every)
+    }
+
+    /// The held-back state, now due.
+    fn flush(&mut self, now: Instant) -> Option<PrinterState> {
+        let state = self.pending.take()?;
+        self.report(state, now)
     }
 }
 
 async fn run(app: &AppState, agent: &PrinterId, sites: &[SiteHandle], socket: WebSocket) -> End {
     let (me, mut owner) = app.printers().claim(agent);
     let mut wake = app.printers().subscribe(agent);
-    let mut shutdown = app.shutdown_signal();
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    let mut out = Outbox::new(
+        sink,
+        app.config().limits.live_send_timeout,
+        app.shutdown_signal(),
+    );
+    let mut debounce = Debounce::new(app.config().limits.printer_state_debounce);
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut sent: HashSet<String> = HashSet::new();
-    loop {
+    let end = loop {
         wake.mark_unchanged();
         match app.store().pending_jobs(agent).await {
             Ok(jobs) => {
+                let mut failed = None;
                 for job in jobs {
                     if sent.contains(&job.id) {
                         continue;
@@ -115,62 +169,85 @@ async fn run(app: &AppState, agent: &PrinterId, sites: &[SiteHandle], socket: We
                         sent_at: chrono::Utc::now(),
                     };
                     let text = serde_json::to_string(&message).expect("jobs serialize");
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        return End::Gone;
+                    if let Err(end) = out.text(&text).await {
+                        failed = Some(end);
+                        break;
                     }
                     sent.insert(id);
+                }
+                if let Some(end) = failed {
+                    break end;
                 }
             }
             Err(e) => tracing::error!(printer = %agent, error = %e, "cannot read print jobs"),
         }
-        tokio::select! {
-            _ = wake.changed() => {}
+        let due = debounce.due();
+        let step = tokio::select! {
+            _ = wake.changed() => Ok(()),
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                if let Some(state) = debounce.flush(Instant::now()) {
+                    set_state(sites, agent, state).await;
+                }
+                Ok(())
+            }
             incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<AgentMessage>(&text) {
-                    Ok(AgentMessage::Status { state }) => set_state(sites, agent, state).await,
-                    Ok(AgentMessage::Done { job, outcome }) => {
-                        sent.remove(&job);
-                        match app.store().finish_job(agent, &job, outcome, chrono::Utc::now()).await {
-                            Ok(true) => {
-                                app.metrics()
-                                    .print_jobs
-                                    .with_label_values(&[agent.as_str(), outcome_str(outcome)])
-                                    .inc();
-                                if outcome != madoguchi_wire::JobOutcome::Printed {
-                                    tracing::warn!(printer = %agent, job = %job, outcome = outcome_str(outcome), "print job not printed");
-                                }
+                Some(Ok(Message::Text(text))) => {
+                    match serde_json::from_str::<AgentMessage>(&text) {
+                        Ok(AgentMessage::Status { state }) => {
+                            if let Some(state) = debounce.report(state, Instant::now()) {
+                                set_state(sites, agent, state).await;
                             }
-                            Ok(false) => tracing::debug!(printer = %agent, job = %job, "duplicate or unknown job report"),
-                            Err(e) => tracing::error!(printer = %agent, error = %e, "cannot record a finished job"),
                         }
+                        Ok(AgentMessage::Done { job, outcome }) => {
+                            sent.remove(&job);
+                            finish_job(app, agent, &job, outcome).await;
+                        }
+                        Err(e) => tracing::warn!(printer = %agent, error = %e, "unreadable message from a printer agent"),
                     }
-                    Err(e) => tracing::warn!(printer = %agent, error = %e, "unreadable message from a printer agent"),
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Gone,
-                Some(Ok(_)) => {}
+                    Ok(())
+                }
+                Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                Some(Err(e)) => Err(socket::read_error(&e)),
+                Some(Ok(_)) => Ok(()),
             },
             _ = owner.changed() => {
-                if *owner.borrow() != me {
-                    let _ = sink.send(Message::Close(Some(CloseFrame {
-                        code: axum::extract::ws::close_code::POLICY,
-                        reason: "replaced by a newer connection of this agent".into(),
-                    }))).await;
-                    return End::Replaced;
-                }
+                if *owner.borrow() != me { Err(End::Replaced) } else { Ok(()) }
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return End::Gone;
-                }
-            }
-            _ = shutdown.changed() => {
-                let _ = sink.send(Message::Close(Some(CloseFrame {
-                    code: axum::extract::ws::close_code::AWAY,
-                    reason: "server shutting down".into(),
-                }))).await;
-                return End::Shutdown;
+            _ = ping.tick() => out.ping().await,
+            () = out.shutdown() => Err(End::Shutdown),
+        };
+        if let Err(end) = step {
+            break end;
+        }
+    };
+    out.finish(end, app.metrics(), Feed::Printer).await;
+    end
+}
+
+async fn finish_job(
+    app: &AppState,
+    agent: &PrinterId,
+    job: &str,
+    outcome: madoguchi_wire::JobOutcome,
+) {
+    match app
+        .store()
+        .finish_job(agent, job, outcome, chrono::Utc::now())
+        .await
+    {
+        Ok(true) => {
+            app.metrics()
+                .print_jobs
+                .with_label_values(&[agent.as_str(), outcome_str(outcome)])
+                .inc();
+            if outcome != madoguchi_wire::JobOutcome::Printed {
+                tracing::warn!(printer = %agent, job = %job, outcome = outcome_str(outcome), "print job not printed");
             }
         }
+        Ok(false) => {
+            tracing::debug!(printer = %agent, job = %job, "duplicate or unknown job report")
+        }
+        Err(e) => tracing::error!(printer = %agent, error = %e, "cannot record a finished job"),
     }
 }
 
@@ -179,5 +256,38 @@ fn outcome_str(outcome: madoguchi_wire::JobOutcome) -> &'static str {
         madoguchi_wire::JobOutcome::Printed => "printed",
         madoguchi_wire::JobOutcome::Expired => "expired",
         madoguchi_wire::JobOutcome::Uncertain => "uncertain",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_printer_is_recorded_once_per_interval_and_ends_in_its_last_state() {
+        let every = Duration::from_secs(5);
+        let mut d = Debounce::new(every);
+        let t0 = Instant::now();
+        assert_eq!(
+            d.report(PrinterState::Online, t0),
+            Some(PrinterState::Online)
+        );
+        // The same state again: nothing.
+        assert_eq!(d.report(PrinterState::Online, t0), None);
+        // 500 flaps within the interval: nothing recorded, the last one held back.
+        for i in 0..500 {
+            let state = if i % 2 == 0 {
+                PrinterState::PaperEnd
+            } else {
+                PrinterState::Online
+            };
+            assert_eq!(d.report(state, t0 + Duration::from_millis(i)), None);
+        }
+        // The last flap was back to Online, already recorded: nothing is due.
+        assert_eq!(d.due(), None);
+        assert_eq!(d.report(PrinterState::PaperEnd, t0), None);
+        assert_eq!(d.due(), Some(t0 + every));
+        assert_eq!(d.flush(t0 + every), Some(PrinterState::PaperEnd));
+        assert_eq!(d.due(), None);
     }
 }

@@ -7,16 +7,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, RawBody};
 use super::AppState;
 use crate::config::Role;
 use crate::core::{
-    CancelReason, Command, DispenserId, I18n, IssueCommand, LifeEventId, PlanRequest,
-    ProcedureCode, QuestionId, SiteId, TicketId, TicketNumber, TicketSelector, TicketStatus,
-    TicketView, Timestamp,
+    CancelReason, Command, DispenserId, IssueCommand, LifeEventId, PhoneView, PlanRequest,
+    ProcedureCode, QuestionId, TicketId, TicketNumber, TicketSelector, TicketStatus, TicketView,
 };
 
 pub(super) fn router() -> Router<AppState> {
@@ -27,6 +26,11 @@ pub(super) fn router() -> Router<AppState> {
             "/api/v1/sites/{site}/tickets/{number}/cancel",
             post(staff_cancel),
         )
+}
+
+/// The resident's own ticket, by the phone page's token: rate-limited per address.
+pub(super) fn residents() -> Router<AppState> {
+    Router::new()
         .route("/api/v1/tickets/{token}", get(public_view))
         .route("/api/v1/tickets/{token}/cancel", post(resident_cancel))
         .route("/api/v1/tickets/{token}/satisfaction", post(rate))
@@ -74,9 +78,10 @@ async fn issue(
     State(app): State<AppState>,
     Path(site): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<IssueBody>,
+    body: RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let (site_id, handle) = app.site_for(&site, &headers, &[Role::Dispenser, Role::Floor])?;
+    let body: IssueBody = body.json().await?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -226,68 +231,20 @@ async fn staff_cancel(
     Ok(Json(json!({ "ticket": applied.ticket })))
 }
 
-/// What the phone page shows: the resident's own ticket, without ids or tokens.
-#[derive(Debug, Serialize)]
-struct PublicTicket {
-    site: PublicSite,
-    number: TicketNumber,
-    status: TicketStatus,
-    queue: crate::core::QueueId,
-    procedures: Vec<ProcedureCode>,
-    issued_at: Timestamp,
-    position: Option<usize>,
-    estimated_wait_s: Option<u64>,
-    counter: Option<crate::core::CounterId>,
-    /// The resident's answer to the satisfaction question, once given.
-    satisfaction: Option<u8>,
-}
-
-#[derive(Debug, Serialize)]
-struct PublicSite {
-    id: SiteId,
-    name: I18n,
-}
-
-async fn find_by_token(app: &AppState, token: &str) -> Result<PublicTicket, ApiError> {
+/// The resident's ticket by its phone token: the index names the one site to ask.
+async fn find_by_token(app: &AppState, token: &str) -> Result<PhoneView, ApiError> {
     let not_found = || {
         ApiError::not_found(
             "ticket_not_found",
             "この受付票は見つかりません / no such ticket today",
         )
     };
-    if token.len() > 64 {
-        return Err(not_found());
-    }
-    for handle in app.sites() {
-        let t = token.to_owned();
-        let site = PublicSite {
-            id: handle.config.id.clone(),
-            name: handle.config.name.clone(),
-        };
-        let found = handle
-            .read(move |state| {
-                state.ticket_by_token(&t).map(|t| {
-                    let v = state.ticket_view(t, false);
-                    (v, t.procedures.clone(), t.satisfaction)
-                })
-            })
-            .await?;
-        if let Some((v, procedures, satisfaction)) = found {
-            return Ok(PublicTicket {
-                site,
-                number: v.number,
-                status: v.status,
-                queue: v.queue,
-                procedures,
-                issued_at: v.issued_at,
-                position: v.position,
-                estimated_wait_s: v.estimated_wait_s,
-                counter: v.counter,
-                satisfaction,
-            });
-        }
-    }
-    Err(not_found())
+    let handle = app.site_of_token(token).ok_or_else(not_found)?;
+    let t = token.to_owned();
+    handle
+        .read(move |state| state.phone_view(&t))
+        .await?
+        .ok_or_else(not_found)
 }
 
 async fn public_view(
@@ -335,8 +292,11 @@ struct RateBody {
 async fn rate(
     State(app): State<AppState>,
     Path(token): Path<String>,
-    ApiJson(body): ApiJson<RateBody>,
+    body: RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
+    // The token in the address is the resident's credential: check it before the body.
+    find_by_token(&app, &token).await?;
+    let body: RateBody = body.json().await?;
     let command = Command::Rate {
         token: token.clone(),
         score: body.score,
