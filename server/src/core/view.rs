@@ -22,6 +22,8 @@ pub struct PhoneView {
     pub position: Option<usize>,
     pub estimated_wait_s: Option<u64>,
     pub counter: Option<CounterId>,
+    /// Calls of the current step: a recall changes it, so the phone alerts again.
+    pub calls: u32,
     /// The resident's answer to the satisfaction question, once given.
     pub satisfaction: Option<u8>,
 }
@@ -275,6 +277,7 @@ impl SiteState {
             position: v.position,
             estimated_wait_s: v.estimated_wait_s,
             counter: v.counter,
+            calls: v.calls,
             satisfaction: t.satisfaction,
         })
     }
