@@ -798,12 +798,12 @@ async fn a_token_limited_to_one_site_cannot_read_the_city() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
     config.push_str(
-        "\n[[tokens]]\nrole = \"analyst\"\ntoken = \"chuo-only-analyst\"\nsites = [\"chuo\"]\n",
+        "\n[[tokens]]\nrole = \"analyst\"\ntoken = \"chuo-only-analyst-0123456789abcdef\"\nsites = [\"chuo\"]\n",
     );
     let path = dir.path().join("limited.toml");
     std::fs::write(&path, config).unwrap();
     let server = Server::start_with(&dir.path().join("data"), &path).await;
-    let token = Some("chuo-only-analyst");
+    let token = Some("chuo-only-analyst-0123456789abcdef");
     let (status, _) = server.get("/api/v1/sites/chuo/kpi", token).await;
     assert_eq!(status, 200);
     let (status, reply) = server.get("/api/v1/sites/all/kpi", token).await;
@@ -812,6 +812,173 @@ async fn a_token_limited_to_one_site_cannot_read_the_city() {
     assert_eq!(status, 403);
     let (status, _) = server.get("/api/v1/sites/all/kpi", Some(ANALYST)).await;
     assert_eq!(status, 200);
+}
+
+/// A token given as its SHA-256 works like the token itself; a counter token bound to counter 3
+/// acts there and nowhere else.
+#[tokio::test]
+async fn hashed_and_counter_bound_tokens() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "counter-three-token-0123456789abcdef";
+    let digest: String = sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = demo_config_with(
+        dir.path(),
+        "bound.toml",
+        &format!(
+            "[[tokens]]\nrole = \"counter\"\nname = \"counter-3\"\ntoken_sha256 = \"{digest}\"\ncounters = [\"3\"]\n"
+        ),
+    );
+    let server = Server::start_with(&dir.path().join("data"), &path).await;
+    let (status, reply) = server
+        .post("/api/v1/sites/chuo/counters/3/open", Some(token), None)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = server
+        .post("/api/v1/sites/chuo/counters/1/pause", Some(token), None)
+        .await;
+    assert_eq!(status, 403, "{reply}");
+    assert_eq!(reply["error"]["code"], "forbidden");
+    let (status, _) = server
+        .get("/api/v1/sites/chuo/counters/1", Some(token))
+        .await;
+    assert_eq!(status, 403);
+    // The digest itself is not a token.
+    let (status, _) = server
+        .post("/api/v1/sites/chuo/counters/3/pause", Some(&digest), None)
+        .await;
+    assert_eq!(status, 401);
+    // The token never reaches the log.
+    assert!(!server.output().contains(token));
+}
+
+/// Floor changes carry the name and role of the token that made them: the floor board's audit
+/// trail and the analyst's CSV show them; the public board and live feed never do.
+#[tokio::test]
+async fn the_audit_trail_names_who_changed_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter3 = "counter-three-token-0123456789abcdef";
+    let path = demo_config_with(
+        dir.path(),
+        "audit.toml",
+        &format!(
+            "[[tokens]]\nrole = \"counter\"\nname = \"窓口3 端末\"\ntoken = \"{counter3}\"\ncounters = [\"3\"]\n"
+        ),
+    );
+    let server = Server::start_with(&dir.path().join("data"), &path).await;
+    let (mut live, _) = tokio_tungstenite::connect_async(server.ws_url("/api/v1/sites/chuo/live"))
+        .await
+        .unwrap();
+    let (status, _) = server
+        .post("/api/v1/sites/chuo/counters/2/pause", Some(FLOOR), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .send(
+            Method::PUT,
+            "/api/v1/sites/chuo/counters/2/profile",
+            Some(FLOOR),
+            Some(json!({"queues": ["certificates"], "strategy": "longest_wait"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let first = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let second = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let number = second["number"].as_str().unwrap().to_owned();
+    // Counter 3 takes a break, comes back and calls the second ticket out of order; the first is
+    // cancelled by staff.
+    for action in ["pause", "open"] {
+        let (status, _) = server
+            .post(
+                &format!("/api/v1/sites/chuo/counters/3/{action}"),
+                Some(counter3),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, reply) = server
+        .post(
+            "/api/v1/sites/chuo/counters/3/call",
+            Some(counter3),
+            Some(json!({"number": number})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let first_number = first["number"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/sites/chuo/tickets/{first_number}/cancel"),
+            Some(counter3),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Calls in order are routine, not audited.
+    let (status, _) = server.counter("1", "call-next", None).await;
+    assert!(status == 200 || status == 204);
+
+    let (status, reply) = server
+        .get("/api/v1/sites/chuo/audit?limit=10", Some(FLOOR))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let got: Vec<(String, String, String, String)> = reply["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            (s("operator"), s("role"), s("action"), s("number"))
+        })
+        .collect();
+    let who = |n: &str, r: &str, a: &str, num: &str| {
+        (n.to_owned(), r.to_owned(), a.to_owned(), num.to_owned())
+    };
+    assert_eq!(
+        got,
+        vec![
+            who("窓口3 端末", "counter", "ticket_cancelled", &first_number),
+            who("窓口3 端末", "counter", "called_out_of_order", &number),
+            who("窓口3 端末", "counter", "counter_opened", ""),
+            who("窓口3 端末", "counter", "counter_paused", ""),
+            who("demo-floor", "floor", "profile_changed", ""),
+            who("demo-floor", "floor", "counter_paused", ""),
+        ]
+    );
+    // The analyst's CSV has the same rows; counter staff may not read the trail.
+    let response = server
+        .http
+        .get(server.url("/api/v1/sites/chuo/audit.csv"))
+        .bearer_auth(ANALYST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let csv = response.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(
+        csv.contains("窓口3 端末,counter,called_out_of_order,3,"),
+        "{csv}"
+    );
+    let (status, _) = server.get("/api/v1/sites/chuo/audit", Some(COUNTER)).await;
+    assert_eq!(status, 403);
+    // Names never reach the public board or the live feed.
+    let (_, board) = server.get("/api/v1/sites/chuo/board", None).await;
+    assert!(!board.to_string().contains("demo-floor"));
+    let seq = board["seq"].as_u64().unwrap();
+    loop {
+        let (text, message) = next_json(&mut live).await;
+        assert!(
+            !text.contains("窓口3") && !text.contains("demo-floor"),
+            "{text}"
+        );
+        if message["seq"].as_u64() == Some(seq) {
+            break;
+        }
+    }
 }
 
 /// Events are facts: a counter and a printer removed from the configuration between two starts

@@ -2,11 +2,17 @@
 //! phone, the phone page on its own ticket channel (live, across a restart, polling when
 //! WebSockets fail, waiting out a 429), a server restart under the lobby, the floor board, role
 //! checks, and how long a call takes to reach the lobby. Screenshots go to target/screenshots/.
+//!
+//! Every page runs under the strict Content-Security-Policy (scripts only from /assets/, no inline
+//! script or handler): each test ends by checking that the browser reported no violation, and
+//! the headers themselves are checked over plain HTTP (no browser needed), as is framing: only
+//! the lobby display, and only by the origins of `[screens] frame_ancestors`.
 
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use browser::Browser;
@@ -83,6 +89,14 @@ async fn chuo_gauge(server: &Server, name: &str) -> f64 {
         .find(|l| l.starts_with(&prefix) && l.contains("site=\"chuo\""))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Panics when any of these browsers reported a Content-Security-Policy violation since its
+/// console was last read (at the start: every page it opened).
+async fn no_csp_violations(browsers: &[(&str, &Browser)]) {
+    for (what, b) in browsers {
+        b.assert_no_csp_violations(what).await;
+    }
 }
 
 fn waiting_js(queue: &str) -> String {
@@ -304,6 +318,14 @@ async fn a_ticket_from_the_kiosk_is_called_on_the_lobby_and_the_phone() {
         .wait("live", "document.body.dataset.live === '1'", WAIT)
         .await;
     portrait.screenshot("lobby-portrait").await;
+    no_csp_violations(&[
+        ("lobby", &lobby),
+        ("kiosk", &kiosk),
+        ("counter console", &console),
+        ("phone", &phone),
+        ("lobby, portrait", &portrait),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -405,6 +427,7 @@ async fn the_phone_page_follows_its_ticket_on_the_ticket_channel() {
         (chuo_gauge(&server, "madoguchi_ticket_live_clients").await == 0.0).then_some(())
     })
     .await;
+    no_csp_violations(&[("phone", &b)]).await;
 }
 
 #[tokio::test]
@@ -470,6 +493,7 @@ async fn the_phone_page_reads_its_ticket_when_websockets_fail() {
     for pair in reads[3..].windows(2) {
         assert!(pair[1] - pair[0] >= 19_900.0, "polls 20 s apart: {reads:?}");
     }
+    no_csp_violations(&[("phone", &b)]).await;
 }
 
 #[tokio::test]
@@ -547,6 +571,7 @@ async fn the_phone_page_waits_out_a_429() {
             "no read before Retry-After ({shortest} s) has passed: {reads:?}"
         );
     }
+    no_csp_violations(&[("phone", &b)]).await;
 }
 
 #[tokio::test]
@@ -617,6 +642,7 @@ async fn the_lobby_reconnects_after_a_server_restart() {
             WAIT,
         )
         .await;
+    no_csp_violations(&[("lobby", &lobby)]).await;
 }
 
 #[tokio::test]
@@ -706,6 +732,7 @@ async fn the_floor_board_closes_a_counter_and_changes_a_profile() {
         "{profile}"
     );
     floor.screenshot("floor-board").await;
+    no_csp_violations(&[("floor board", &floor)]).await;
 }
 
 #[tokio::test]
@@ -769,6 +796,12 @@ async fn consoles_without_the_right_role_refuse_to_act() {
     fresh
         .wait("the token prompt", "document.querySelector('#token')", WAIT)
         .await;
+    no_csp_violations(&[
+        ("counter console", &console),
+        ("floor board", &floor),
+        ("counter console without a token", &fresh),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -802,6 +835,7 @@ async fn a_call_reaches_the_lobby_quickly() {
         "call-next request → number rendered on the lobby page, 20 calls: median {:.1} ms, max {:.1} ms",
         delays[10], delays[19]
     );
+    no_csp_violations(&[("lobby", &lobby)]).await;
 }
 
 #[tokio::test]
@@ -889,4 +923,445 @@ async fn the_kpi_page_shows_the_stay_time_against_the_target() {
         assert_eq!(present, json!(true), "{chart}");
     }
     page.screenshot("kpi-page").await;
+    no_csp_violations(&[("KPI page", &page)]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Content-Security-Policy and framing
+// ---------------------------------------------------------------------------------------------
+
+/// The origin a city's website has in these tests (`[screens] frame_ancestors`).
+const CITY_SITE: &str = "https://www.city.example.jp";
+
+/// A screen response: its status, type, body and security headers (the policy by directive).
+struct Answer {
+    path: String,
+    status: u16,
+    content_type: String,
+    body: String,
+    csp: BTreeMap<String, Vec<String>>,
+    frame_options: Option<String>,
+    nosniff: bool,
+    referrer: Option<String>,
+}
+
+async fn answer(server: &Server, path: &str) -> Answer {
+    let r = server.http.get(server.url(path)).send().await.unwrap();
+    let h = r.headers().clone();
+    let header = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        h.get_all("content-security-policy").iter().count(),
+        1,
+        "{path}: one Content-Security-Policy"
+    );
+    let csp = header("content-security-policy")
+        .unwrap()
+        .split(';')
+        .filter_map(|d| {
+            let mut words = d.split_whitespace();
+            let name = words.next()?.to_ascii_lowercase();
+            Some((name, words.map(str::to_owned).collect()))
+        })
+        .collect();
+    Answer {
+        path: path.to_owned(),
+        status: r.status().as_u16(),
+        content_type: header("content-type").unwrap_or_default(),
+        frame_options: header("x-frame-options"),
+        nosniff: header("x-content-type-options").as_deref() == Some("nosniff"),
+        referrer: header("referrer-policy"),
+        csp,
+        body: r.text().await.unwrap(),
+    }
+}
+
+impl Answer {
+    fn directive(&self, name: &str) -> Vec<String> {
+        self.csp
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: no {name} in {:?}", self.path, self.csp))
+            .clone()
+    }
+
+    /// What every screen response carries; `ancestors`: the origins that may frame it (none:
+    /// `frame-ancestors 'none'` and `X-Frame-Options: DENY`).
+    fn assert_strict(&self, server: &Server, ancestors: &[&str]) {
+        let path = &self.path;
+        assert_eq!(
+            self.directive("script-src"),
+            ["'self'"],
+            "{path}: scripts only from this server, none inline"
+        );
+        assert_eq!(self.directive("default-src"), ["'self'"], "{path}");
+        assert_eq!(self.directive("object-src"), ["'none'"], "{path}");
+        assert_eq!(self.directive("base-uri"), ["'none'"], "{path}");
+        assert_eq!(self.directive("form-action"), ["'self'"], "{path}");
+        for (name, sources) in &self.csp {
+            assert!(
+                !name.starts_with("script-src-"),
+                "{path}: no {name} beside script-src"
+            );
+            for s in sources {
+                assert!(
+                    ![
+                        "'unsafe-eval'",
+                        "*",
+                        "ws:",
+                        "wss:",
+                        "http:",
+                        "https:",
+                        "data:"
+                    ]
+                    .contains(&s.as_str())
+                        || (s == "data:" && (name == "img-src" || name == "media-src")),
+                    "{path}: {name} allows {s}"
+                );
+                assert!(
+                    s != "'unsafe-inline'" || name == "style-src",
+                    "{path}: {name} allows {s}"
+                );
+            }
+        }
+        // This server only, its WebSockets named for browsers whose 'self' does not cover them.
+        let host = server.addr.to_string();
+        assert_eq!(
+            self.directive("connect-src"),
+            [
+                "'self'".to_owned(),
+                format!("ws://{host}"),
+                format!("wss://{host}")
+            ],
+            "{path}"
+        );
+        if ancestors.is_empty() {
+            assert_eq!(self.directive("frame-ancestors"), ["'none'"], "{path}");
+            assert_eq!(self.frame_options.as_deref(), Some("DENY"), "{path}");
+        } else {
+            assert_eq!(self.directive("frame-ancestors"), ancestors, "{path}");
+            assert_eq!(
+                self.frame_options, None,
+                "{path}: X-Frame-Options would forbid framing"
+            );
+        }
+        assert!(self.nosniff, "{path}: X-Content-Type-Options: nosniff");
+        assert_eq!(self.referrer.as_deref(), Some("no-referrer"), "{path}");
+    }
+}
+
+/// Inline scripts and inline event handlers (`onclick="…"`) in a page: none may be left.
+fn inline_code(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for tag in html.split('<').skip(1) {
+        let tag = tag.split('>').next().unwrap_or("");
+        let name = tag
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if name == "script" && !tag.contains(" src=\"/assets/") {
+            found.push(format!("<{tag}>"));
+        }
+        for attr in tag.split_whitespace().skip(1) {
+            let attr_name = attr.split('=').next().unwrap_or("").to_ascii_lowercase();
+            if attr.contains('=') && attr_name.len() > 2 && attr_name.starts_with("on") {
+                found.push(format!("<{name} {attr}…>"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_screen_response_carries_the_strict_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let t = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let phone = format!("/t/{}", t["token"].as_str().unwrap());
+    let pages = [
+        "/",
+        "/screens/lobby/chuo",
+        "/screens/kiosk/chuo?dispenser=kiosk-1",
+        "/screens/counter/chuo?counter=1",
+        "/screens/floor/chuo",
+        "/screens/kpi/chuo",
+        "/screens/kpi/all",
+        &phone,
+    ];
+    let mut scripts = Vec::new();
+    for path in pages {
+        let a = answer(&server, path).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert!(
+            a.content_type.starts_with("text/html"),
+            "{path}: {}",
+            a.content_type
+        );
+        a.assert_strict(&server, &[]);
+        assert_eq!(
+            inline_code(&a.body),
+            Vec::<String>::new(),
+            "{path}: inline code"
+        );
+        for part in a.body.split("<script type=\"module\" src=\"").skip(1) {
+            scripts.push(part.split('"').next().unwrap().to_owned());
+        }
+    }
+    // Each page loads its own module (which loads common.js).
+    assert_eq!(
+        scripts.len(),
+        pages.len(),
+        "one module per page: {scripts:?}"
+    );
+    for missing in [
+        "/screens/lobby/nowhere",
+        "/screens/counter/nowhere",
+        "/assets/nothing.js",
+    ] {
+        let a = answer(&server, missing).await;
+        assert_eq!(a.status, 404, "{missing}");
+        a.assert_strict(&server, &[]);
+    }
+    // Every file under /assets/, the pages' modules among them.
+    let mut assets: Vec<String> = std::fs::read_dir(repo_path("display/assets"))
+        .unwrap()
+        .map(|e| format!("/assets/{}", e.unwrap().file_name().to_str().unwrap()))
+        .collect();
+    assets.sort();
+    for s in &scripts {
+        assert!(assets.contains(s), "{s} is not a file in display/assets");
+    }
+    for path in &assets {
+        let a = answer(&server, path).await;
+        assert_eq!(a.status, 200, "{path}");
+        a.assert_strict(&server, &[]);
+        if path.ends_with(".js") {
+            assert!(
+                a.content_type.starts_with("text/javascript"),
+                "{path}: a module needs a JavaScript type under nosniff: {}",
+                a.content_type
+            );
+        }
+    }
+
+    // A city that embeds the lobby display in its website: only that page, only that origin.
+    let config = demo_config_with(
+        dir.path(),
+        "embedded.toml",
+        &format!("[screens]\nframe_ancestors = [\"{CITY_SITE}\"]\n"),
+    );
+    let embedded = Server::start_with(&dir.path().join("data-embedded"), &config).await;
+    answer(&embedded, "/screens/lobby/chuo")
+        .await
+        .assert_strict(&embedded, &[CITY_SITE]);
+    let t = embedded.issue(json!({"procedures": ["shoumei"]})).await;
+    let phone = format!("/t/{}", t["token"].as_str().unwrap());
+    for path in [
+        "/",
+        "/screens/lobby/nowhere",
+        "/screens/kiosk/chuo?dispenser=kiosk-1",
+        "/screens/counter/chuo",
+        "/screens/floor/chuo",
+        "/screens/kpi/all",
+        &phone,
+        "/assets/lobby.js",
+        "/assets/common.js",
+    ] {
+        answer(&embedded, path).await.assert_strict(&embedded, &[]);
+    }
+}
+
+#[tokio::test]
+async fn every_screen_runs_under_the_strict_policy() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let t = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let b = Browser::start(1280, 900).await;
+    // Every page records what its policy refused, before any of its own scripts runs.
+    b.before_each_page(
+        "window.cspViolations = [];
+         addEventListener('securitypolicyviolation',
+           (e) => window.cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`), true);",
+    )
+    .await;
+    let phone = format!("/t/{}", t["token"].as_str().unwrap());
+    let live = "document.getElementById('conn')?.textContent.includes('live')";
+    let pages = [
+        (
+            "/".to_owned(),
+            format!("{live} && document.querySelectorAll('#queues tr').length > 0"),
+        ),
+        (
+            "/screens/lobby/chuo".to_owned(),
+            "document.body.dataset.live === '1'".to_owned(),
+        ),
+        (
+            "/screens/kiosk/chuo?dispenser=kiosk-1#token=demo-dispenser".to_owned(),
+            "document.body.dataset.step === 'events' && location.hash === ''".to_owned(),
+        ),
+        (
+            "/screens/counter/chuo?counter=1#token=demo-counter".to_owned(),
+            format!("{live} && document.querySelector('#current-number') && location.hash === ''"),
+        ),
+        (
+            "/screens/floor/chuo#token=demo-floor".to_owned(),
+            format!("{live} && document.querySelector('[data-counter=\"5\"]')"),
+        ),
+        (
+            "/screens/kpi/chuo#token=demo-analyst".to_owned(),
+            "document.body.dataset.loaded === '1'".to_owned(),
+        ),
+        (
+            phone.clone(),
+            "document.body.dataset.status === 'waiting' && document.body.dataset.live === 'live'"
+                .to_owned(),
+        ),
+        (
+            "/screens/counter/nowhere".to_owned(),
+            "document.body.innerText.includes('Unknown site')".to_owned(),
+        ),
+    ];
+    for (path, ready) in &pages {
+        b.goto(&server.url(path)).await;
+        b.wait(&format!("{path} to be ready"), ready, WAIT).await;
+        assert_eq!(
+            b.exec("return window.cspViolations").await,
+            json!([]),
+            "{path}: refused by the Content-Security-Policy"
+        );
+    }
+    b.assert_no_csp_violations("the screens").await;
+
+    // The check works: what the policy refuses does not run, and is reported.
+    b.goto(&server.url("/screens/lobby/chuo")).await;
+    b.wait("the lobby", "document.body.dataset.live === '1'", WAIT)
+        .await;
+    let ran = b
+        .exec(
+            "const s = document.createElement('script');
+             s.textContent = 'window.inlineRan = true;';
+             document.body.append(s);
+             document.body.insertAdjacentHTML('beforeend',
+               '<button id=\"inline-handler\" onclick=\"window.handlerRan = true\">x</button>');
+             document.getElementById('inline-handler').click();
+             return [window.inlineRan === true, window.handlerRan === true];",
+        )
+        .await;
+    assert_eq!(
+        ran,
+        json!([false, false]),
+        "inline script and handler are refused"
+    );
+    b.wait(
+        "both refusals reported to the page",
+        "window.cspViolations.length >= 2 && window.cspViolations",
+        WAIT,
+    )
+    .await;
+    let reported = b.csp_violations().await.join("\n");
+    assert!(
+        reported.contains("inline script") && reported.contains("inline event handler"),
+        "both refusals on the console: {reported}"
+    );
+}
+
+/// A page at `addr` (another origin than the server's) that frames `frames`: (id, url).
+async fn city_website(listener: tokio::net::TcpListener, frames: Vec<(&'static str, String)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body: String = frames
+        .iter()
+        .map(|(id, url)| {
+            format!("<iframe id=\"{id}\" src=\"{url}\" width=\"640\" height=\"480\" allow=\"autoplay\"></iframe>")
+        })
+        .collect();
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>City of Example</title><h1>Example City</h1>{body}"
+    );
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let page = page.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 8192];
+            let mut read = 0;
+            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") && read < buf.len() {
+                match s.read(&mut buf[read..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => read += n,
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn only_the_configured_site_may_frame_the_lobby_and_nothing_else() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let website = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", website.local_addr().unwrap());
+    let config = demo_config_with(
+        dir.path(),
+        "embedded.toml",
+        &format!("[screens]\nframe_ancestors = [\"{origin}\"]\n"),
+    );
+    let server = Server::start_with(&dir.path().join("data"), &config).await;
+    let kiosk = server.url("/screens/kiosk/chuo?dispenser=kiosk-1");
+    tokio::spawn(city_website(
+        website,
+        vec![
+            ("lobby", server.url("/screens/lobby/chuo")),
+            ("kiosk", kiosk.clone()),
+        ],
+    ));
+
+    let b = Browser::start(1400, 600).await;
+    b.goto(&format!("{origin}/")).await;
+    // The lobby runs in the city's page, live.
+    b.enter_frame("#lobby").await;
+    b.wait(
+        "the framed lobby to go live",
+        "document.body.dataset.live === '1'",
+        WAIT,
+    )
+    .await;
+    b.leave_frame().await;
+    b.screenshot("lobby-framed").await;
+    // The kiosk may not be framed by anyone: the browser refuses it, and says why.
+    let mut refusals = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while refusals.is_empty() {
+        assert!(Instant::now() < deadline, "no refusal to frame the kiosk");
+        refusals = b.csp_violations().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // "Framing 'http://127.0.0.1:…/' violates the following Content Security Policy directive:
+    // "frame-ancestors 'none'". The request has been blocked."
+    let text = refusals.join("\n");
+    let server_origin = server.url("/");
+    assert!(
+        refusals
+            .iter()
+            .all(|m| m.contains(&format!("Framing '{server_origin}'"))
+                && m.contains("frame-ancestors 'none'")),
+        "only the kiosk is refused: {text}"
+    );
+    b.enter_frame("#kiosk").await;
+    assert_eq!(
+        b.exec("return document.body?.dataset?.step ?? null").await,
+        Value::Null,
+        "no kiosk in the frame"
+    );
+    b.leave_frame().await;
+    b.assert_no_csp_violations("the city's page").await;
 }

@@ -1,5 +1,7 @@
-// Shared by every madoguchi screen: the live feed, API calls, small formatting helpers.
-// Plain ES module, no build step.
+// Shared by every madoguchi screen: the live feed, API calls, small formatting helpers, and the
+// console shell (a token asked once per device, messages) of the staff screens.
+// Plain ES module, no build step. Pages load only modules from /assets/: the Content-Security-Policy
+// allows no inline script and no inline event handler (`onclick="…"`); listen with addEventListener.
 
 /** The site id from a path like /screens/lobby/{site}. */
 export function siteFromPath() {
@@ -25,6 +27,18 @@ export function waitText(seconds, lang = "ja") {
 /** Local time "10:05" in the site's time zone. */
 export function clock(t, timeZone) {
   return new Date(t).toLocaleTimeString("ja-JP", { hour: "2-digit", minute: "2-digit", timeZone });
+}
+
+/** A {ja, en} label as `日本語 <span class="en">English</span>`, escaped, for innerHTML. */
+export function bilingual(n) {
+  return `${esc(n?.ja)} <span class="en">${esc(n?.en)}</span>`;
+}
+
+/** A duration as "m:ss", or "h:mm:ss" from an hour on. */
+export function elapsed(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return (h ? `${h}:${String(m).padStart(2, "0")}` : String(m)) + ":" + String(r).padStart(2, "0");
 }
 
 /** Names by id from a catalog list: name(catalog.queues, "onestop") → {ja, en}. */
@@ -240,6 +254,23 @@ export class LiveFeed {
   }
 }
 
+/**
+ * Follows a site's board: reads it once at once (the feed's first snapshot may take a moment),
+ * then follows the live feed. Calls onBoard(board, event) for each newer board (`event` is
+ * undefined for snapshots) and onStatus(up) when the feed comes and goes. Returns the LiveFeed.
+ */
+export function followBoard(site, { onBoard, onStatus } = {}) {
+  let live = false;
+  api("GET", `/api/v1/sites/${encodeURIComponent(site)}/board`)
+    .then((b) => { if (!live) onBoard(b); })
+    .catch(() => {});
+  return new LiveFeed(site, {
+    onSnapshot: (b) => { live = true; onBoard(b); },
+    onEvent: (e, b) => { live = true; onBoard(b, e); },
+    onStatus,
+  });
+}
+
 /** Loads the site's catalog (names, queues, counters, screen settings). */
 export async function loadCatalog(site) {
   return api("GET", `/api/v1/sites/${encodeURIComponent(site)}/catalog`);
@@ -264,6 +295,108 @@ export function storedToken(key) {
 export function storeToken(key, token) {
   if (token) localStorage.setItem(`madoguchi.${key}`, token);
   else localStorage.removeItem(`madoguchi.${key}`);
+}
+
+/**
+ * A token kept on this device under `key`: asked for once, or given once as `#token=…` in the
+ * address, which is stored at once and removed from the address. `onAddress()` runs when a token
+ * arrives in the address later (the address edited by hand).
+ */
+export class DeviceToken {
+  constructor(key, { onAddress } = {}) {
+    this.key = key;
+    takeTokenFromAddress(key);
+    if (onAddress) addEventListener("hashchange", () => { if (takeTokenFromAddress(key)) onAddress(); });
+  }
+
+  /** The token, or "" when this device has none. */
+  get value() {
+    return storedToken(this.key);
+  }
+
+  save(token) {
+    storeToken(this.key, token);
+  }
+
+  clear() {
+    storeToken(this.key, "");
+  }
+}
+
+/**
+ * The frame shared by the staff consoles (counter console, floor board): the device token with
+ * its sign-in card (`#token-form`), the "log out" (`#logout`) and "enter the token again"
+ * (`[data-relogin]`) links, the live mark (`#conn`), the #message line and a card for a page that
+ * could not load, with a reload button (`[data-reload]`). `onToken()` runs whenever the token is
+ * saved, given in the address or removed.
+ */
+export class ConsoleShell {
+  /** `lead`: {ja, en}, what the token is asked for. */
+  constructor(key, { lead, onToken }) {
+    this.lead = lead;
+    this.token = new DeviceToken(key, { onAddress: onToken });
+    document.addEventListener("click", (ev) => {
+      const a = ev.target.closest?.("a");
+      if (a && (a.id === "logout" || a.hasAttribute("data-relogin"))) {
+        ev.preventDefault();
+        this.token.clear();
+        say("", "");
+        onToken();
+        return;
+      }
+      if (ev.target.closest?.("button[data-reload]")) location.reload();
+    });
+    document.addEventListener("submit", (ev) => {
+      if (ev.target.id !== "token-form") return;
+      ev.preventDefault();
+      const v = (document.getElementById("token")?.value || "").trim();
+      if (!v) { say("error", `トークンを入力してください <span class="en">Please enter the token</span>`); return; }
+      this.token.save(v);
+      say("", "");
+      onToken();
+    });
+  }
+
+  /** The token, or "" when this device has none. */
+  get value() {
+    return this.token.value;
+  }
+
+  /** Shows the sign-in card in `main` when this device has no token; true when it did. */
+  signIn(main) {
+    const logout = document.getElementById("logout");
+    if (logout) logout.hidden = !this.value;
+    if (this.value) return false;
+    main.innerHTML = `<div class="card center-card">
+      <h2>トークンの入力 <span class="en">Sign in this device</span></h2>
+      <p class="muted">${esc(this.lead.ja)}<br><span class="en">${esc(this.lead.en)}</span></p>
+      <form id="token-form" autocomplete="off">
+        <div class="field"><label for="token">トークン <span class="en">Token</span></label>
+          <input id="token" type="password" autocomplete="off" spellcheck="false"></div>
+        <button type="submit" class="btn" id="save-token">保存 <span class="en">Save</span></button>
+      </form></div>`;
+    setTimeout(() => document.getElementById("token")?.focus(), 0);
+    return true;
+  }
+
+  /** The live mark in the header. */
+  live(up) {
+    const c = document.getElementById("conn");
+    if (!c) return;
+    c.textContent = up ? "ライブ / live" : "再接続中… / reconnecting…";
+    c.classList.toggle("down", !up);
+  }
+
+  /** Follows the site's board (see followBoard) with the live mark. */
+  follow(site, onBoard) {
+    return followBoard(site, { onBoard, onStatus: (up) => this.live(up) });
+  }
+
+  /** What `main` shows when the page cannot load what it needs (the catalog). */
+  failed(main, e) {
+    main.innerHTML = `<div class="card center-card"><h2>読み込めませんでした <span class="en">Could not load</span></h2>
+      <p>${errorText(e)}</p><button type="button" class="btn" data-reload>再読み込み <span class="en">Reload</span></button></div>`;
+  }
 }
 
 /** Shows a message in the page's #message element; `kind` is "error" or "info". */

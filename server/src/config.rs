@@ -122,13 +122,13 @@ pub struct DispenserConfig {
 }
 
 /// How the screens of a site behave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ScreensConfig {
     pub lobby: LobbyConfig,
     pub floor: FloorConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LobbyConfig {
     /// Speak each call (Web Speech API).
     pub voice: bool,
@@ -140,7 +140,7 @@ pub struct LobbyConfig {
     pub rotate: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FloorConfig {
     /// The floor board raises an alert when someone has waited longer than this.
     pub wait_alert_min: u32,
@@ -200,8 +200,12 @@ impl SiteConfig {
 #[derive(Debug, Clone)]
 pub struct TokenGrant {
     pub role: Role,
+    /// The device or person the token belongs to, as the audit trail records it.
+    pub name: String,
     /// Sites this token may act on; `None` means every site.
     pub sites: Option<HashSet<SiteId>>,
+    /// For counter tokens, the counters it may act at; `None` means every counter of its sites.
+    pub counters: Option<HashSet<CounterId>>,
     /// For printer tokens, the agents it may serve: a token of one kiosk's PC cannot take over
     /// another's print jobs (they hold phone-page tokens).
     pub agents: HashSet<PrinterId>,
@@ -256,10 +260,14 @@ pub struct Config {
     pub sites: Vec<Arc<SiteConfig>>,
     /// The city's targets, per fiscal year, site and life event.
     pub kpi_targets: Vec<crate::kpi::KpiTarget>,
-    pub tokens: HashMap<String, TokenGrant>,
+    /// Grants by the SHA-256 digest of their token.
+    pub tokens: HashMap<[u8; 32], TokenGrant>,
     /// True when a token is one of the well-known demo tokens.
     pub demo_tokens: bool,
     pub limits: Limits,
+    /// Origins allowed to frame the lobby display, e.g. the city's website (`[screens]
+    /// frame_ancestors`); empty: no page may be framed.
+    pub frame_ancestors: Vec<String>,
 }
 
 /// One problem found in a configuration file.
@@ -300,6 +308,27 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// Shortest token accepted, but for the well-known demo values.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// The SHA-256 digest under which a token is configured and looked up.
+pub fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
 
 const DEMO_TOKENS: [&str; 5] = [
     "demo-dispenser",
@@ -398,6 +427,38 @@ impl Config {
     }
 }
 
+/// `s` as an origin for a CSP source (lowercase scheme and host, optional port), when it is one.
+fn origin(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if host.len() > 253 || !host.split('.').all(label) {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    match port {
+        None => Some(format!("{scheme}://{host}")),
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            let p: u16 = p.parse().ok().filter(|&p| p > 0)?;
+            Some(format!("{scheme}://{host}:{p}"))
+        }
+        Some(_) => None,
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -428,6 +489,14 @@ mod raw {
         #[serde(default)]
         pub(super) kpi_targets: Vec<KpiTarget>,
         pub(super) limits: Option<Limits>,
+        pub(super) screens: Option<ScreensTop>,
+    }
+
+    /// `[screens]`: settings of the screens of every site (not `[sites.screens]`).
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct ScreensTop {
+        pub(super) frame_ancestors: Option<Vec<String>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -462,7 +531,10 @@ mod raw {
         pub(super) role: super::Role,
         pub(super) token: Option<String>,
         pub(super) token_env: Option<String>,
+        pub(super) token_sha256: Option<String>,
+        pub(super) name: Option<String>,
         pub(super) sites: Option<Vec<String>>,
+        pub(super) counters: Option<Vec<String>>,
         pub(super) agents: Option<Vec<String>>,
     }
 
@@ -748,15 +820,15 @@ impl Validator {
             }
         }
 
-        // Tokens.
+        // Tokens: kept as SHA-256 digests only, so the running server holds no token in clear.
         let mut tokens = HashMap::new();
         let mut demo_tokens = false;
         for (i, t) in raw.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");
-            let value = match (&t.token, &t.token_env) {
-                (Some(v), None) => Some(v.clone()),
-                (None, Some(var)) => match env(var) {
-                    Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+            let digest = match (&t.token, &t.token_env, &t.token_sha256) {
+                (Some(v), None, None) => self.token_value(&field, v),
+                (None, Some(var), None) => match env(var) {
+                    Some(v) if !v.trim().is_empty() => self.token_value(&field, v.trim()),
                     _ => {
                         self.err(
                             format!("{field}.token_env"),
@@ -765,18 +837,36 @@ impl Validator {
                         None
                     }
                 },
+                (None, None, Some(hex)) => {
+                    let digest = parse_sha256(hex);
+                    if digest.is_none() {
+                        self.err(
+                            format!("{field}.token_sha256"),
+                            "64 hexadecimal digits, e.g. from `printf %s \"$TOKEN\" | sha256sum`",
+                        );
+                    }
+                    digest
+                }
                 _ => {
-                    self.err(&field, "give exactly one of `token` and `token_env`");
+                    self.err(
+                        &field,
+                        "give exactly one of `token`, `token_env` and `token_sha256`",
+                    );
                     None
                 }
             };
-            let Some(value) = value else { continue };
-            if value.len() < 8 {
-                self.err(&field, "a token must be at least 8 characters long");
-                continue;
-            }
-            demo_tokens |= DEMO_TOKENS.contains(&value.as_str());
-            let token_sites = t.sites.as_ref().map(|list| {
+            let Some(digest) = digest else { continue };
+            let is_demo = DEMO_TOKENS.iter().any(|d| sha256(d) == digest);
+            demo_tokens |= is_demo;
+            let name = match &t.name {
+                Some(n) if !n.trim().is_empty() && n.len() <= 64 => n.trim().to_owned(),
+                Some(_) => {
+                    self.err(format!("{field}.name"), "1–64 characters");
+                    continue;
+                }
+                None => format!("{}-{}", t.role, i + 1),
+            };
+            let token_sites: Option<HashSet<SiteId>> = t.sites.as_ref().map(|list| {
                 list.iter()
                     .filter_map(|s| {
                         let id = self.id::<SiteId>(&format!("{field}.sites"), s)?;
@@ -787,6 +877,35 @@ impl Validator {
                     })
                     .collect()
             });
+            let counters = match (t.role, &t.counters) {
+                (Role::Counter, Some(list)) => {
+                    let ids: HashSet<CounterId> = list
+                        .iter()
+                        .filter_map(|c| self.id::<CounterId>(&format!("{field}.counters"), c))
+                        .collect();
+                    for c in &ids {
+                        let known = sites
+                            .iter()
+                            .filter(|s| token_sites.as_ref().is_none_or(|ts| ts.contains(&s.id)))
+                            .any(|s| s.counter(c).is_some());
+                        if !known {
+                            self.err(
+                                format!("{field}.counters"),
+                                format!("no site of this token has counter {c}"),
+                            );
+                        }
+                    }
+                    Some(ids)
+                }
+                (_, Some(_)) => {
+                    self.err(
+                        format!("{field}.counters"),
+                        "only counter tokens are bound to counters",
+                    );
+                    None
+                }
+                (_, None) => None,
+            };
             let agents = match (t.role, &t.agents) {
                 (Role::Printer, Some(list)) if !list.is_empty() => list
                     .iter()
@@ -811,10 +930,12 @@ impl Validator {
             };
             if tokens
                 .insert(
-                    value,
+                    digest,
                     TokenGrant {
                         role: t.role,
+                        name,
                         sites: token_sites,
+                        counters,
                         agents,
                     },
                 )
@@ -879,13 +1000,49 @@ impl Validator {
             kpi_targets.push(target);
         }
         let limits = self.limits(raw.limits.unwrap_or_default());
+        let frame_ancestors = self.frame_ancestors(raw.screens.unwrap_or_default());
         Config {
             sites,
             kpi_targets,
             tokens,
             demo_tokens,
             limits,
+            frame_ancestors,
         }
+    }
+
+    /// `[screens] frame_ancestors`: each an origin (`https://host[:port]`, or `http://`), no path.
+    fn frame_ancestors(&mut self, raw: raw::ScreensTop) -> Vec<String> {
+        let mut origins = Vec::new();
+        for (i, o) in raw.frame_ancestors.unwrap_or_default().iter().enumerate() {
+            match origin(o) {
+                Some(o) => origins.push(o),
+                None => self.err(
+                    format!("screens.frame_ancestors[{i}]"),
+                    format!(
+                        "{o:?} is not an origin: https:// or http://, a host name, an optional port, \
+                         no path (e.g. \"https://www.city.example.jp\")"
+                    ),
+                ),
+            }
+        }
+        origins
+    }
+
+    /// A token given in clear (in the file or the environment): the demo values anywhere, else
+    /// at least [`MIN_TOKEN_LEN`] characters. Only its digest is kept.
+    fn token_value(&mut self, field: &str, value: &str) -> Option<[u8; 32]> {
+        if !DEMO_TOKENS.contains(&value) && value.chars().count() < MIN_TOKEN_LEN {
+            // The message never repeats the token: configuration errors end up in logs.
+            self.err(
+                field,
+                format!(
+                    "a token must be at least {MIN_TOKEN_LEN} characters long (e.g. `openssl rand -hex 24`)"
+                ),
+            );
+            return None;
+        }
+        Some(sha256(value))
     }
 
     fn limits(&mut self, raw: raw::Limits) -> Limits {
@@ -1294,11 +1451,121 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/city.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         // The city file reads every token from the environment.
-        let env = |name: &str| Some(format!("{}-secret", name.to_lowercase()));
+        let env = |name: &str| Some(format!("{}-secret-0123456789abcdef", name.to_lowercase()));
         let config = Config::parse(&path, &text, &env).unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.demo_tokens);
         assert_eq!(config.tokens.len(), 5);
         assert_eq!(config.sites.len(), 13);
+    }
+
+    /// The demo catalog and site with `tokens` instead of the demo tokens.
+    fn demo_with_tokens(tokens: &str) -> Result<Config, ConfigErrors> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
+        let demo = std::fs::read_to_string(path).unwrap();
+        let start = demo.find("[[tokens]]").unwrap();
+        let end = demo.find("[[procedures]]").unwrap();
+        let text = format!("{}{tokens}\n{}", &demo[..start], &demo[end..]);
+        Config::parse(Path::new("test.toml"), &text, &|var| {
+            (var == "COUNTER_TOKEN").then(|| "c".repeat(40))
+        })
+    }
+
+    #[test]
+    fn tokens_by_hash_with_names_and_bindings() {
+        let real = "r".repeat(32);
+        let config = demo_with_tokens(&format!(
+            r#"
+            [[tokens]]
+            role = "floor"
+            name = "floor-manager-1f"
+            token_sha256 = "{}"
+            sites = ["chuo"]
+
+            [[tokens]]
+            role = "counter"
+            name = "counter-3"
+            token_env = "COUNTER_TOKEN"
+            counters = ["3"]
+
+            [[tokens]]
+            role = "analyst"
+            token = "{real}"
+
+            [[tokens]]
+            role = "dispenser"
+            token = "demo-dispenser"
+            "#,
+            sha256("f".repeat(40).as_str())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let floor = &config.tokens[&sha256(&"f".repeat(40))];
+        assert_eq!(floor.name, "floor-manager-1f");
+        assert_eq!(floor.role, Role::Floor);
+        let counter = &config.tokens[&sha256(&"c".repeat(40))];
+        assert_eq!(counter.name, "counter-3");
+        assert!(counter
+            .counters
+            .as_ref()
+            .unwrap()
+            .contains(&"3".parse().unwrap()));
+        // A name by default: the role and the entry's place.
+        assert_eq!(config.tokens[&sha256(&real)].name, "analyst-3");
+        // Demo values are accepted anywhere, and flagged.
+        assert!(config.demo_tokens);
+    }
+
+    #[test]
+    fn short_tokens_bad_hashes_and_wrong_bindings_are_refused() {
+        let errors = demo_with_tokens(
+            r#"
+            [[tokens]]
+            role = "counter"
+            token = "only-twenty-characters"
+
+            [[tokens]]
+            role = "floor"
+            token_sha256 = "abc"
+
+            [[tokens]]
+            role = "floor"
+            token = "ffffffffffffffffffffffffffffffffffff"
+            counters = ["1"]
+
+            [[tokens]]
+            role = "counter"
+            token = "cccccccccccccccccccccccccccccccccccc"
+            counters = ["99"]
+
+            [[tokens]]
+            role = "printer"
+            token = "pppppppppppppppppppppppppppppppppppp"
+
+            [[tokens]]
+            role = "analyst"
+            token = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            token_sha256 = "aaaa"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "tokens[0]: a token must be at least 32 characters",
+            "tokens[1].token_sha256: 64 hexadecimal digits",
+            "tokens[2].counters: only counter tokens are bound to counters",
+            "tokens[3].counters: no site of this token has counter 99",
+            "tokens[4].agents: a printer token must list the agents it serves",
+            "tokens[5]: give exactly one of `token`, `token_env` and `token_sha256`",
+        ] {
+            assert!(
+                errors.contains(expected),
+                "{expected} missing from\n{errors}"
+            );
+        }
+        // No error message repeats a token.
+        assert!(!errors.contains("only-twenty-characters"), "{errors}");
     }
 
     #[test]
@@ -1346,6 +1613,44 @@ mod tests {
             "{text}"
         );
         assert_eq!(errors.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn frame_ancestors_are_origins() {
+        let demo = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml"),
+        )
+        .unwrap();
+        let with = |list: &str| parse(&format!("{demo}\n[screens]\nframe_ancestors = [{list}]\n"));
+        let config = with(r#""https://www.city.example.jp", "HTTP://Intra.City.example.jp:8443""#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.frame_ancestors,
+            [
+                "https://www.city.example.jp",
+                "http://intra.city.example.jp:8443"
+            ]
+        );
+        assert!(parse(&demo).unwrap().frame_ancestors.is_empty());
+        let bad = [
+            "https://www.city.example.jp/",
+            "https://www.city.example.jp/lobby",
+            "www.city.example.jp",
+            "ftp://www.city.example.jp",
+            "https://*.city.example.jp",
+            "https://www.city.example.jp:0",
+            "https://www.city.example.jp:99999",
+            "https://www.city.example.jp; script-src *",
+            "'self'",
+            "https://",
+        ];
+        for o in bad {
+            let text = with(&format!("{o:?}")).unwrap_err().to_string();
+            assert!(
+                text.contains("screens.frame_ancestors[0]: ") && text.contains("is not an origin"),
+                "{o}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub struct KpiTarget {
     pub satisfaction_pct: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the KPI groups visits; as a query value, lower case (`day`, `hour`…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum GroupBy {
     Day,
     Hour,
@@ -63,7 +65,7 @@ impl std::str::FromStr for GroupBy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub mean: Option<f64>,
     pub p50: Option<f64>,
@@ -98,7 +100,7 @@ impl Stats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Satisfaction {
     /// Visits whose resident answered.
     pub answers: usize,
@@ -111,7 +113,7 @@ pub struct Satisfaction {
 }
 
 /// Figures over a set of visits.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Figures {
     /// Completed visits (outcome `done`); stay, wait, service and satisfaction are over these.
     pub visits: usize,
@@ -123,14 +125,14 @@ pub struct Figures {
     pub satisfaction: Satisfaction,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Group {
     pub key: String,
     #[serde(flatten)]
     pub figures: Figures,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Report {
     #[serde(flatten)]
     pub figures: Figures,

@@ -37,6 +37,15 @@ pub struct ProjectionStore {
     path: std::path::PathBuf,
 }
 
+/// One floor change with who made it (see [`ProjectionStore::audit`]).
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub event: crate::core::Event,
+    /// The ticket's number when its visit has ended (else the site actor knows it).
+    pub number: Option<String>,
+}
+
 /// Which visits a KPI covers.
 #[derive(Debug, Clone, Default)]
 pub struct KpiFilter {
@@ -179,6 +188,47 @@ impl ProjectionStore {
             )
             .map_err(err)?;
             tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// The latest floor changes of a site made by a named token, newest first: a read of the
+    /// event log itself (the operator is in the events), with each ticket's number where the
+    /// visit has ended.
+    pub async fn audit(&self, site: &str, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+        let site = site.to_owned();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT e.seq, e.body, v.number FROM events e
+                     LEFT JOIN visits v ON v.ticket_id = json_extract(e.body, '$.ticket')
+                     WHERE e.site = ?1
+                       AND e.kind IN ('ticket_called', 'ticket_cancelled',
+                                      'counter_state_changed', 'profile_changed')
+                       AND json_extract(e.body, '$.by') IS NOT NULL
+                     ORDER BY e.seq DESC LIMIT ?2",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![site, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })
+                .map_err(err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, body, number) = row.map_err(err)?;
+                let event: crate::core::Event = serde_json::from_str(&body).map_err(err)?;
+                out.push(AuditRow {
+                    seq: seq as u64,
+                    event,
+                    number,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::SiteConfig;
 use crate::core::{
-    decide, plan_for, BoardView, Command, CounterId, CounterView, DomainError, Event, PhoneView,
-    PublicEvent, SiteId, SiteState, TicketView, Timestamp, VisitRecord,
+    decide, plan_for, BoardView, Command, CounterId, CounterView, DomainError, Event, Operator,
+    PhoneView, PublicEvent, SiteId, SiteState, TicketView, Timestamp, VisitRecord,
 };
 use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;
@@ -125,6 +125,7 @@ type Query = Box<dyn FnOnce(&SiteState) + Send>;
 enum Request {
     Command {
         command: Command,
+        by: Option<Operator>,
         reply: oneshot::Sender<Result<Applied, SiteError>>,
     },
     Query(Query),
@@ -146,9 +147,18 @@ pub struct SiteHandle {
 
 impl SiteHandle {
     pub async fn command(&self, command: Command) -> Result<Applied, SiteError> {
+        self.command_as(command, None).await
+    }
+
+    /// A command on behalf of a token: floor changes carry its name and role into the log.
+    pub async fn command_as(
+        &self,
+        command: Command,
+        by: Option<Operator>,
+    ) -> Result<Applied, SiteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Command { command, reply })
+            .send(Request::Command { command, by, reply })
             .await
             .map_err(|_| SiteError::Stopped)?;
         rx.await.map_err(|_| SiteError::Stopped)?
@@ -271,8 +281,8 @@ impl Actor {
             tokio::select! {
                 request = rx.recv() => match request {
                     None => break,
-                    Some(Request::Command { command, reply }) => {
-                        let result = self.command(command).await;
+                    Some(Request::Command { command, by, reply }) => {
+                        let result = self.command(command, by.as_ref()).await;
                         let _ = reply.send(result);
                     }
                     Some(Request::Query(f)) => f(&self.state),
@@ -286,7 +296,7 @@ impl Actor {
                     }
                 },
                 _ = tick.tick() => {
-                    if let Err(e) = self.command(Command::StartDay).await {
+                    if let Err(e) = self.command(Command::StartDay, None).await {
                         tracing::warn!(site = %self.state.config.id, error = %e, "could not start the business day");
                     }
                 }
@@ -299,7 +309,11 @@ impl Actor {
         self.last_at.map_or(now, |last| now.max(last))
     }
 
-    async fn command(&mut self, command: Command) -> Result<Applied, SiteError> {
+    async fn command(
+        &mut self,
+        command: Command,
+        by: Option<&Operator>,
+    ) -> Result<Applied, SiteError> {
         let site = self.state.config.id.clone();
         for _ in 0..MAX_ATTEMPTS {
             if let Command::Issue(issue) = &command {
@@ -327,7 +341,10 @@ impl Actor {
                     });
                 }
             }
-            let events = decide(&self.state, &command, self.now())?;
+            let mut events = decide(&self.state, &command, self.now())?;
+            if let Some(operator) = by.filter(|_| command.is_audited()) {
+                events.iter_mut().for_each(|e| e.stamp(operator));
+            }
             if events.is_empty() {
                 return Ok(self.applied(&command, None));
             }

@@ -19,6 +19,7 @@ fn events(from: u32, count: u32) -> Vec<Event> {
             counter: CounterId::try_from(format!("c{n}")).unwrap(),
             state: CounterState::Open,
             at: Utc.timestamp_opt(1_700_000_000 + i64::from(n), 0).unwrap(),
+            by: None,
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! A small WebDriver client for headless Chromium (Debian's `chromium` and `chromium-driver`),
 //! enough for the screen tests: open a page, find and click elements, type, run a script, wait
-//! for a condition, take a screenshot.
+//! for a condition, enter a frame, take a screenshot, read the console (where Chromium reports
+//! every Content-Security-Policy violation).
 //!
 //! Without Chromium the screen tests skip, unless `CI` is set: under CI every test runs.
 
@@ -79,6 +80,8 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            // Keep the console: Content-Security-Policy violations are reported there.
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
@@ -236,6 +239,63 @@ impl Browser {
         .as_str()
         .unwrap_or("")
         .to_owned()
+    }
+
+    /// Runs the following commands in the frame `css` (an `<iframe>` of the current page).
+    pub async fn enter_frame(&self, css: &str) {
+        let id = self.element(css).await;
+        self.cmd("POST", "/frame", json!({"id": {ELEMENT: id}}))
+            .await;
+    }
+
+    /// Back from a frame to the page around it.
+    pub async fn leave_frame(&self) {
+        self.cmd("POST", "/frame/parent", json!({})).await;
+    }
+
+    /// The console messages of every page since the last call (reading empties the log).
+    pub async fn console(&self) -> Vec<String> {
+        let entries = self
+            .cmd("POST", "/se/log", json!({"type": "browser"}))
+            .await;
+        entries
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e["level"].as_str().unwrap_or(""),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Content-Security-Policy violations reported on the console since the last read of it:
+    /// Chromium reports each one there ("Refused to execute inline script because it violates the
+    /// following Content Security Policy directive…", "Refused to connect to…", "Refused to
+    /// frame…"), and invalid policies too.
+    pub async fn csp_violations(&self) -> Vec<String> {
+        self.console()
+            .await
+            .into_iter()
+            .filter(|m| {
+                m.contains("Content Security Policy") || m.contains("Content-Security-Policy")
+            })
+            .collect()
+    }
+
+    /// Panics when a page broke its Content-Security-Policy since the last read of the console.
+    pub async fn assert_no_csp_violations(&self, what: &str) {
+        let violations = self.csp_violations().await;
+        assert!(
+            violations.is_empty(),
+            "{what}: the Content-Security-Policy was violated:\n{}",
+            violations.join("\n")
+        );
     }
 
     /// Saves a PNG of the viewport to `target/screenshots/{name}.png`.

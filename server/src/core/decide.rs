@@ -80,6 +80,7 @@ fn decide_today(
                 ticket,
                 counter: c.clone(),
                 at,
+                by: None,
             }])
         }
         Command::Call { counter, number } => {
@@ -92,6 +93,7 @@ fn decide_today(
                 ticket: t.id.clone(),
                 counter: c.clone(),
                 at,
+                by: None,
             }])
         }
         Command::Recall { counter } => {
@@ -101,6 +103,7 @@ fn decide_today(
                 ticket: t.id.clone(),
                 counter: counter.clone(),
                 at,
+                by: None,
             }])
         }
         Command::Start { counter } => {
@@ -183,6 +186,7 @@ fn decide_today(
                 ticket: t.id.clone(),
                 reason: *reason,
                 at,
+                by: None,
             }])
         }
         Command::SetCounterState {
@@ -207,6 +211,7 @@ fn decide_today(
                 counter: counter.clone(),
                 state: *wanted,
                 at,
+                by: None,
             }])
         }
         Command::Rate { token, score } => {
@@ -271,6 +276,7 @@ fn decide_today(
                 counter: counter.clone(),
                 profile: profile.clone(),
                 at,
+                by: None,
             }])
         }
     }

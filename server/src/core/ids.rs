@@ -23,8 +23,9 @@ fn valid_id(s: &str) -> bool {
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident, $kind:literal) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(try_from = "String", into = "String")]
+        #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
         pub struct $name(String);
 
         impl $name {
@@ -104,8 +105,11 @@ id_type!(
 
 /// The number printed on a ticket and called out in the lobby ("A012", "123").
 /// Unique per site and business day.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String)]
 pub struct TicketNumber(pub String);
 
 impl fmt::Display for TicketNumber {

@@ -23,7 +23,7 @@ pub use view::{
 pub type Timestamp = DateTime<Utc>;
 
 /// The lifecycle of a ticket's current step; the last three are terminal for the visit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketStatus {
     Waiting,
@@ -50,7 +50,7 @@ impl TicketStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CounterState {
     Open,
@@ -59,7 +59,7 @@ pub enum CounterState {
 }
 
 /// How a counter picks the next ticket among the queues it serves (priority tickets always first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The first queue of the profile that has someone waiting.
@@ -69,7 +69,7 @@ pub enum Strategy {
 }
 
 /// The queues a counter serves, in order, and how it picks among them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub queues: Vec<QueueId>,
@@ -77,7 +77,9 @@ pub struct Profile {
 }
 
 /// Where a step waits: in a queue, or for one counter (a transfer to a named counter).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Queue(QueueId),
@@ -207,6 +209,9 @@ pub enum Event {
         ticket: TicketId,
         counter: CounterId,
         at: Timestamp,
+        /// Who called it, for a call out of order (the audit trail).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Operator>,
     },
     ServiceStarted {
         ticket: TicketId,
@@ -230,16 +235,22 @@ pub enum Event {
         ticket: TicketId,
         reason: CancelReason,
         at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Operator>,
     },
     CounterStateChanged {
         counter: CounterId,
         state: CounterState,
         at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Operator>,
     },
     ProfileChanged {
         counter: CounterId,
         profile: Profile,
         at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Operator>,
     },
     PrinterStateChanged {
         printer: PrinterId,
@@ -254,7 +265,53 @@ pub enum Event {
     },
 }
 
+/// Who changed the floor: the name and role of the token that asked (never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operator {
+    pub name: String,
+    pub role: String,
+}
+
+impl Command {
+    /// Commands that change the floor by a person's choice, recorded in the audit trail: counter
+    /// states, profiles, cancellations by staff, and calls out of order.
+    pub fn is_audited(&self) -> bool {
+        matches!(
+            self,
+            Command::Call { .. }
+                | Command::SetCounterState { .. }
+                | Command::SetProfile { .. }
+                | Command::Cancel {
+                    reason: CancelReason::Staff,
+                    ..
+                }
+        )
+    }
+}
+
 impl Event {
+    /// Records who caused the event, on the kinds the audit trail keeps.
+    pub fn stamp(&mut self, operator: &Operator) {
+        match self {
+            Event::TicketCalled { by, .. }
+            | Event::TicketCancelled { by, .. }
+            | Event::CounterStateChanged { by, .. }
+            | Event::ProfileChanged { by, .. } => *by = Some(operator.clone()),
+            _ => {}
+        }
+    }
+
+    /// Who caused the event, when the audit trail keeps it.
+    pub fn operator(&self) -> Option<&Operator> {
+        match self {
+            Event::TicketCalled { by, .. }
+            | Event::TicketCancelled { by, .. }
+            | Event::CounterStateChanged { by, .. }
+            | Event::ProfileChanged { by, .. } => by.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn at(&self) -> Timestamp {
         match self {
             Event::DayStarted { at, .. }

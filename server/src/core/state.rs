@@ -319,6 +319,7 @@ impl SiteState {
                 ticket,
                 counter,
                 at,
+                ..
             } => {
                 self.unqueue(ticket);
                 let t = self.ticket_mut(ticket);
@@ -379,7 +380,9 @@ impl SiteState {
                     ended.push(self.end(ticket, TicketStatus::NoShow, *at));
                 }
             }
-            Event::TicketCancelled { ticket, reason, at } => {
+            Event::TicketCancelled {
+                ticket, reason, at, ..
+            } => {
                 let mut t = self.end(ticket, TicketStatus::Cancelled, *at);
                 t.cancel_reason = Some(*reason);
                 self.ticket_mut(ticket).cancel_reason = Some(*reason);

@@ -11,13 +11,14 @@ use super::{
 use crate::config::SiteConfig;
 
 /// What the phone page shows: the resident's own ticket, without ids or tokens.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PhoneView {
     pub site: PhoneSite,
     pub number: TicketNumber,
     pub status: TicketStatus,
     pub queue: QueueId,
     pub procedures: Vec<ProcedureCode>,
+    #[schema(value_type = String, format = DateTime)]
     pub issued_at: Timestamp,
     pub position: Option<usize>,
     pub estimated_wait_s: Option<u64>,
@@ -28,13 +29,13 @@ pub struct PhoneView {
     pub satisfaction: Option<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PhoneSite {
     pub id: super::SiteId,
     pub name: super::I18n,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BoardView {
     pub seq: u64,
     pub queues: Vec<BoardQueue>,
@@ -43,25 +44,27 @@ pub struct BoardView {
     pub printers: Vec<BoardPrinter>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BoardPrinter {
     pub id: PrinterId,
     pub state: PrinterState,
     /// When the state last changed.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BoardQueue {
     pub id: QueueId,
     pub waiting: usize,
     /// Estimated wait for a ticket issued now.
     pub estimated_wait_s: u64,
     /// When the longest-waiting ticket of this queue began to wait.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub oldest_since: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BoardCounter {
     pub id: CounterId,
     pub state: CounterState,
@@ -71,22 +74,24 @@ pub struct BoardCounter {
     pub waiting: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BoardTicket {
     pub number: TicketNumber,
     pub status: TicketStatus,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RecentCallView {
     pub number: TicketNumber,
     pub counter: CounterId,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
 }
 
 /// A ticket as staff and the resident see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TicketView {
     pub id: TicketId,
     pub number: TicketNumber,
@@ -101,6 +106,7 @@ pub struct TicketView {
     pub procedures: Vec<ProcedureCode>,
     pub life_event: Option<LifeEventId>,
     pub priority: bool,
+    #[schema(value_type = String, format = DateTime)]
     pub issued_at: Timestamp,
     /// Place in line, 1 for next; absent unless waiting.
     pub position: Option<usize>,
@@ -429,7 +435,7 @@ impl SiteState {
 }
 
 /// A counter with its profile, as the catalog and counter actions show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CounterView {
     pub id: CounterId,
     pub name: crate::core::I18n,

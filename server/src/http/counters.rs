@@ -3,29 +3,95 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, RawBody};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable, Unprocessable,
+};
 use super::AppState;
 use crate::config::Role;
 use crate::core::{
-    Command, CounterId, CounterState, DomainError, Profile, QueueId, Target, TicketNumber,
+    Command, CounterId, CounterState, CounterView, DomainError, Profile, QueueId, Target,
+    TicketNumber, TicketView,
 };
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sites/{site}/counters/{counter}", get(view))
-        .route(
-            "/api/v1/sites/{site}/counters/{counter}/profile",
-            put(set_profile),
-        )
-        .route(
-            "/api/v1/sites/{site}/counters/{counter}/{action}",
-            post(action),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(view))
+        .routes(routes!(set_profile))
+        .routes(routes!(action));
+    // An action's body may be left out altogether (which `#[utoipa::path]` cannot say).
+    if let Some(body) = router
+        .get_openapi_mut()
+        .paths
+        .paths
+        .get_mut("/api/v1/sites/{site}/counters/{counter}/{action}")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
+    router
+}
+
+/// The counter actions, as the last segment of their path.
+pub(super) const ACTIONS: [&str; 9] = [
+    "open",
+    "pause",
+    "close",
+    "call-next",
+    "call",
+    "recall",
+    "start",
+    "no-show",
+    "complete",
+];
+
+/// A counter action (the path segment): the schema of [`ACTIONS`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)] // Documentation only; a test checks it against ACTIONS.
+enum CounterAction {
+    Open,
+    Pause,
+    Close,
+    CallNext,
+    Call,
+    Recall,
+    Start,
+    NoShow,
+    Complete,
+}
+
+/// The body of a counter action, for the document: `call` needs `number`; `complete` takes an
+/// optional `transfer_to`; the other actions take no body, or `{}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only: the handler reads `CallBody` or `CompleteBody`.
+struct ActionBody {
+    /// `call`: the waiting ticket to call out of order.
+    number: Option<TicketNumber>,
+    /// `complete`: where the same ticket waits for its next step.
+    transfer_to: Option<TransferTo>,
+}
+
+/// A counter action's reply.
+#[derive(Debug, Serialize, ToSchema)]
+struct ActionReply {
+    /// The ticket the action was about (after it), if any.
+    ticket: Option<TicketView>,
+    counter: Option<CounterView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct CounterReply {
+    counter: CounterView,
 }
 
 /// The body of `complete`: `{"transfer_to": "queue-or-counter"}` or
@@ -36,7 +102,8 @@ struct CompleteBody {
     transfer_to: Option<TransferTo>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A queue or counter id (whichever the site has), or `{"queue": …}` / `{"counter": …}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum TransferTo {
     Explicit(Target),
@@ -58,22 +125,68 @@ fn counter_id(raw: &str) -> Result<CounterId, ApiError> {
         .map_err(|_| ApiError::not_found("unknown_counter", format!("unknown counter {raw}")))
 }
 
+/// A counter with its state, profile and current ticket.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/counters/{counter}",
+    tag = "counters",
+    security(("bearer" = ["counter", "floor"])),
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("counter" = String, Path, description = "A counter id, e.g. `1`"),
+    ),
+    responses(
+        (status = 200, description = "The counter", body = CounterReply),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn view(
     State(app): State<AppState>,
     Path((site, counter)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
+    let (_, handle, grant) = app.granted_site(&site, &headers, &[Role::Counter, Role::Floor])?;
     let id = counter_id(&counter)?;
+    super::auth::at_counter(grant, &id)?;
     let view = handle
         .read(move |state| state.counter_view(&id))
         .await?
         .ok_or_else(|| {
             ApiError::not_found("unknown_counter", format!("unknown counter {counter}"))
         })?;
-    Ok(Json(json!({ "counter": view })))
+    Ok(Json(CounterReply { counter: view }))
 }
 
+/// A counter action: `open`, `pause`, `close`, `call-next` (204 when nobody waits), `call`
+/// (`{"number"}`), `recall`, `start`, `no-show`, `complete` (optional `{"transfer_to"}`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/counters/{counter}/{action}",
+    tag = "counters",
+    security(("bearer" = ["counter", "floor"])),
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("counter" = String, Path, description = "A counter id, e.g. `1`"),
+        ("action" = inline(CounterAction), Path, description = "The action"),
+    ),
+    request_body(content = ActionBody, description = "`call`: `{\"number\"}`; `complete`: optional `{\"transfer_to\"}`; others: none or `{}`"),
+    responses(
+        (status = 200, description = "The ticket and the counter after the action", body = ActionReply),
+        (status = 204, description = "`call-next` with nobody waiting"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn action(
     State(app): State<AppState>,
     Path((site, counter, action)): Path<(String, String, String)>,
@@ -81,18 +194,8 @@ async fn action(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     // The token first: a caller without one learns nothing, and its body is never read.
-    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
-    let known = [
-        "open",
-        "pause",
-        "close",
-        "call-next",
-        "call",
-        "recall",
-        "start",
-        "no-show",
-        "complete",
-    ];
+    let (_, handle, grant) = app.granted_site(&site, &headers, &[Role::Counter, Role::Floor])?;
+    let known = ACTIONS;
     if !known.contains(&action.as_str()) {
         return Err(ApiError::not_found(
             "unknown_action",
@@ -103,6 +206,7 @@ async fn action(
         ));
     }
     let id = counter_id(&counter)?;
+    super::auth::at_counter(grant, &id)?;
     // Actions without a body take none, or an empty object.
     let empty = |body: RawBody| async move { body.optional_json::<EmptyBody>().await.map(|_| ()) };
     let command = match action.as_str() {
@@ -154,15 +258,18 @@ async fn action(
             }
         }
     };
-    match handle.command(command).await {
+    match handle
+        .command_as(command, Some(super::auth::operator(grant)))
+        .await
+    {
         Err(crate::site::SiteError::Domain(DomainError::NobodyWaiting(_))) => {
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Err(e) => Err(e.into()),
-        Ok(applied) => Ok(Json(json!({
-            "ticket": applied.ticket,
-            "counter": applied.counter,
-        }))
+        Ok(applied) => Ok(Json(ActionReply {
+            ticket: applied.ticket,
+            counter: applied.counter,
+        })
         .into_response()),
     }
 }
@@ -191,20 +298,50 @@ fn resolve_target(config: &crate::config::SiteConfig, name: &str) -> Result<Targ
     }
 }
 
+/// Changes the queues a counter serves and how it picks among them (floor managers).
+#[utoipa::path(
+    put,
+    path = "/api/v1/sites/{site}/counters/{counter}/profile",
+    tag = "counters",
+    security(("bearer" = ["floor"])),
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("counter" = String, Path, description = "A counter id, e.g. `1`"),
+    ),
+    request_body = Profile,
+    responses(
+        (status = 200, description = "The counter with its new profile", body = CounterReply),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn set_profile(
     State(app): State<AppState>,
     Path((site, counter)): Path<(String, String)>,
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (_, handle) = app.site_for(&site, &headers, &[Role::Floor])?;
+    let (_, handle, grant) = app.granted_site(&site, &headers, &[Role::Floor])?;
     let profile: Profile = body.json().await?;
     let id = counter_id(&counter)?;
     let applied = handle
-        .command(Command::SetProfile {
-            counter: id,
-            profile,
-        })
+        .command_as(
+            Command::SetProfile {
+                counter: id,
+                profile,
+            },
+            Some(super::auth::operator(grant)),
+        )
         .await?;
-    Ok(Json(json!({ "counter": applied.counter })))
+    let counter = applied
+        .counter
+        .ok_or_else(|| ApiError::unavailable("the profile change gave no counter"))?;
+    Ok(Json(CounterReply { counter }))
 }

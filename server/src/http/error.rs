@@ -6,10 +6,25 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::core::{DomainError, ErrorClass};
 use crate::site::SiteError;
+
+/// The body of every error: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "unknown_site", "message": "unknown site \"x\""}}))]
+pub(super) struct ErrorBody {
+    pub(super) error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ErrorDetail {
+    /// A stable, machine-readable code (`unauthorized`, `unknown_site`, `counter_busy`…).
+    pub(super) code: String,
+    /// For people, in Japanese and/or English; may change.
+    pub(super) message: String,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -82,7 +97,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response

@@ -6,35 +6,59 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{require, Scope};
 use super::error::ApiError;
+use super::openapi::{Forbidden, NotFound, Unauthorized, Unavailable, Unprocessable};
 use super::AppState;
 use crate::config::{Role, SiteConfig};
 use crate::core::{LifeEventId, ProcedureCode, SiteId, Target, VisitRecord};
 use crate::kpi::{self, GroupBy};
 use crate::projection::KpiFilter;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sites/{site}/kpi", get(kpi))
-        .route("/api/v1/sites/{site}/visits.csv", get(visits_csv))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(kpi))
+        .routes(routes!(visits_csv))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct KpiQuery {
+    /// A local date (`2026-11-01`) or an RFC 3339 instant: visits that arrived from then.
     from: Option<String>,
+    /// A local date (its whole day included) or an RFC 3339 instant.
     to: Option<String>,
     life_event: Option<LifeEventId>,
     procedure: Option<ProcedureCode>,
+    #[param(value_type = Option<GroupBy>, inline)]
     group_by: Option<String>,
+}
+
+/// The KPI reply: the figures with the question that was asked.
+#[derive(Debug, Serialize, ToSchema)]
+struct KpiReply {
+    /// The site, or `all`.
+    site: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    from: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    to: Option<DateTime<Utc>>,
+    life_event: Option<LifeEventId>,
+    procedure: Option<ProcedureCode>,
+    group_by: Option<String>,
+    /// The IANA time zone of the dates and groups.
+    timezone: String,
+    #[serde(flatten)]
+    report: kpi::Report,
 }
 
 fn invalid_query(message: impl Into<String>) -> ApiError {
@@ -100,6 +124,22 @@ fn scope(
     Ok((id, tz, filter))
 }
 
+/// Stay, wait and service time and satisfaction against the fiscal year's targets.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/kpi",
+    tag = "kpi",
+    security(("bearer" = ["analyst"])),
+    params(("site" = String, Path, description = "A site id (`chuo`), or `all` for the whole city"), KpiQuery),
+    responses(
+        (status = 200, description = "The figures", body = KpiReply),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn kpi(
     State(app): State<AppState>,
     Path(site): Path<String>,
@@ -136,21 +176,25 @@ async fn kpi(
         })
     });
     let report = kpi::report(&visits, group_by, tz, fy, target);
-    let mut body = serde_json::to_value(&report).map_err(ApiError::unavailable)?;
-    body["site"] = json!(site);
-    body["from"] = json!(from);
-    body["to"] = json!(to);
-    body["life_event"] = json!(q.life_event);
-    body["procedure"] = json!(q.procedure);
-    body["group_by"] = json!(q.group_by);
-    body["timezone"] = json!(tz.name());
-    Ok(Json(body))
+    Ok(Json(KpiReply {
+        site,
+        from,
+        to,
+        life_event: q.life_event,
+        procedure: q.procedure,
+        group_by: q.group_by,
+        timezone: tz.name().to_owned(),
+        report,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct CsvQuery {
+    /// A local date (`2026-11-01`) or an RFC 3339 instant: visits that arrived from then.
     from: Option<String>,
+    /// A local date (its whole day included) or an RFC 3339 instant.
     to: Option<String>,
 }
 
@@ -275,6 +319,21 @@ fn csv_line(fields: &[String]) -> Vec<u8> {
 
 /// One row per visit, UTF-8 with a BOM (Excel opens the Japanese correctly), streamed: rows go
 /// out as they are read, so a year of a busy office never sits in memory.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/visits.csv",
+    tag = "kpi",
+    security(("bearer" = ["analyst"])),
+    params(("site" = String, Path, description = "A site id (`chuo`), or `all` for the whole city"), CsvQuery),
+    responses(
+        (status = 200, description = "One row per ended visit; UTF-8 with a byte order mark, CRLF line ends", body = String, content_type = "text/csv; charset=utf-8"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn visits_csv(
     State(app): State<AppState>,
     Path(site): Path<String>,

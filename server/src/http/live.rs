@@ -10,16 +10,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
+use super::openapi::{BadRequest, NotFound, TooManyRequests, Unavailable, UpgradeRequired};
 use super::socket::{self, End, Feed, Outbox};
 use super::{AppState, Peer};
 use crate::net::SocketGuard;
@@ -29,10 +31,10 @@ use crate::site::{PhoneText, SiteHandle};
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(20);
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sites/{site}/live", get(live))
-        .route("/api/v1/tickets/{token}/live", get(ticket_live))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ticket_live))
 }
 
 /// A place for one more socket from the client's address.
@@ -47,14 +49,32 @@ fn place(
         .ok_or_else(ApiError::too_many_sockets)
 }
 
+/// The site's live feed (WebSocket): a snapshot `{"type": "snapshot", "seq", "board"}`, then
+/// `{"type": "event", "seq", "event", "board"}` for every change; send `{"type": "resync"}` for a
+/// fresh snapshot. Public; sockets per client address are limited.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/live",
+    tag = "live",
+    params(("site" = String, Path, description = "A site id, e.g. `chuo`")),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 426, response = UpgradeRequired),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn live(
     State(app): State<AppState>,
     Path(site): Path<String>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let handle = app.public_site(&site)?.clone();
+    let ws = socket::upgrade(ws)?;
     let guard = place(&app, peer, &headers)?;
     Ok(
         socket::limit(ws, MAX_CLIENT_MESSAGE).on_upgrade(move |socket| async move {
@@ -124,12 +144,29 @@ async fn feed(app: &AppState, handle: SiteHandle, socket: WebSocket) {
     gauge.dec();
 }
 
+/// The phone channel (WebSocket): `{"type": "ticket", "ticket"}` at once and whenever the ticket's
+/// view changes, `{"type": "gone"}` when its day has ended. Public; sockets per client address
+/// are limited.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets/{token}/live",
+    tag = "live",
+    params(("token" = String, Path, description = "The phone page's token (32 hex digits)")),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 426, response = UpgradeRequired),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn ticket_live(
     State(app): State<AppState>,
     Path(token): Path<String>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let not_found = || {
         ApiError::not_found(
@@ -138,6 +175,7 @@ async fn ticket_live(
         )
     };
     let handle = app.site_of_token(&token).ok_or_else(not_found)?.clone();
+    let ws = socket::upgrade(ws)?;
     let guard = place(&app, peer, &headers)?;
     let updates = handle.watch(token).await?.ok_or_else(not_found)?;
     Ok(

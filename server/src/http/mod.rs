@@ -1,11 +1,13 @@
 //! The HTTP API and the live WebSocket feed. One module per resource, each with its `router()`.
 
+mod audit;
 mod auth;
 mod board;
 mod counters;
 mod error;
 mod kpi;
 mod live;
+mod openapi;
 mod ops;
 mod printers;
 mod screens;
@@ -23,6 +25,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::watch;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -134,10 +138,22 @@ impl AppState {
         headers: &HeaderMap,
         roles: &[Role],
     ) -> Result<(SiteId, &SiteHandle), ApiError> {
+        self.granted_site(raw, headers, roles)
+            .map(|(id, handle, _)| (id, handle))
+    }
+
+    /// Like [`AppState::site_for`], with the token's grant (its name and bindings).
+    pub(crate) fn granted_site(
+        &self,
+        raw: &str,
+        headers: &HeaderMap,
+        roles: &[Role],
+    ) -> Result<(SiteId, &SiteHandle, &crate::config::TokenGrant), ApiError> {
         let id: Option<SiteId> = raw.parse().ok();
         let scope = id.as_ref().map_or(auth::Scope::Any, auth::Scope::Site);
-        auth::require(&self.inner.config, headers, scope, roles)?;
-        self.lookup(raw)
+        let grant = auth::require(&self.inner.config, headers, scope, roles)?;
+        let (id, handle) = self.lookup(raw)?;
+        Ok((id, handle, grant))
     }
 }
 
@@ -160,15 +176,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// Every API route with its OpenAPI operation (everything but the screens). Built with a state
+/// for serving (the public reads get their rate limit), without one for the document alone.
+fn api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     // What anyone may ask again and again without a token: limited per client address.
-    let polled = Router::new()
+    let mut polled = OpenApiRouter::new()
         .merge(board::polled())
-        .merge(tickets::residents())
-        .route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
-    let response_timeout = state.config().limits.response_timeout;
-    Router::new()
+        .merge(tickets::residents());
+    if let Some(state) = state {
+        polled = polled.route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
+    }
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(board::router())
         .merge(polled)
         .merge(tickets::router())
@@ -176,7 +194,22 @@ pub fn router(state: AppState) -> Router {
         .merge(live::router())
         .merge(ops::router())
         .merge(kpi::router())
+        .merge(audit::router())
         .merge(printers::router())
+        .merge(openapi::router())
+}
+
+/// The OpenAPI document of the API, as `GET /api/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api(None).into_openapi()
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let response_timeout = state.config().limits.response_timeout;
+    let (api, _) = api(Some(&state)).split_for_parts();
+    Router::new()
+        .merge(api)
         .merge(screens::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint; see docs/API.md")

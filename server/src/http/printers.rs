@@ -7,33 +7,54 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use futures_util::StreamExt;
 use madoguchi_wire::{AgentMessage, PrinterState, ServerMessage};
 use tokio::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{require, Scope};
 use super::error::ApiError;
+use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable, UpgradeRequired};
 use super::socket::{self, End, Feed, Outbox};
 use super::AppState;
 use crate::config::Role;
 use crate::core::{Command, PrinterId};
 use crate::site::SiteHandle;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/printers/{agent}/jobs", get(jobs))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(jobs))
 }
 
+/// A printer agent's job feed (WebSocket): `{"type": "job", …}` for every unfinished job, then
+/// each new one; the agent sends `{"type": "status"}` and `{"type": "done"}`. A printer token
+/// serves only the agents it lists.
+#[utoipa::path(
+    get,
+    path = "/api/v1/printers/{agent}/jobs",
+    tag = "printers",
+    security(("bearer" = ["printer"])),
+    params(("agent" = String, Path, description = "A `printer_agent` named by a dispenser, e.g. `agent-1`")),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 426, response = UpgradeRequired),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn jobs(
     State(app): State<AppState>,
     Path(agent): Path<String>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let grant = require(app.config(), &headers, Scope::Any, &[Role::Printer])?;
     let unknown = || {
@@ -64,6 +85,7 @@ async fn jobs(
     if sites.is_empty() {
         return Err(unknown());
     }
+    let ws = socket::upgrade(ws)?;
     Ok(socket::limit(ws, 16 * 1024).on_upgrade(move |socket| serve_agent(app, id, sites, socket)))
 }
 

@@ -7,11 +7,14 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use tokio::sync::watch;
 
+use super::error::ApiError;
 use crate::metrics::Metrics;
 
 /// How long a closing socket may take to deliver its close frame.
@@ -20,6 +23,26 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const SHUTDOWN_CLOSE: Duration = Duration::from_secs(1);
 /// Read buffer per socket: clients send little, and thousands of idle sockets add up.
 const READ_BUFFER: usize = 4 * 1024;
+
+/// The upgrade of a WebSocket route, taken after the route's own checks (token, site, ticket), so
+/// a request that is no upgrade gets those answers first; a refusal carries the API's error body.
+pub(super) fn upgrade(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    ws.map_err(|rejection| {
+        let status = rejection.status();
+        let code = match status {
+            StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            _ => "bad_request",
+        };
+        ApiError::new(
+            status,
+            code,
+            format!("not a WebSocket upgrade: {}", rejection.body_text()),
+        )
+    })
+}
 
 /// Configures an upgrade: messages and frames from the client up to `max_message` bytes, a small
 /// read buffer, and no write buffering (each message goes to the kernel at once).

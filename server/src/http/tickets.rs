@@ -5,38 +5,75 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, RawBody};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, TooManyRequests,
+    Unauthorized, Unavailable, Unprocessable,
+};
 use super::AppState;
 use crate::config::Role;
 use crate::core::{
     CancelReason, Command, DispenserId, IssueCommand, LifeEventId, PhoneView, PlanRequest,
-    ProcedureCode, QuestionId, TicketId, TicketNumber, TicketSelector, TicketStatus, TicketView,
+    PrinterId, PrinterState, ProcedureCode, QuestionId, TicketId, TicketNumber, TicketSelector,
+    TicketStatus, TicketView,
 };
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sites/{site}/tickets", post(issue).get(list_open))
-        .route("/api/v1/sites/{site}/tickets/{number}", get(staff_view))
-        .route(
-            "/api/v1/sites/{site}/tickets/{number}/cancel",
-            post(staff_cancel),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(issue, list_open))
+        .routes(routes!(staff_view))
+        .routes(routes!(staff_cancel))
 }
 
 /// The resident's own ticket, by the phone page's token: rate-limited per address.
-pub(super) fn residents() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tickets/{token}", get(public_view))
-        .route("/api/v1/tickets/{token}/cancel", post(resident_cancel))
-        .route("/api/v1/tickets/{token}/satisfaction", post(rate))
+pub(super) fn residents() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(public_view))
+        .routes(routes!(resident_cancel))
+        .routes(routes!(rate))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The issue reply.
+#[derive(Debug, Serialize, ToSchema)]
+struct Issued {
+    /// The new ticket; its `token` (the phone page's key) appears only here.
+    ticket: TicketView,
+    /// The printer of the dispenser named in the request, if it has one.
+    printer: Option<IssuePrinter>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct IssuePrinter {
+    id: PrinterId,
+    state: PrinterState,
+    /// The kiosk tells the resident to ask staff (paper end, cover open, offline…).
+    needs_staff: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct TicketList {
+    tickets: Vec<TicketView>,
+}
+
+/// A ticket as staff see it.
+#[derive(Debug, Serialize, ToSchema)]
+struct StaffTicket {
+    ticket: TicketView,
+}
+
+/// A ticket as the phone page shows it.
+#[derive(Debug, Serialize, ToSchema)]
+struct PhoneTicket {
+    ticket: PhoneView,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Lang {
     Ja,
@@ -58,22 +95,52 @@ impl Lang {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Either `life_event` with `answers` (every question of the life event answered), or
+/// `procedures`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueBody {
     life_event: Option<LifeEventId>,
+    /// Question id → answer.
     #[serde(default)]
     answers: BTreeMap<QuestionId, bool>,
     procedures: Option<Vec<ProcedureCode>>,
     #[serde(default)]
     priority: bool,
     lang: Option<Lang>,
+    /// The dispenser pressed: keys idempotency, and picks the printer.
     dispenser: Option<DispenserId>,
 }
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY: usize = 128;
 
+/// Issues a ticket. With an `Idempotency-Key`, a retry of the same press returns the first ticket
+/// (200) instead of issuing another.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/tickets",
+    tag = "tickets",
+    security(("bearer" = ["dispenser", "floor"])),
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; per dispenser"),
+    ),
+    request_body = IssueBody,
+    responses(
+        (status = 201, description = "Issued", body = Issued),
+        (status = 200, description = "A retry with the same `Idempotency-Key`: the first ticket", body = Issued),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn issue(
     State(app): State<AppState>,
     Path(site): Path<String>,
@@ -145,15 +212,14 @@ async fn issue(
             let state = handle
                 .read(move |s| s.printers.get(&agent).map(|p| (agent.clone(), p.0)))
                 .await?;
-            state.map(
-                |(id, state)| json!({"id": id, "state": state, "needs_staff": state.needs_staff()}),
-            )
+            state.map(|(id, state)| IssuePrinter {
+                id,
+                state,
+                needs_staff: state.needs_staff(),
+            })
         }
     };
-    Ok((
-        status,
-        Json(json!({ "ticket": ticket, "printer": printer })),
-    ))
+    Ok((status, Json(Issued { ticket, printer })))
 }
 
 /// 128 random bits, URL-safe: the phone page's only credential.
@@ -163,13 +229,30 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only the tickets of this status (default: every open ticket).
     status: Option<TicketStatus>,
 }
 
 /// Today's tickets that are still open (or of one status), for counter staff and the floor.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/tickets",
+    tag = "tickets",
+    security(("bearer" = ["counter", "floor"])),
+    params(("site" = String, Path, description = "A site id, e.g. `chuo`"), ListQuery),
+    responses(
+        (status = 200, description = "Today's tickets, by arrival", body = TicketList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn list_open(
     State(app): State<AppState>,
     Path(site): Path<String>,
@@ -193,9 +276,27 @@ async fn list_open(
             list
         })
         .await?;
-    Ok(Json(json!({ "tickets": tickets })))
+    Ok(Json(TicketList { tickets }))
 }
 
+/// One of today's tickets by its number.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/tickets/{number}",
+    tag = "tickets",
+    security(("bearer" = ["counter", "floor"])),
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("number" = String, Path, description = "The ticket's number, e.g. `12` or `A012`"),
+    ),
+    responses(
+        (status = 200, description = "The ticket", body = StaffTicket),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn staff_view(
     State(app): State<AppState>,
     Path((site, number)): Path<(String, String)>,
@@ -213,22 +314,47 @@ async fn staff_view(
         .ok_or_else(|| {
             ApiError::not_found("ticket_not_found", format!("no ticket {number} today"))
         })?;
-    Ok(Json(json!({ "ticket": ticket })))
+    Ok(Json(StaffTicket { ticket }))
 }
 
+/// Staff cancel a ticket that has not ended.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/tickets/{number}/cancel",
+    tag = "tickets",
+    security(("bearer" = ["counter", "floor"])),
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("number" = String, Path, description = "The ticket's number, e.g. `12` or `A012`"),
+    ),
+    responses(
+        (status = 200, description = "The cancelled ticket", body = StaffTicket),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn staff_cancel(
     State(app): State<AppState>,
     Path((site, number)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (_, handle) = app.site_for(&site, &headers, &[Role::Counter, Role::Floor])?;
+    let (_, handle, grant) = app.granted_site(&site, &headers, &[Role::Counter, Role::Floor])?;
     let applied = handle
-        .command(Command::Cancel {
-            ticket: TicketSelector::Number(TicketNumber(number)),
-            reason: CancelReason::Staff,
-        })
+        .command_as(
+            Command::Cancel {
+                ticket: TicketSelector::Number(TicketNumber(number)),
+                reason: CancelReason::Staff,
+            },
+            Some(super::auth::operator(grant)),
+        )
         .await?;
-    Ok(Json(json!({ "ticket": applied.ticket })))
+    let ticket = applied
+        .ticket
+        .ok_or_else(|| ApiError::unavailable("cancel gave no ticket"))?;
+    Ok(Json(StaffTicket { ticket }))
 }
 
 /// The resident's ticket by its phone token: the index names the one site to ask.
@@ -247,12 +373,25 @@ async fn find_by_token(app: &AppState, token: &str) -> Result<PhoneView, ApiErro
         .ok_or_else(not_found)
 }
 
+/// The resident's ticket, by the phone page's token (public; rate-limited per address).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets/{token}",
+    tag = "tickets",
+    params(("token" = String, Path, description = "The phone page's token (32 hex digits)")),
+    responses(
+        (status = 200, description = "The ticket as the phone page shows it", body = PhoneTicket),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn public_view(
     State(app): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let ticket = find_by_token(&app, &token).await?;
-    Ok(Json(json!({ "ticket": ticket })))
+    Ok(Json(PhoneTicket { ticket }))
 }
 
 /// A command the resident's token allows, answered with the ticket as the phone page shows it.
@@ -260,17 +399,30 @@ async fn as_resident(
     app: &AppState,
     token: &str,
     command: Command,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PhoneTicket>, ApiError> {
     let ticket = find_by_token(app, token).await?;
     let handle = app
         .site(&ticket.site.id)
         .ok_or_else(|| ApiError::unavailable("site vanished"))?;
     handle.command(command).await?;
     let ticket = find_by_token(app, token).await?;
-    Ok(Json(json!({ "ticket": ticket })))
+    Ok(Json(PhoneTicket { ticket }))
 }
 
-/// The resident gives up waiting, from the phone page.
+/// The resident gives up waiting, from the phone page (public; rate-limited per address).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tickets/{token}/cancel",
+    tag = "tickets",
+    params(("token" = String, Path, description = "The phone page's token (32 hex digits)")),
+    responses(
+        (status = 200, description = "The cancelled ticket", body = PhoneTicket),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn resident_cancel(
     State(app): State<AppState>,
     Path(token): Path<String>,
@@ -282,13 +434,34 @@ async fn resident_cancel(
     as_resident(&app, &token, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RateBody {
+    /// 5 満足 very satisfied … 1 不満 very dissatisfied.
+    #[schema(minimum = 1, maximum = 5)]
     score: u8,
 }
 
-/// The one-tap satisfaction question after a finished visit (5 満足 … 1 不満).
+/// The one-tap satisfaction question after a finished visit (5 満足 … 1 不満; public,
+/// rate-limited per address).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tickets/{token}/satisfaction",
+    tag = "tickets",
+    params(("token" = String, Path, description = "The phone page's token (32 hex digits)")),
+    request_body = RateBody,
+    responses(
+        (status = 200, description = "The ticket with its rating", body = PhoneTicket),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn rate(
     State(app): State<AppState>,
     Path(token): Path<String>,

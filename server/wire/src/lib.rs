@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// A text in Japanese and English; Japanese is shown first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct I18n {
     pub ja: String,
@@ -19,6 +20,7 @@ pub struct I18n {
 
 /// What a printer reports, as the agent sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PrinterState {
     /// Ready to print.
