@@ -731,6 +731,17 @@ async fn the_floor_board_closes_a_counter_and_changes_a_profile() {
             .contains(&json!("onestop")),
         "{profile}"
     );
+    // Both changes are in the board's audit trail, under the token's name.
+    floor
+        .wait(
+            "the audit trail",
+            "(() => { const rows = [...document.querySelectorAll('#audit [data-audit]')];
+                      return rows.length >= 2 && rows[0].dataset.audit === 'profile_changed'
+                        && rows[1].dataset.audit === 'counter_closed'
+                        && rows.every((r) => r.textContent.includes('demo-floor')); })()",
+            WAIT,
+        )
+        .await;
     floor.screenshot("floor-board").await;
     no_csp_violations(&[("floor board", &floor)]).await;
 }

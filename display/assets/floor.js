@@ -13,6 +13,7 @@ const F = {
   feed: null,
   busy: new Set(),          // counters with a request under way
   editing: null,            // {counter, order: [queue ids], on: Set}
+  audit: null,              // the latest floor changes, newest first (GET …/audit)
 };
 
 const STRATEGY = { profile_order: "定義順 / Profile order", longest_wait: "長く待っている順 / Longest wait" };
@@ -70,6 +71,10 @@ function renderShell() {
           <h2 id="printers-h">プリンター <span class="en">Printers</span></h2>
           <div id="printers"></div>
         </section>
+        <section class="card" aria-labelledby="audit-h">
+          <h2 id="audit-h">最近の操作 <span class="en">Recent changes</span></h2>
+          <div id="audit"></div>
+        </section>
       </div>
     </div>`;
   renderAll();
@@ -80,8 +85,47 @@ function renderAll() {
   renderCounters();
   renderQueues();
   renderPrinters();
+  renderAudit();
   renderAlerts();
 }
+
+const AUDIT = {
+  counter_opened: ["開設", "opened"],
+  counter_paused: ["休止", "paused"],
+  counter_closed: ["閉鎖", "closed"],
+  profile_changed: ["担当変更", "profile changed"],
+  ticket_cancelled: ["受付取消", "ticket cancelled"],
+  called_out_of_order: ["順番外の呼出", "called out of order"],
+};
+
+/** Who changed the floor lately: the token's name, the action, the counter or number. */
+function renderAudit() {
+  const el = $("audit");
+  if (!el) return;
+  if (!F.audit) { el.innerHTML = `<p class="muted" style="margin:0">…</p>`; return; }
+  if (!F.audit.length) { el.innerHTML = `<p class="muted" style="margin:0">まだありません <span class="en">None yet</span></p>`; return; }
+  el.innerHTML = `<table><tbody>${F.audit.map((a) => {
+    const [ja, en] = AUDIT[a.action] || [a.action, a.action];
+    const what = [a.counter ? `${esc(a.counter)}番窓口` : "", a.number ? `No.${esc(a.number)}` : ""].filter(Boolean).join(" ");
+    return `<tr data-audit="${esc(a.action)}"><td class="n">${esc(clock(a.at, tz()))}</td>
+      <td><b>${esc(a.operator)}</b><div class="served">${esc(a.role)}</div></td>
+      <td>${esc(ja)} <span class="en">${esc(en)}</span>${what ? `<div class="served">${what}</div>` : ""}</td></tr>`;
+  }).join("")}</tbody></table>`;
+}
+
+/** Reads the trail again (after a change the live feed announced); quietly keeps the old one on error. */
+let auditReload = null;
+function loadAudit() {
+  clearTimeout(auditReload);
+  auditReload = setTimeout(async () => {
+    try {
+      const r = await api("GET", `/api/v1/sites/${SITE_Q}/audit?limit=8`, { token: token() });
+      F.audit = r.audit;
+      renderAudit();
+    } catch { /* the next change tries again */ }
+  }, 100);
+}
+const AUDITED = new Set(["counter_state_changed", "profile_changed", "ticket_cancelled", "ticket_called"]);
 
 function renderSummary() {
   const cs = F.catalog?.counters || [];
@@ -320,6 +364,7 @@ let catalogReload = null;
 function onBoard(board, event) {
   F.board = board;
   for (const bc of board.counters || []) { const c = catCounter(bc.id); if (c) c.state = bc.state; }
+  if (!event || AUDITED.has(event.kind)) loadAudit();
   if (event?.kind === "profile_changed") {
     // The board carries no profiles: the catalog has the live ones.
     clearTimeout(catalogReload);
