@@ -28,6 +28,7 @@ pub struct Metrics {
     pub live_closed: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub ticket_live_clients: IntGaugeVec,
+    pub site_restarts: IntCounterVec,
 }
 
 /// Buckets for times measured in minutes to hours: 1 min … 4 h.
@@ -157,6 +158,11 @@ impl Metrics {
             ticket_live_clients: gauge(
                 "madoguchi_ticket_live_clients",
                 "Connected phone pages following one ticket.",
+                &["site"],
+            ),
+            site_restarts: counter(
+                "madoguchi_site_restarts_total",
+                "Site actors rebuilt from the event log after a failure.",
                 &["site"],
             ),
             registry,

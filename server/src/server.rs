@@ -97,9 +97,14 @@ pub async fn run(
         SHUTDOWN_GRACE,
     )
     .await;
-    // Handles are gone with the router; each actor finishes its queued commands and ends.
-    for task in actors {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    // Handles are gone with the router; every actor finishes its queued commands and ends, all
+    // sites at once.
+    let stopping = futures_util::future::join_all(actors);
+    if tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .is_err()
+    {
+        tracing::warn!("site actors still busy after 5 s; stopping anyway");
     }
     tracing::info!("stopped");
     Ok(())

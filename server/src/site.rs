@@ -36,6 +36,9 @@ pub enum SiteError {
     Unavailable(String),
     #[error("the site is shutting down")]
     Stopped,
+    /// The site's actor failed and is being rebuilt from the log: retry in a moment.
+    #[error("the site is restarting")]
+    Restarting,
 }
 
 impl From<LogError> for SiteError {
@@ -138,11 +141,35 @@ enum Request {
     },
 }
 
+/// How a site's actor is doing, for `/readyz`: shared by the supervisor, the actor and the
+/// handles.
+#[derive(Debug, Default)]
+pub struct SiteStatus {
+    restarting: std::sync::atomic::AtomicBool,
+    restarts: std::sync::atomic::AtomicU64,
+    /// Events in the log whose visit records and print jobs are not written yet.
+    projection_lag: std::sync::atomic::AtomicU64,
+}
+
+impl SiteStatus {
+    pub fn restarting(&self) -> bool {
+        self.restarting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn projection_lag(&self) -> u64 {
+        self.projection_lag
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A cheap handle to a site actor.
 #[derive(Clone)]
 pub struct SiteHandle {
     pub config: Arc<SiteConfig>,
     tx: mpsc::Sender<Request>,
+    status: Arc<SiteStatus>,
 }
 
 impl SiteHandle {
@@ -156,6 +183,7 @@ impl SiteHandle {
         command: Command,
         by: Option<Operator>,
     ) -> Result<Applied, SiteError> {
+        self.ready()?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Command { command, by, reply })
@@ -164,11 +192,24 @@ impl SiteHandle {
         rx.await.map_err(|_| SiteError::Stopped)?
     }
 
+    pub fn status(&self) -> &SiteStatus {
+        &self.status
+    }
+
+    /// Refuses at once while the actor is being rebuilt.
+    fn ready(&self) -> Result<(), SiteError> {
+        if self.status.restarting() {
+            return Err(SiteError::Restarting);
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the actor against the current state.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&SiteState) -> T + Send + 'static,
     ) -> Result<T, SiteError> {
+        self.ready()?;
         let (reply, rx) = oneshot::channel();
         let query: Query = Box::new(move |state| {
             let _ = reply.send(f(state));
@@ -218,6 +259,12 @@ struct Actor {
     tickets: TicketIndex,
     /// Phone channels by ticket token.
     watchers: HashMap<String, watch::Sender<PhoneText>>,
+    /// Visit records and print jobs of logged events not yet written (a failed write), kept in
+    /// order and written before anything newer; the projection's checkpoint stays behind them.
+    unprojected: (Vec<VisitRecord>, Vec<NewJob>),
+    /// When to try the failed write again, and the wait after that.
+    retry: Option<(tokio::time::Instant, Duration)>,
+    status: Arc<SiteStatus>,
 }
 
 /// What every site actor shares.
@@ -232,56 +279,126 @@ pub struct SiteDeps {
 }
 
 /// Rebuilds a site's state from the log, brings its visit records up to date, and starts its
-/// actor. The actor stops when every handle is dropped.
+/// actor under a supervisor. The actor stops when every handle is dropped; if it panics, the
+/// supervisor rebuilds it from the log and starts it again.
 pub async fn start(
     config: Arc<SiteConfig>,
     deps: SiteDeps,
 ) -> Result<(SiteHandle, tokio::task::JoinHandle<()>), SiteError> {
-    let SiteDeps {
-        log,
-        store: visits,
-        printers,
-        metrics,
-        clock,
-        tickets,
-    } = deps;
-    let mut actor = Actor {
-        state: SiteState::new(config.clone()),
-        log,
-        visits,
-        printers,
-        metrics,
-        live: broadcast::channel(LIVE_BUFFER).0,
-        clock,
-        last_at: None,
-        tickets,
-        watchers: HashMap::new(),
-    };
-    let checkpoint = actor
-        .visits
-        .checkpoint(config.id.as_str())
-        .await
-        .map_err(|e| SiteError::Unavailable(e.to_string()))?;
-    actor.catch_up(checkpoint, false).await?;
-    actor
-        .metrics
-        .observe_board(config.id.as_str(), &actor.state.board());
-    tracing::info!(site = %config.id, seq = actor.state.seq, "site state rebuilt from the event log");
+    let status = Arc::new(SiteStatus::default());
+    let actor = Actor::rebuild(config.clone(), deps.clone(), status.clone()).await?;
     let (tx, rx) = mpsc::channel(1024);
-    let task = tokio::spawn(actor.run(rx));
-    Ok((SiteHandle { config, tx }, task))
+    let task = tokio::spawn(supervise(actor, config.clone(), deps, status.clone(), rx));
+    Ok((SiteHandle { config, tx, status }, task))
+}
+
+/// Runs the actor; after a panic, rebuilds it from the log (with backoff while that fails) and
+/// runs it again. Requests during the rebuild are refused with [`SiteError::Restarting`]; those
+/// already queued are served by the new actor.
+async fn supervise(
+    mut actor: Actor,
+    config: Arc<SiteConfig>,
+    deps: SiteDeps,
+    status: Arc<SiteStatus>,
+    mut rx: mpsc::Receiver<Request>,
+) {
+    use futures_util::FutureExt;
+    use std::sync::atomic::Ordering;
+    loop {
+        let run = std::panic::AssertUnwindSafe(actor.run(&mut rx))
+            .catch_unwind()
+            .await;
+        let Err(panic) = run else { return };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        status.restarting.store(true, Ordering::Relaxed);
+        status.restarts.fetch_add(1, Ordering::Relaxed);
+        deps.metrics
+            .site_restarts
+            .with_label_values(&[config.id.as_str()])
+            .inc();
+        tracing::error!(site = %config.id, panic = %what, "the site actor failed; rebuilding it from the event log");
+        let mut wait = Duration::from_millis(100);
+        actor = loop {
+            match Actor::rebuild(config.clone(), deps.clone(), status.clone()).await {
+                Ok(actor) => break actor,
+                Err(e) => {
+                    tracing::error!(site = %config.id, error = %e, "cannot rebuild the site; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        status.restarting.store(false, Ordering::Relaxed);
+        tracing::info!(site = %config.id, seq = actor.state.seq, "site actor restarted");
+    }
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    /// The site's state from the log, its projections brought up to date.
+    async fn rebuild(
+        config: Arc<SiteConfig>,
+        deps: SiteDeps,
+        status: Arc<SiteStatus>,
+    ) -> Result<Actor, SiteError> {
+        let SiteDeps {
+            log,
+            store: visits,
+            printers,
+            metrics,
+            clock,
+            tickets,
+        } = deps;
+        let mut actor = Actor {
+            state: SiteState::new(config.clone()),
+            log,
+            visits,
+            printers,
+            metrics,
+            live: broadcast::channel(LIVE_BUFFER).0,
+            clock,
+            last_at: None,
+            tickets,
+            watchers: HashMap::new(),
+            unprojected: (Vec::new(), Vec::new()),
+            retry: None,
+            status,
+        };
+        let checkpoint = actor
+            .visits
+            .checkpoint(config.id.as_str())
+            .await
+            .map_err(|e| SiteError::Unavailable(e.to_string()))?;
+        actor.catch_up(checkpoint, false).await?;
+        actor
+            .metrics
+            .observe_board(config.id.as_str(), &actor.state.board());
+        actor
+            .status
+            .projection_lag
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(site = %config.id, seq = actor.state.seq, "site state rebuilt from the event log");
+        Ok(actor)
+    }
+
+    async fn run(&mut self, rx: &mut mpsc::Receiver<Request>) {
         // Starts a new business day at the reset time even when nobody issues a ticket.
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let retry_at = self.retry.map(|(at, _)| at);
             tokio::select! {
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                    self.write_projection().await;
+                }
                 request = rx.recv() => match request {
                     None => break,
                     Some(Request::Command { command, by, reply }) => {
+                        #[cfg(debug_assertions)]
+                        fault::panic_if_asked(&command);
                         let result = self.command(command, by.as_ref()).await;
                         let _ = reply.send(result);
                     }
@@ -472,10 +589,39 @@ impl Actor {
         }
         self.metrics.observe_board(&site, &self.state.board());
         self.tell_watchers();
-        if !records.is_empty() || !jobs.is_empty() {
-            if let Err(e) = self.project(records, jobs).await {
-                // The log has the events; the next start re-projects from the checkpoint.
-                tracing::error!(site = %site, error = %e, "could not store projections");
+        self.unprojected.0.extend(records);
+        self.unprojected.1.extend(jobs);
+        if self.retry.is_none() && !(self.unprojected.0.is_empty() && self.unprojected.1.is_empty())
+        {
+            self.write_projection().await;
+        }
+    }
+
+    /// Writes what is waiting to be projected, up to the current seq. On failure everything stays
+    /// waiting, in order, and the write is tried again later with backoff; commands go on, since
+    /// their events are in the log, and the checkpoint stays behind the unwritten ones, so a
+    /// restart projects them too.
+    async fn write_projection(&mut self) {
+        let (records, jobs) = std::mem::take(&mut self.unprojected);
+        match self.project(records.clone(), jobs.clone()).await {
+            Ok(()) => {
+                if self.retry.take().is_some() {
+                    tracing::info!(site = %self.state.config.id, seq = self.state.seq, "projections caught up");
+                }
+                self.status
+                    .projection_lag
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                let wait = self.retry.map_or(Duration::from_millis(100), |(_, w)| {
+                    (w * 2).min(Duration::from_secs(10))
+                });
+                tracing::error!(site = %self.state.config.id, error = %e, retry_in_ms = wait.as_millis() as u64, "could not store projections; will retry");
+                self.retry = Some((tokio::time::Instant::now() + wait, wait));
+                self.unprojected = (records, jobs);
+                self.status
+                    .projection_lag
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -573,4 +719,25 @@ fn live_text(message: &LiveMessage<'_>) -> LiveText {
     serde_json::to_string(message)
         .expect("live messages serialize")
         .into()
+}
+
+/// Fault injection for tests, in debug builds only: `MADOGUCHI_FAULT_PANIC_ON_CALL=<counter>` makes
+/// the first call-next at that counter panic inside the site actor.
+#[cfg(debug_assertions)]
+mod fault {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::core::Command;
+
+    static DONE: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn panic_if_asked(command: &Command) {
+        let Command::CallNext { counter } = command else {
+            return;
+        };
+        let asked = std::env::var("MADOGUCHI_FAULT_PANIC_ON_CALL").ok();
+        if asked.as_deref() == Some(counter.as_str()) && !DONE.swap(true, Ordering::SeqCst) {
+            panic!("fault injected: call-next at counter {counter}");
+        }
+    }
 }

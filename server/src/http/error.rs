@@ -135,6 +135,12 @@ impl From<SiteError> for ApiError {
     fn from(e: SiteError) -> Self {
         match e {
             SiteError::Domain(d) => d.into(),
+            // The site is being rebuilt after a failure, or the request was under way when its
+            // actor failed: a retry in a moment will be served.
+            SiteError::Restarting | SiteError::Stopped => Self {
+                retry_after: Some(1),
+                ..ApiError::unavailable(e)
+            },
             other => ApiError::unavailable(other),
         }
     }

@@ -21,11 +21,26 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct Health {
-    /// `ok`, `ready` or `unavailable`.
+    /// `ok` (healthz); `ready`, `degraded` or `unavailable` (readyz).
     status: &'static str,
-    /// Why the server is not ready.
+    /// Why the server is not fully ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
+    /// Each site's actor and projections (readyz).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sites: Option<std::collections::BTreeMap<String, SiteHealth>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SiteHealth {
+    /// `running` or `restarting` (rebuilding from the log after a failure).
+    actor: &'static str,
+    /// Times the actor was rebuilt since the server started.
+    restarts: u64,
+    /// `current`, or `lagging` while a failed projection write is retried.
+    projections: &'static str,
+    /// Failed projection writes since the projections were last current.
+    projection_retries: u64,
 }
 
 /// 200 while the process runs.
@@ -39,26 +54,52 @@ async fn healthz() -> impl IntoResponse {
     Json(Health {
         status: "ok",
         reason: None,
+        sites: None,
     })
 }
 
-/// 200 when the event log answers, else 503.
+/// 200 when the event log answers (`degraded` while a site restarts or a projection lags), 503
+/// when it does not.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "`{\"status\": \"ready\"}`", body = Health),
+        (status = 200, description = "`{\"status\": \"ready\" | \"degraded\", \"sites\": {…}}`", body = Health),
         (status = 503, description = "`{\"status\": \"unavailable\", \"reason\"}`", body = Health),
     )
 )]
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let sites: std::collections::BTreeMap<String, SiteHealth> = app
+        .sites()
+        .map(|h| {
+            let s = h.status();
+            let lag = s.projection_lag();
+            (
+                h.config.id.to_string(),
+                SiteHealth {
+                    actor: if s.restarting() {
+                        "restarting"
+                    } else {
+                        "running"
+                    },
+                    restarts: s.restarts(),
+                    projections: if lag > 0 { "lagging" } else { "current" },
+                    projection_retries: lag,
+                },
+            )
+        })
+        .collect();
+    let degraded = sites
+        .values()
+        .any(|s| s.actor != "running" || s.projections != "current");
     match app.log().ping().await {
         Ok(()) => (
             StatusCode::OK,
             Json(Health {
-                status: "ready",
-                reason: None,
+                status: if degraded { "degraded" } else { "ready" },
+                reason: degraded.then_some("a site is restarting or its projections lag"),
+                sites: Some(sites),
             }),
         ),
         Err(e) => {
@@ -68,6 +109,7 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
                 Json(Health {
                     status: "unavailable",
                     reason: Some("event log unavailable"),
+                    sites: Some(sites),
                 }),
             )
         }
