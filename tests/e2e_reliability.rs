@@ -162,3 +162,54 @@ async fn a_failed_site_actor_is_rebuilt_and_serves_again() {
     );
     assert!(server.output().contains("the site actor failed"));
 }
+
+/// An event stamped a month ahead (by a clock that was wrong, then corrected) neither starts a new
+/// business day nor freezes later event times at that instant.
+#[tokio::test]
+async fn an_event_from_a_wrong_clock_does_not_move_the_day_or_freeze_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data).await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(server.issue(json!({"procedures": ["shoumei"]})).await);
+    }
+    server.kill9();
+    let conn = Connection::open(data.join("madoguchi.db")).unwrap();
+    let seq: i64 = conn
+        .query_row("SELECT MAX(seq) FROM events WHERE site = 'chuo'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let future = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let body =
+        json!({"type": "counter_state_changed", "counter": "10", "state": "open", "at": future});
+    conn.execute(
+        "INSERT INTO events (site, seq, at, kind, body) VALUES ('chuo', ?1, ?2, 'counter_state_changed', ?3)",
+        rusqlite::params![seq + 1, future, body.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let server = Server::start_at(&data, &repo_path("config/demo.toml"), server.addr).await;
+    let before = chrono::Utc::now();
+    let next = server.issue(json!({"procedures": ["shoumei"]})).await;
+    let issued_at: chrono::DateTime<chrono::Utc> =
+        next["issued_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (issued_at - before).num_seconds().abs() < 60,
+        "stamped {issued_at}, the clock says {before}"
+    );
+    // Same business day: the earlier tickets still wait and the numbers go on.
+    for t in &waiting {
+        let (_, view) = server
+            .get(
+                &format!("/api/v1/tickets/{}", t["token"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!(view["ticket"]["status"], "waiting", "{view}");
+    }
+    assert_ne!(next["number"], waiting[0]["number"]);
+    assert_eq!(next["position"], 4, "{next}");
+}

@@ -10,6 +10,7 @@
 //! - [`net`]: connections from a public network: caps, timeouts, rate limits;
 //! - [`metrics`]: Prometheus metrics.
 
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod http;

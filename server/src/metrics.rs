@@ -2,8 +2,8 @@
 //! or tokens.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::core::{BoardView, CounterState, PrinterState, Target, TicketStatus, VisitRecord};
@@ -28,7 +28,9 @@ pub struct Metrics {
     pub live_closed: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub ticket_live_clients: IntGaugeVec,
+    pub exports_dropped: IntCounter,
     pub site_restarts: IntCounterVec,
+    pub clock_skew: IntGauge,
 }
 
 /// Buckets for times measured in minutes to hours: 1 min … 4 h.
@@ -165,6 +167,28 @@ impl Metrics {
                 "Site actors rebuilt from the event log after a failure.",
                 &["site"],
             ),
+            exports_dropped: {
+                let c = IntCounter::new(
+                    "madoguchi_exports_dropped_total",
+                    "CSV exports dropped because their client stopped reading (`[limits] export_stall_s`).",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
+                c
+            },
+            clock_skew: {
+                let g = IntGauge::new(
+                    "madoguchi_clock_skew_seconds",
+                    "Wall clock minus the server's time while a clock jump is being ignored; 0 normally.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
             registry,
         }
     }

@@ -40,12 +40,13 @@ pub async fn run(
     );
     let visits = ProjectionStore::open(&db)
         .with_context(|| format!("cannot open the visit records in {}", db.display()))?;
+    let metrics = Metrics::new();
     let deps = SiteDeps {
         log: log.clone(),
         store: visits.clone(),
         printers: PrinterHub::default(),
-        metrics: Metrics::new(),
-        clock: Arc::new(chrono::Utc::now),
+        clock: crate::clock::guarded(metrics.clock_skew.clone()),
+        metrics,
         tickets: site::TicketIndex::default(),
     };
 

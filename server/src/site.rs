@@ -421,9 +421,24 @@ impl Actor {
         }
     }
 
+    /// The time for the next events: the clock, never before the latest event by a small step
+    /// back (an adjustment), but following the clock when the latest event lies far ahead of it
+    /// (stamped by a clock that was wrong, and since corrected), so times never freeze.
     fn now(&self) -> Timestamp {
         let now = (self.clock)();
-        self.last_at.map_or(now, |last| now.max(last))
+        match self.last_at {
+            Some(last) if now < last => {
+                let behind = last - now;
+                if behind <= chrono::Duration::from_std(crate::clock::TOLERANCE).unwrap_or_default()
+                {
+                    last
+                } else {
+                    tracing::warn!(site = %self.state.config.id, behind_s = behind.num_seconds(), "the latest event lies ahead of the clock; following the clock");
+                    now
+                }
+            }
+            _ => now,
+        }
     }
 
     async fn command(
@@ -525,7 +540,8 @@ impl Actor {
             self.tickets.insert(token, &self.state.config.id);
         }
         let at = event.at();
-        self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
+        // The latest event's time (see `now`: a far-ahead outlier is not kept as a floor).
+        self.last_at = Some(at);
         let records = changed
             .iter()
             .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t))

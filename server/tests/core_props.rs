@@ -950,6 +950,48 @@ proptest! {
             );
         }
     }
+
+    /// 9. Clocks that jump back and forth (a clock set wrong, then corrected): the business day
+    /// never goes back, no number is given twice in a business day, and no wait, service or stay
+    /// is negative.
+    #[test]
+    fn jumping_clocks_never_move_the_day_back_or_make_times_negative(
+        (which, steps) in scenario(),
+        back in prop::collection::vec(0u32..3 * 86_400, 200),
+    ) {
+        let mut sim = Sim::new(config_for(which));
+        let base = sim.now;
+        let mut forward = Duration::zero();
+        let mut day = None;
+        let mut numbers: HashMap<(NaiveDate, TicketNumber), usize> = HashMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            forward += Duration::milliseconds(i64::from(s.advance_ms))
+                + Duration::days(i64::from(s.jump_days));
+            // Every other step the clock reads up to three days behind.
+            let behind = if i % 2 == 1 { Duration::seconds(i64::from(back[i])) } else { Duration::zero() };
+            sim.now = base + forward - behind;
+            let command = sim.command(&s.op);
+            let Ok(events) = sim.run(&command) else { continue };
+            prop_assert!(sim.state.day >= day, "day went back from {day:?} to {:?}", sim.state.day);
+            day = sim.state.day;
+            for e in &events {
+                if let Event::TicketIssued { number, .. } = e {
+                    let n = numbers.entry((day.unwrap(), number.clone())).or_default();
+                    *n += 1;
+                    prop_assert_eq!(*n, 1, "{} given twice on {:?}", number, day);
+                }
+            }
+        }
+        sim.now = base + forward;
+        sim.finish();
+        for (_, t) in &sim.ended {
+            let v = VisitRecord::from_ticket(&sim.config, t).unwrap();
+            prop_assert!(v.stay_s >= 0.0 && v.wait_s >= 0.0 && v.service_s >= 0.0, "{v:?}");
+            for step in &v.steps {
+                prop_assert!(step.wait_s >= 0.0 && step.service_s >= 0.0, "{v:?}");
+            }
+        }
+    }
 }
 
 /// Guards against vacuous properties: the generator reaches every outcome and the interesting

@@ -35,7 +35,8 @@ pub fn decide(
     now: Timestamp,
 ) -> Result<Vec<Event>, DomainError> {
     let today = business_day(&state.config, now);
-    if state.day == Some(today) {
+    // A business day never goes back: a clock behind the latest day stays in that day.
+    if state.day.is_some_and(|day| today <= day) {
         return decide_today(state, command, now);
     }
     // The first command of a new business day closes what is left of the previous one.

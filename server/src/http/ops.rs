@@ -29,6 +29,10 @@ struct Health {
     /// Each site's actor and projections (readyz).
     #[serde(skip_serializing_if = "Option::is_none")]
     sites: Option<std::collections::BTreeMap<String, SiteHealth>>,
+    /// Wall clock minus the server's time while a clock jump is being ignored (readyz; 0 when
+    /// they agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clock_skew_s: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,6 +59,7 @@ async fn healthz() -> impl IntoResponse {
         status: "ok",
         reason: None,
         sites: None,
+        clock_skew_s: None,
     })
 }
 
@@ -90,16 +95,20 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
             )
         })
         .collect();
-    let degraded = sites
-        .values()
-        .any(|s| s.actor != "running" || s.projections != "current");
+    let skew = app.metrics().clock_skew.get();
+    let degraded = skew != 0
+        || sites
+            .values()
+            .any(|s| s.actor != "running" || s.projections != "current");
     match app.log().ping().await {
         Ok(()) => (
             StatusCode::OK,
             Json(Health {
                 status: if degraded { "degraded" } else { "ready" },
-                reason: degraded.then_some("a site is restarting or its projections lag"),
+                reason: degraded
+                    .then_some("a site is restarting, its projections lag, or the clock jumped"),
                 sites: Some(sites),
+                clock_skew_s: Some(skew),
             }),
         ),
         Err(e) => {
@@ -110,6 +119,7 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
                     status: "unavailable",
                     reason: Some("event log unavailable"),
                     sites: Some(sites),
+                    clock_skew_s: Some(skew),
                 }),
             )
         }
