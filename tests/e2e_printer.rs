@@ -1,77 +1,22 @@
 //! End-to-end printing with the real server and agent binaries and a virtual printer on a real
 //! TCP socket: 200 tickets, paper end, an agent killed mid-stream, a server restarted, old jobs.
 
+#[path = "common/agent.rs"]
+mod agent;
 mod common;
 #[path = "common/vprinter.rs"]
 mod vprinter;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use agent::Agent;
 use common::*;
 use serde_json::{json, Value};
 use vprinter::{Status, VirtualPrinter};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A running printer agent process.
-struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(server: &Server, printer: &VirtualPrinter, state: &Path, extra: &[&str]) -> Agent {
-        let log = state.with_extension(format!("{}.log", std::process::id()));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(agent_binary())
-            .args([
-                "--server",
-                &server.url(""),
-                "--agent",
-                "agent-1",
-                "--token",
-                "demo-printer",
-            ])
-            .args(["--printer", &printer.conn(), "--status-interval", "0.2"])
-            .arg("--state-dir")
-            .arg(state)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start the printer agent");
-        Agent {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 async fn issue_at_kiosk(server: &Server, i: usize) -> Value {
     let body = if i % 2 == 0 {
