@@ -83,6 +83,7 @@ fn bench(c: &mut Criterion) {
         metrics: Metrics::new(),
         clock: Arc::new(Utc::now),
         tickets: Default::default(),
+        snapshots: None,
     };
     let (handle, _task) = rt
         .block_on(madoguchi::site::start(site.clone(), deps))

@@ -235,6 +235,10 @@ pub struct Limits {
     pub printer_state_debounce: Duration,
     /// Peers whose `X-Forwarded-For` names the client (reverse proxies).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The longest KPI range, in days; a missing bound makes a window of this length.
+    pub kpi_max_days: u32,
+    /// A CSV export whose client reads nothing for this long is dropped (its read ends).
+    pub export_stall: Duration,
 }
 
 impl Default for Limits {
@@ -250,6 +254,8 @@ impl Default for Limits {
             public_burst: 200,
             printer_state_debounce: Duration::from_secs(5),
             trusted_proxies: Vec::new(),
+            kpi_max_days: 400,
+            export_stall: Duration::from_secs(30),
         }
     }
 }
@@ -512,6 +518,8 @@ mod raw {
         pub(super) public_burst: Option<u32>,
         pub(super) printer_state_debounce_s: Option<u64>,
         pub(super) trusted_proxies: Option<Vec<String>>,
+        pub(super) kpi_max_days: Option<u32>,
+        pub(super) export_stall_s: Option<u64>,
     }
 
     #[derive(Deserialize)]
@@ -1075,6 +1083,7 @@ impl Validator {
             raw.live_send_timeout_s,
             d.live_send_timeout,
         );
+        let export_stall = secs("export_stall_s", raw.export_stall_s, d.export_stall);
         let printer_state_debounce = match raw.printer_state_debounce_s {
             // 0 turns the debounce off (every change is recorded at once).
             Some(s) => Duration::from_secs(s),
@@ -1104,6 +1113,11 @@ impl Validator {
             raw.public_burst.map(|n| n as usize),
             d.public_burst as usize,
         ) as u32;
+        let kpi_max_days = count(
+            "kpi_max_days",
+            raw.kpi_max_days.map(|n| n as usize),
+            d.kpi_max_days as usize,
+        ) as u32;
         let mut trusted_proxies = Vec::new();
         for (i, p) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
             let net = p
@@ -1128,6 +1142,8 @@ impl Validator {
             public_burst,
             printer_state_debounce,
             trusted_proxies,
+            kpi_max_days,
+            export_stall,
         }
     }
 
@@ -1659,5 +1675,26 @@ mod tests {
         let text = errors.to_string();
         assert!(text.starts_with("test.toml: line 3, column 1:"), "{text}");
         assert!(text.contains("unknown field `nmae`"), "{text}");
+    }
+
+    #[test]
+    fn kpi_range_cap_and_export_stall_are_limits() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
+        let demo = std::fs::read_to_string(&path).unwrap();
+        let d = parse(&demo).unwrap().limits;
+        assert_eq!((d.kpi_max_days, d.export_stall.as_secs()), (400, 30));
+        let set = parse(&format!(
+            "{demo}\n[limits]\nkpi_max_days = 31\nexport_stall_s = 2\n"
+        ))
+        .unwrap()
+        .limits;
+        assert_eq!((set.kpi_max_days, set.export_stall.as_secs()), (31, 2));
+        let text = parse(&format!(
+            "{demo}\n[limits]\nkpi_max_days = 0\nexport_stall_s = 0\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("limits.kpi_max_days"), "{text}");
+        assert!(text.contains("limits.export_stall_s"), "{text}");
     }
 }

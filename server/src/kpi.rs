@@ -10,7 +10,7 @@ use chrono::{Datelike, NaiveDate, Timelike};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::core::{Target, TicketStatus, VisitRecord};
+use crate::core::{Target, TicketStatus, Timestamp, VisitRecord};
 
 /// The fiscal year a local date belongs to.
 pub fn fiscal_year(date: NaiveDate) -> i32 {
@@ -144,47 +144,207 @@ pub struct Report {
     pub groups: Option<Vec<Group>>,
 }
 
-fn figures(visits: &[&VisitRecord], wait: Vec<f64>, service: Vec<f64>) -> Figures {
-    let done: Vec<&&VisitRecord> = visits
-        .iter()
-        .filter(|v| v.outcome == TicketStatus::Done)
-        .collect();
-    let answers: Vec<u8> = done.iter().filter_map(|v| v.satisfaction).collect();
-    let top_two = answers.iter().filter(|&&s| s >= 4).count();
-    Figures {
-        visits: done.len(),
-        no_show: visits
-            .iter()
-            .filter(|v| v.outcome == TicketStatus::NoShow)
-            .count(),
-        cancelled: visits
-            .iter()
-            .filter(|v| v.outcome == TicketStatus::Cancelled)
-            .count(),
-        stay_s: Stats::of(done.iter().map(|v| v.stay_s).collect()),
-        wait_s: Stats::of(wait),
-        service_s: Stats::of(service),
-        satisfaction: Satisfaction {
-            answers: answers.len(),
-            top_two,
-            share_pct: (!answers.is_empty()).then(|| 100.0 * top_two as f64 / answers.len() as f64),
-            target_pct: None,
-        },
+/// The running figures of one set of visits: counts, and the values whose mean and percentiles
+/// are asked (kept whole, since nearest-rank percentiles need them all; a few bytes a visit).
+#[derive(Debug, Default)]
+struct Tally {
+    done: usize,
+    no_show: usize,
+    cancelled: usize,
+    stay: Vec<f64>,
+    wait: Vec<f64>,
+    service: Vec<f64>,
+    answers: usize,
+    top_two: usize,
+}
+
+impl Tally {
+    /// Counts a visit by outcome; a completed one adds its stay and satisfaction. True when
+    /// completed.
+    fn count(&mut self, v: &VisitRecord) -> bool {
+        match v.outcome {
+            TicketStatus::Done => {
+                self.done += 1;
+                self.stay.push(v.stay_s);
+                if let Some(s) = v.satisfaction {
+                    self.answers += 1;
+                    if s >= 4 {
+                        self.top_two += 1;
+                    }
+                }
+                true
+            }
+            TicketStatus::NoShow => {
+                self.no_show += 1;
+                false
+            }
+            TicketStatus::Cancelled => {
+                self.cancelled += 1;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// A visit with wait and service summed over its steps.
+    fn visit(&mut self, v: &VisitRecord) {
+        if self.count(v) {
+            self.wait.push(v.wait_s);
+            self.service.push(v.service_s);
+        }
+    }
+
+    fn figures(self) -> Figures {
+        let (answers, top_two) = (self.answers, self.top_two);
+        Figures {
+            visits: self.done,
+            no_show: self.no_show,
+            cancelled: self.cancelled,
+            stay_s: Stats::of(self.stay),
+            wait_s: Stats::of(self.wait),
+            service_s: Stats::of(self.service),
+            satisfaction: Satisfaction {
+                answers,
+                top_two,
+                share_pct: (answers > 0).then(|| 100.0 * top_two as f64 / answers as f64),
+                target_pct: None,
+            },
+        }
     }
 }
 
-/// Figures per visit: wait and service summed over the visit's steps.
-fn visit_figures(visits: &[&VisitRecord]) -> Figures {
-    let done = visits.iter().filter(|v| v.outcome == TicketStatus::Done);
-    let wait = done.clone().map(|v| v.wait_s).collect();
-    let service = done.map(|v| v.service_s).collect();
-    figures(visits, wait, service)
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// The KPI as a fold over visits, one at a time in any order: the server streams records from
+/// SQLite into it without holding them, tests fold records made by the core. The figures do not
+/// depend on the order (values are sorted before the mean and the percentiles).
+#[derive(Debug)]
+pub struct Fold {
+    group_by: Option<GroupBy>,
+    tz: Tz,
+    all: Tally,
+    groups: BTreeMap<String, Tally>,
+    first_arrival: Option<Timestamp>,
 }
 
-/// The visits through one counter or queue, and the waits and services of their steps there.
-type StepGroup<'a> = (Vec<&'a VisitRecord>, Vec<f64>, Vec<f64>);
+impl Fold {
+    pub fn new(group_by: Option<GroupBy>, tz: Tz) -> Self {
+        Self {
+            group_by,
+            tz,
+            all: Tally::default(),
+            groups: BTreeMap::new(),
+            first_arrival: None,
+        }
+    }
 
-const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    /// Whether the figures read the visits' steps (counter and queue groups).
+    pub fn needs_steps(&self) -> bool {
+        matches!(self.group_by, Some(GroupBy::Counter | GroupBy::Queue))
+    }
+
+    /// The earliest arrival folded so far.
+    pub fn first_arrival(&self) -> Option<Timestamp> {
+        self.first_arrival
+    }
+
+    fn group(&mut self, key: &str) -> &mut Tally {
+        if !self.groups.contains_key(key) {
+            self.groups.insert(key.to_owned(), Tally::default());
+        }
+        self.groups.get_mut(key).expect("inserted")
+    }
+
+    /// Adds one visit (already filtered by site, range, life event and procedure).
+    pub fn add(&mut self, v: &VisitRecord) {
+        self.all.visit(v);
+        self.first_arrival = Some(self.first_arrival.map_or(v.arrival, |a| a.min(v.arrival)));
+        let Some(g) = self.group_by else {
+            return;
+        };
+        match g {
+            GroupBy::Day | GroupBy::Hour | GroupBy::Weekday => {
+                let t = v.arrival.with_timezone(&self.tz);
+                let key = match g {
+                    GroupBy::Day => t.date_naive().to_string(),
+                    GroupBy::Hour => format!("{:02}", t.hour()),
+                    // "0-mon" sorts Monday first; the report shows "mon".
+                    _ => format!(
+                        "{}-{}",
+                        t.weekday().num_days_from_monday(),
+                        WEEKDAYS[t.weekday().num_days_from_monday() as usize]
+                    ),
+                };
+                self.group(&key).visit(v);
+            }
+            GroupBy::Counter | GroupBy::Queue => {
+                // Per step: a visit counts in every group one of its steps went through, with
+                // the waits and services of its steps there.
+                let mut seen: Vec<String> = Vec::new();
+                for s in &v.steps {
+                    let key = match (g, &s.target) {
+                        (GroupBy::Counter, _) => match &s.counter {
+                            Some(c) => c.to_string(),
+                            None => continue,
+                        },
+                        (_, Target::Queue(q)) => q.to_string(),
+                        (_, Target::Counter(c)) => format!("counter:{c}"),
+                    };
+                    let first = !seen.contains(&key);
+                    let entry = self.group(&key);
+                    if first {
+                        entry.count(v);
+                    }
+                    if v.outcome == TicketStatus::Done {
+                        entry.wait.push(s.wait_s);
+                        entry.service.push(s.service_s);
+                    }
+                    if first {
+                        seen.push(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The report: `fiscal_year` is the range's (else that of the first arrival), `target` the
+    /// configured one for it.
+    pub fn finish(self, fiscal_year: Option<i32>, target: Option<&KpiTarget>) -> Report {
+        let tz = self.tz;
+        let mut figures_all = self.all.figures();
+        apply_target(&mut figures_all, target);
+        let fiscal_year = fiscal_year.or_else(|| {
+            self.first_arrival
+                .map(|a| self::fiscal_year(a.with_timezone(&tz).date_naive()))
+        });
+        let groups = self.group_by.map(|g| {
+            self.groups
+                .into_iter()
+                .map(|(key, tally)| {
+                    let mut figures = tally.figures();
+                    match g {
+                        GroupBy::Day | GroupBy::Hour | GroupBy::Weekday => {
+                            apply_target(&mut figures, target);
+                            let key = key
+                                .split_once('-')
+                                .filter(|_| g == GroupBy::Weekday)
+                                .map_or(key.clone(), |(_, d)| d.to_owned());
+                            Group { key, figures }
+                        }
+                        // Counter and queue groups carry no targets.
+                        GroupBy::Counter | GroupBy::Queue => Group { key, figures },
+                    }
+                })
+                .collect()
+        });
+        Report {
+            figures: figures_all,
+            fiscal_year,
+            visits_target: target.and_then(|t| t.visits),
+            groups,
+        }
+    }
+}
 
 /// The KPI over `visits` (already filtered by site, range, life event and procedure).
 pub fn report(
@@ -194,87 +354,11 @@ pub fn report(
     fiscal_year: Option<i32>,
     target: Option<&KpiTarget>,
 ) -> Report {
-    let all: Vec<&VisitRecord> = visits.iter().collect();
-    let mut figures_all = visit_figures(&all);
-    apply_target(&mut figures_all, target);
-    let fiscal_year = fiscal_year.or_else(|| {
-        visits
-            .iter()
-            .map(|v| v.arrival)
-            .min()
-            .map(|a| self::fiscal_year(a.with_timezone(&tz).date_naive()))
-    });
-    let groups = group_by.map(|g| {
-        let local = |v: &VisitRecord| v.arrival.with_timezone(&tz);
-        match g {
-            GroupBy::Day | GroupBy::Hour | GroupBy::Weekday => {
-                let mut by: BTreeMap<String, Vec<&VisitRecord>> = BTreeMap::new();
-                for v in visits {
-                    let t = local(v);
-                    let key = match g {
-                        GroupBy::Day => t.date_naive().to_string(),
-                        GroupBy::Hour => format!("{:02}", t.hour()),
-                        _ => format!(
-                            "{}-{}",
-                            t.weekday().num_days_from_monday(),
-                            WEEKDAYS[t.weekday().num_days_from_monday() as usize]
-                        ),
-                    };
-                    by.entry(key).or_default().push(v);
-                }
-                by.into_iter()
-                    .map(|(key, vs)| {
-                        let mut f = visit_figures(&vs);
-                        apply_target(&mut f, target);
-                        // "0-mon" sorts Monday first; show "mon".
-                        let key = key
-                            .split_once('-')
-                            .filter(|_| g == GroupBy::Weekday)
-                            .map_or(key.clone(), |(_, d)| d.to_owned());
-                        Group { key, figures: f }
-                    })
-                    .collect()
-            }
-            GroupBy::Counter | GroupBy::Queue => {
-                // Per step: a visit counts in every group one of its steps went through.
-                let mut by: BTreeMap<String, StepGroup<'_>> = BTreeMap::new();
-                for v in visits {
-                    let mut seen = Vec::new();
-                    for s in &v.steps {
-                        let key = match (g, &s.target) {
-                            (GroupBy::Counter, _) => match &s.counter {
-                                Some(c) => c.to_string(),
-                                None => continue,
-                            },
-                            (_, Target::Queue(q)) => q.to_string(),
-                            (_, Target::Counter(c)) => format!("counter:{c}"),
-                        };
-                        let entry = by.entry(key.clone()).or_default();
-                        if v.outcome == TicketStatus::Done {
-                            entry.1.push(s.wait_s);
-                            entry.2.push(s.service_s);
-                        }
-                        if !seen.contains(&key) {
-                            entry.0.push(v);
-                            seen.push(key);
-                        }
-                    }
-                }
-                by.into_iter()
-                    .map(|(key, (vs, wait, service))| Group {
-                        key,
-                        figures: figures(&vs, wait, service),
-                    })
-                    .collect()
-            }
-        }
-    });
-    Report {
-        figures: figures_all,
-        fiscal_year,
-        visits_target: target.and_then(|t| t.visits),
-        groups,
+    let mut fold = Fold::new(group_by, tz);
+    for v in visits {
+        fold.add(v);
     }
+    fold.finish(fiscal_year, target)
 }
 
 fn apply_target(f: &mut Figures, target: Option<&KpiTarget>) {

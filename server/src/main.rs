@@ -39,6 +39,49 @@ enum Cmd {
         /// Configuration file.
         file: PathBuf,
     },
+    /// Copy DATA/madoguchi.db into FILE while the server runs (SQLite online backup).
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+        /// The server's data directory.
+        #[arg(long, env = "MADOGUCHI_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replay the event log and check the visit records and print jobs against it
+    /// (exit 0: all match, 1: a mismatch, 2: could not check).
+    Verify {
+        /// The server's data directory (checks DATA/madoguchi.db).
+        #[arg(long, env = "MADOGUCHI_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// A database file to check instead of DATA/madoguchi.db, e.g. a backup.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Configuration file (the sites to replay).
+        #[arg(long, env = "MADOGUCHI_CONFIG", default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
+    /// Write a realistic event log into a new data directory: N simulated business days at
+    /// every site, without a server (for measurements; see README, Performance).
+    Generate {
+        /// Business days to simulate (weekdays, the last one before today).
+        #[arg(long)]
+        days: u32,
+        /// Data directory to write (its event log must be empty).
+        #[arg(long)]
+        data: PathBuf,
+        /// Configuration file (the sites, counters and procedures).
+        #[arg(long, env = "MADOGUCHI_CONFIG", default_value = "config/demo.toml")]
+        config: PathBuf,
+        /// Residents arriving per site and day.
+        #[arg(long, default_value_t = 400)]
+        visitors_per_day: u32,
+        /// Seed of the random choices (the same seed gives the same log).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +107,28 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Backup { file, data, force } => {
+            madoguchi::maintenance::backup_command(&data, &file, force)
+        }
+        Cmd::Verify { data, db, config } => {
+            let db = db.unwrap_or_else(|| data.join(madoguchi::server::DB_FILE));
+            madoguchi::maintenance::verify_command(&db, &config)
+        }
+        Cmd::Generate {
+            days,
+            data,
+            config,
+            visitors_per_day,
+            seed,
+        } => madoguchi::generate::generate_command(
+            &config,
+            &data,
+            madoguchi::generate::Options {
+                days,
+                visitors_per_day,
+                seed,
+            },
+        ),
         Cmd::Serve {
             config,
             listen,

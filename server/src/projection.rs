@@ -5,11 +5,12 @@
 //! exactly what the log holds beyond it; every write is idempotent.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection};
-
-use std::collections::HashMap;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, Connection, OpenFlags};
+use tokio::sync::Semaphore;
 
 use crate::core::{PrinterId, Target, TicketNumber, Timestamp, VisitRecord, VisitStep};
 use madoguchi_wire::{JobOutcome, PrintJob};
@@ -30,12 +31,38 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// Read-only connections at once for the KPI and the CSV export. Requests beyond wait (without
+/// a thread) for one to come free.
+pub const READERS: usize = 4;
+
 #[derive(Clone)]
 pub struct ProjectionStore {
+    /// The projection's writer. Only short statements run on it: the site actors wait for it.
     conn: Arc<Mutex<Connection>>,
-    /// The database file, for read-only connections of long exports.
-    path: std::path::PathBuf,
+    /// Read-only connections for long reads (KPI, CSV export), so a reader never holds the
+    /// writer's lock; in WAL mode readers and the writer do not block each other.
+    readers: Readers,
 }
+
+#[derive(Clone)]
+struct Readers {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    /// One permit per connection, taken before a blocking thread is: waiting is async.
+    permits: Arc<Semaphore>,
+}
+
+/// Sets its flag when dropped: a read in a blocking thread stops at its next row once the
+/// request that asked for it is gone (client went away, response timeout).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Rows between two looks at the cancel flag.
+const CANCEL_EVERY: usize = 512;
 
 /// One floor change with who made it (see [`ProjectionStore::audit`]).
 #[derive(Debug, Clone)]
@@ -116,10 +143,46 @@ impl ProjectionStore {
             );",
         )
         .map_err(err)?;
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|c| c.busy_timeout(std::time::Duration::from_secs(10)));
+        let pool = r2d2::Pool::builder()
+            .max_size(READERS as u32)
+            .min_idle(Some(1))
+            .build(manager)
+            .map_err(err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-            path: path.to_owned(),
+            readers: Readers {
+                pool,
+                permits: Arc::new(Semaphore::new(READERS)),
+            },
         })
+    }
+
+    /// Runs `f` on a read-only connection of the pool, in a blocking thread. `f` gets a flag
+    /// that turns true when the caller stops waiting (its future was dropped).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &AtomicBool) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = self
+            .readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(err)?;
+        let pool = self.readers.pool.clone();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = pool.get().map_err(err)?;
+            f(&conn, &cancelled)
+        })
+        .await
+        .map_err(err)?
     }
 
     async fn with<T: Send + 'static>(
@@ -194,10 +257,10 @@ impl ProjectionStore {
 
     /// The latest floor changes of a site made by a named token, newest first: a read of the
     /// event log itself (the operator is in the events), with each ticket's number where the
-    /// visit has ended.
+    /// visit has ended. On a reader: a long log never holds up the projection.
     pub async fn audit(&self, site: &str, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
         let site = site.to_owned();
-        self.with(move |conn| {
+        self.read(move |conn, _| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT e.seq, e.body, v.number FROM events e
@@ -281,86 +344,62 @@ impl ProjectionStore {
         .await
     }
 
-    /// The ended visits that match `filter`, with their steps, by arrival.
-    pub async fn visits(&self, filter: KpiFilter) -> Result<Vec<VisitRecord>, StoreError> {
-        self.with(move |conn| {
+    /// Folds every ended visit that matches `filter` into `acc`, one record at a time (never
+    /// all of them in memory), on a read-only connection of its own, in no particular order.
+    /// Steps are read only `with_steps`. Stops with an error if the caller went away.
+    pub async fn fold_visits<A: Send + 'static>(
+        &self,
+        filter: KpiFilter,
+        with_steps: bool,
+        mut acc: A,
+        mut add: impl FnMut(&mut A, &VisitRecord) + Send + 'static,
+    ) -> Result<A, StoreError> {
+        self.read(move |conn, cancelled| {
             let (clause, args) = filter.sql();
-            let mut steps: HashMap<String, Vec<VisitStep>> = HashMap::new();
-            {
-                let sql = format!(
-                    "SELECT s.ticket_id, s.queue, s.for_counter, s.counter, s.enqueued_at, s.called_at,
-                            s.started_at, s.ended_at, s.calls, s.wait_s, s.service_s
-                     FROM visit_steps s JOIN visits ON visits.ticket_id = s.ticket_id
-                     WHERE {clause} ORDER BY s.ticket_id, s.step"
-                );
-                let mut stmt = conn.prepare(&sql).map_err(err)?;
-                let mut rows = stmt
-                    .query(rusqlite::params_from_iter(args.iter()))
-                    .map_err(err)?;
-                while let Some(r) = rows.next().map_err(err)? {
-                    let ticket: String = r.get(0).map_err(err)?;
-                    let step = read_step(r).map_err(err)?;
-                    steps.entry(ticket).or_default().push(step);
-                }
-            }
-            let sql = format!(
-                "SELECT ticket_id, site, day, number, life_event, procedures, priority, arrival,
-                        departure, outcome, cancel_reason, satisfaction, stay_s, wait_s, service_s
-                 FROM visits WHERE {clause} ORDER BY arrival_ms, ticket_id"
-            );
+            let sql = format!("SELECT {VISIT_COLUMNS} FROM visits WHERE {clause}");
             let mut stmt = conn.prepare(&sql).map_err(err)?;
+            let mut steps_stmt = conn.prepare(STEPS_OF_VISIT).map_err(err)?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(args.iter()))
                 .map_err(err)?;
-            let mut out = Vec::new();
+            let mut n = 0usize;
             while let Some(r) = rows.next().map_err(err)? {
                 let mut v = read_visit(r).map_err(err)?;
-                v.steps = steps.remove(v.ticket.as_str()).unwrap_or_default();
-                out.push(v);
+                if with_steps {
+                    read_steps(&mut steps_stmt, &mut v)?;
+                }
+                add(&mut acc, &v);
+                n += 1;
+                if n % CANCEL_EVERY == 0 && cancelled.load(Ordering::Relaxed) {
+                    return Err(StoreError("the request went away".into()));
+                }
             }
-            Ok(out)
+            Ok(acc)
         })
         .await
     }
-}
 
-impl ProjectionStore {
     /// Calls `each` with every visit matching `filter`, by arrival, on a read-only connection of
     /// its own (so a long export never holds up the projection), off the async runtime. Stops
-    /// early when `each` returns false.
+    /// early when `each` returns false, which ends the read transaction.
     pub async fn export_visits(
         &self,
         filter: KpiFilter,
         mut each: impl FnMut(VisitRecord) -> bool + Send + 'static,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn =
-                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .map_err(err)?;
+        self.read(move |conn, _| {
             let (clause, args) = filter.sql();
             let sql = format!(
-                "SELECT ticket_id, site, day, number, life_event, procedures, priority, arrival,
-                        departure, outcome, cancel_reason, satisfaction, stay_s, wait_s, service_s
-                 FROM visits WHERE {clause} ORDER BY arrival_ms, ticket_id"
+                "SELECT {VISIT_COLUMNS} FROM visits WHERE {clause} ORDER BY arrival_ms, ticket_id"
             );
             let mut stmt = conn.prepare(&sql).map_err(err)?;
-            let mut steps_stmt = conn
-                .prepare(
-                    "SELECT ticket_id, queue, for_counter, counter, enqueued_at, called_at,
-                            started_at, ended_at, calls, wait_s, service_s
-                     FROM visit_steps WHERE ticket_id = ?1 ORDER BY step",
-                )
-                .map_err(err)?;
+            let mut steps_stmt = conn.prepare(STEPS_OF_VISIT).map_err(err)?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(args.iter()))
                 .map_err(err)?;
             while let Some(r) = rows.next().map_err(err)? {
                 let mut v = read_visit(r).map_err(err)?;
-                let mut steps = steps_stmt.query([v.ticket.as_str()]).map_err(err)?;
-                while let Some(s) = steps.next().map_err(err)? {
-                    v.steps.push(read_step(s).map_err(err)?);
-                }
+                read_steps(&mut steps_stmt, &mut v)?;
                 if !each(v) {
                     break;
                 }
@@ -368,8 +407,24 @@ impl ProjectionStore {
             Ok(())
         })
         .await
-        .map_err(err)?
     }
+}
+
+/// The columns [`read_visit`] reads, in its order.
+const VISIT_COLUMNS: &str = "ticket_id, site, day, number, life_event, procedures, priority, \
+    arrival, departure, outcome, cancel_reason, satisfaction, stay_s, wait_s, service_s";
+
+/// The steps of one visit, for [`read_step`].
+const STEPS_OF_VISIT: &str = "SELECT ticket_id, queue, for_counter, counter, enqueued_at, \
+    called_at, started_at, ended_at, calls, wait_s, service_s \
+    FROM visit_steps WHERE ticket_id = ?1 ORDER BY step";
+
+fn read_steps(stmt: &mut rusqlite::Statement<'_>, v: &mut VisitRecord) -> Result<(), StoreError> {
+    let mut steps = stmt.query([v.ticket.as_str()]).map_err(err)?;
+    while let Some(s) = steps.next().map_err(err)? {
+        v.steps.push(read_step(s).map_err(err)?);
+    }
+    Ok(())
 }
 
 impl KpiFilter {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::{router, AppState};
-use crate::log::{EventLog, SqliteLog};
+use crate::log::{EventLog, SnapshotStore, SqliteLog, SqliteSnapshots};
 use crate::metrics::Metrics;
 use crate::net;
 use crate::printers::PrinterHub;
@@ -40,6 +40,10 @@ pub async fn run(
     );
     let visits = ProjectionStore::open(&db)
         .with_context(|| format!("cannot open the visit records in {}", db.display()))?;
+    let snapshots: Arc<dyn SnapshotStore> = Arc::new(
+        SqliteSnapshots::open(&db)
+            .with_context(|| format!("cannot open the snapshots in {}", db.display()))?,
+    );
     let metrics = Metrics::new();
     let deps = SiteDeps {
         log: log.clone(),
@@ -48,6 +52,7 @@ pub async fn run(
         clock: crate::clock::guarded(metrics.clock_skew.clone()),
         metrics,
         tickets: site::TicketIndex::default(),
+        snapshots: Some(snapshots),
     };
 
     let mut handles = Vec::new();
@@ -98,8 +103,8 @@ pub async fn run(
         SHUTDOWN_GRACE,
     )
     .await;
-    // Handles are gone with the router; every actor finishes its queued commands and ends, all
-    // sites at once.
+    // Handles are gone with the router; every actor finishes its queued commands, writes a
+    // snapshot and ends, all sites at once.
     let stopping = futures_util::future::join_all(actors);
     if tokio::time::timeout(Duration::from_secs(5), stopping)
         .await

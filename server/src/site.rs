@@ -12,9 +12,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::SiteConfig;
 use crate::core::{
     decide, plan_for, BoardView, Command, CounterId, CounterView, DomainError, Event, Operator,
-    PhoneView, PublicEvent, SiteId, SiteState, TicketView, Timestamp, VisitRecord,
+    PhoneView, PublicEvent, SiteId, SiteSnapshot, SiteState, TicketView, Timestamp, VisitRecord,
 };
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, LogError, SnapshotStore};
 use crate::metrics::Metrics;
 use crate::printers::{job_for, PrinterHub};
 use crate::projection::{NewJob, ProjectionStore};
@@ -25,6 +25,9 @@ const LIVE_BUFFER: usize = 256;
 const READ_PAGE: usize = 2_000;
 /// Tries of one command when other writers keep appending first.
 const MAX_ATTEMPTS: usize = 8;
+/// Events between two snapshots of a site's state. A site also takes one when it stops, and
+/// after a start that replayed this many events.
+pub const SNAPSHOT_EVERY: u64 = 10_000;
 
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -115,6 +118,13 @@ impl TicketIndex {
             .insert(token.to_owned(), site.clone());
     }
 
+    fn insert_all<'a>(&self, tokens: impl Iterator<Item = &'a String>, site: &SiteId) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        for t in tokens {
+            map.insert(t.clone(), site.clone());
+        }
+    }
+
     fn remove<'a>(&self, tokens: impl Iterator<Item = &'a String>) {
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         for t in tokens {
@@ -149,6 +159,10 @@ pub struct SiteStatus {
     restarts: std::sync::atomic::AtomicU64,
     /// Events in the log whose visit records and print jobs are not written yet.
     projection_lag: std::sync::atomic::AtomicU64,
+    /// The seq of the snapshot the latest (re)build started from, 0 for a full replay.
+    snapshot_seq: std::sync::atomic::AtomicU64,
+    /// Events the latest (re)build replayed from the log.
+    replayed: std::sync::atomic::AtomicU64,
 }
 
 impl SiteStatus {
@@ -161,6 +175,14 @@ impl SiteStatus {
     pub fn projection_lag(&self) -> u64 {
         self.projection_lag
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// The seq of the snapshot the latest (re)build started from, 0 for a full replay.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.snapshot_seq.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Events the latest (re)build replayed from the log.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -265,6 +287,11 @@ struct Actor {
     /// When to try the failed write again, and the wait after that.
     retry: Option<(tokio::time::Instant, Duration)>,
     status: Arc<SiteStatus>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// The seq of the latest snapshot taken or started from.
+    snapshot_seq: u64,
+    /// The snapshot being written, if any.
+    snapshot_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What every site actor shares.
@@ -276,6 +303,9 @@ pub struct SiteDeps {
     pub metrics: Metrics,
     pub clock: Clock,
     pub tickets: TicketIndex,
+    /// Where snapshots of the sites' states are kept; without one every start replays the
+    /// whole log.
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
 }
 
 /// Rebuilds a site's state from the log, brings its visit records up to date, and starts its
@@ -308,7 +338,11 @@ async fn supervise(
         let run = std::panic::AssertUnwindSafe(actor.run(&mut rx))
             .catch_unwind()
             .await;
-        let Err(panic) = run else { return };
+        let Err(panic) = run else {
+            // Every handle is gone: the server is stopping.
+            actor.stop().await;
+            return;
+        };
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -351,6 +385,7 @@ impl Actor {
             metrics,
             clock,
             tickets,
+            snapshots,
         } = deps;
         let mut actor = Actor {
             state: SiteState::new(config.clone()),
@@ -366,22 +401,155 @@ impl Actor {
             unprojected: (Vec::new(), Vec::new()),
             retry: None,
             status,
+            snapshots,
+            snapshot_seq: 0,
+            snapshot_task: None,
         };
+        let started = std::time::Instant::now();
         let checkpoint = actor
             .visits
             .checkpoint(config.id.as_str())
             .await
             .map_err(|e| SiteError::Unavailable(e.to_string()))?;
+        let from = actor.restore(checkpoint).await;
         actor.catch_up(checkpoint, false).await?;
         actor
             .metrics
             .observe_board(config.id.as_str(), &actor.state.board());
-        actor
-            .status
-            .projection_lag
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(site = %config.id, seq = actor.state.seq, "site state rebuilt from the event log");
+        let replayed = actor.state.seq - from;
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            actor.status.projection_lag.store(0, Relaxed);
+            actor.status.snapshot_seq.store(from, Relaxed);
+            actor.status.replayed.store(replayed, Relaxed);
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if from > 0 {
+            tracing::info!(site = %config.id, snapshot_seq = from, replayed, seq = actor.state.seq, elapsed_ms, "site state restored from a snapshot and the events after it");
+        } else {
+            tracing::info!(site = %config.id, replayed, seq = actor.state.seq, elapsed_ms, "site state rebuilt from the event log");
+        }
+        // After a long replay, so that the next start need not do it again.
+        actor.maybe_snapshot("after replay");
         Ok(actor)
+    }
+
+    /// Starts from the newest snapshot that stands for a replay up to a seq whose visit records
+    /// and print jobs are written (the checkpoint): the events after it are replayed, and those
+    /// after the checkpoint projected, as after a full replay. Returns the snapshot's seq, or 0
+    /// (the state left empty: a full replay) when there is none that fits.
+    async fn restore(&mut self, checkpoint: u64) -> u64 {
+        let Some(store) = self.snapshots.clone() else {
+            return 0;
+        };
+        let site = self.state.config.id.clone();
+        let snapshot = match store.load_latest(&site, checkpoint).await {
+            Ok(Some(snapshot)) if snapshot.seq > 0 => snapshot,
+            Ok(_) => {
+                tracing::info!(site = %site, "no snapshot; replaying the whole event log");
+                return 0;
+            }
+            Err(e) => {
+                tracing::warn!(site = %site, error = %e, "cannot read the snapshot; replaying the whole event log");
+                return 0;
+            }
+        };
+        let seq = snapshot.seq;
+        // The snapshot must belong to this log: its last event is there, at the same time.
+        match self.log.read(&site, seq - 1, 1).await {
+            Ok(page)
+                if page
+                    .first()
+                    .is_some_and(|e| e.seq == seq && Some(e.event.at()) == snapshot.last_at) => {}
+            Ok(_) => {
+                tracing::warn!(site = %site, snapshot_seq = seq, "the snapshot does not match the event log; replaying the whole log");
+                return 0;
+            }
+            Err(e) => {
+                tracing::warn!(site = %site, error = %e, "cannot check the snapshot against the event log; replaying the whole log");
+                return 0;
+            }
+        }
+        let last_at = snapshot.last_at;
+        match snapshot.restore(self.state.config.clone()) {
+            Ok(state) => {
+                self.state = state;
+                self.last_at = last_at;
+                self.snapshot_seq = seq;
+                self.tickets.insert_all(self.state.by_token.keys(), &site);
+                seq
+            }
+            Err(why) => {
+                tracing::info!(site = %site, snapshot_seq = seq, reason = %why, "the snapshot does not fit; replaying the whole event log");
+                0
+            }
+        }
+    }
+
+    /// Takes a snapshot when [`SNAPSHOT_EVERY`] events have passed since the latest one, every
+    /// event is projected and the previous snapshot is written.
+    fn maybe_snapshot(&mut self, why: &'static str) {
+        let projected =
+            self.retry.is_none() && self.unprojected.0.is_empty() && self.unprojected.1.is_empty();
+        if self.state.seq < self.snapshot_seq + SNAPSHOT_EVERY
+            || !projected
+            || self
+                .snapshot_task
+                .as_ref()
+                .is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        self.snapshot_task = self.snapshot(why);
+    }
+
+    /// Snapshots the state as it is now, if every event so far is projected, and writes it in a
+    /// task of its own: first the projection's checkpoint moves to the current seq (events that
+    /// end no visit leave it behind, and a start uses only snapshots the checkpoint has passed),
+    /// then the snapshot is saved. The state is copied here; it is serialized off the runtime.
+    fn snapshot(&mut self, why: &'static str) -> Option<tokio::task::JoinHandle<()>> {
+        let store = self.snapshots.clone()?;
+        let seq = self.state.seq;
+        let site = self.state.config.id.clone();
+        if seq == 0 || seq == self.snapshot_seq {
+            return None;
+        }
+        if self.retry.is_some() || !(self.unprojected.0.is_empty() && self.unprojected.1.is_empty())
+        {
+            tracing::warn!(site = %site, seq, why, "projections are behind the log; no snapshot");
+            return None;
+        }
+        let snapshot = SiteSnapshot::take(&self.state, self.last_at);
+        self.snapshot_seq = seq;
+        let visits = self.visits.clone();
+        Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            if let Err(e) = visits
+                .record(site.as_str(), seq, Vec::new(), Vec::new())
+                .await
+            {
+                tracing::warn!(site = %site, seq, error = %e, "cannot move the projection checkpoint; no snapshot");
+                return;
+            }
+            match store.save(&site, snapshot).await {
+                Ok(()) => {
+                    tracing::info!(site = %site, seq, why, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot taken");
+                }
+                Err(e) => {
+                    tracing::warn!(site = %site, seq, why, error = %e, "cannot save the snapshot");
+                }
+            }
+        }))
+    }
+
+    /// The last act of a stopping actor: a snapshot of the final state, written before it ends.
+    async fn stop(&mut self) {
+        if let Some(task) = self.snapshot_task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.snapshot("shutdown") {
+            let _ = task.await;
+        }
     }
 
     async fn run(&mut self, rx: &mut mpsc::Receiver<Request>) {
@@ -418,6 +586,7 @@ impl Actor {
                     }
                 }
             }
+            self.maybe_snapshot("periodic");
         }
     }
 

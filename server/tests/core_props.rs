@@ -16,9 +16,9 @@ use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use madoguchi::config::{Config, SiteConfig};
 use madoguchi::core::{
     business_day, decide, CancelReason, Command, Counter, CounterId, CounterState, DomainError,
-    Event, IssueCommand, PlanRequest, Profile, QuestionId, QueueId, SiteState,
-    Strategy as PickStrategy, Target, Ticket, TicketId, TicketNumber, TicketSelector, TicketStatus,
-    Timestamp, VisitRecord,
+    Event, IssueCommand, PlanRequest, Profile, QuestionId, QueueId, SiteSnapshot, SiteState,
+    SnapshotMismatch, Strategy as PickStrategy, Target, Ticket, TicketId, TicketNumber,
+    TicketSelector, TicketStatus, Timestamp, VisitRecord,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -924,6 +924,42 @@ proptest! {
         prop_assert_eq!(&parsed, &sim.log);
         let (state, ended) = replay(&parsed);
         prop_assert!(state == sim.state, "state replayed from JSON differs");
+        prop_assert_eq!(&ended, &original);
+    }
+
+    /// 5b. A snapshot taken after any event, through JSON, and the rest of the log give the
+    /// state a full replay gives and end the same visits; under the other configuration the
+    /// snapshot is refused (a full replay is due).
+    #[test]
+    fn a_snapshot_and_the_rest_of_the_log_give_the_state_of_a_full_replay(
+        (which, steps) in scenario(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let sim = Sim::scenario(which, &steps, &mut no_check)?;
+        let config = config_for(which);
+        let k = cut.index(sim.log.len() + 1);
+        let (before, _) = replay(&config, &sim.log[..k]);
+        let last_at = k.checked_sub(1).map(|i| sim.log[i].at());
+        let snapshot = SiteSnapshot::take(&before, last_at);
+        prop_assert_eq!(snapshot.seq, k as u64);
+        let json = serde_json::to_string(&snapshot).unwrap();
+        let parsed: SiteSnapshot = serde_json::from_str(&json)
+            .map_err(|e| TestCaseError::fail(format!("{e}: {json}")))?;
+        prop_assert_eq!(&parsed, &snapshot);
+        prop_assert_eq!(parsed.check(&config_for(1 - which)), Err(SnapshotMismatch::Config));
+        let mut state = parsed.restore(config.clone()).unwrap();
+        prop_assert!(state == before, "restored state differs from the replay up to the cut");
+        let mut ended = Vec::new();
+        for e in &sim.log[k..] {
+            ended.extend(state.apply(e));
+        }
+        prop_assert!(state == sim.state, "snapshot + rest differs from the full replay");
+        let original: Vec<Ticket> = sim
+            .ended
+            .iter()
+            .filter(|(i, _)| *i >= k)
+            .map(|(_, t)| t.clone())
+            .collect();
         prop_assert_eq!(&ended, &original);
     }
 

@@ -1488,6 +1488,7 @@ mod http {
             metrics: Metrics::new(),
             clock,
             tickets: Default::default(),
+            snapshots: None,
         };
         let (handle, _task) = site::start(chuo(&config), deps.clone()).await.unwrap();
         let mut numbers = HashMap::new();

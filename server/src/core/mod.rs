@@ -4,6 +4,7 @@
 
 mod decide;
 mod ids;
+mod snapshot;
 mod state;
 mod view;
 
@@ -14,6 +15,9 @@ pub use madoguchi_wire::PrinterState;
 
 pub use decide::{business_day, decide, plan_for, route};
 pub use ids::*;
+pub use snapshot::{
+    config_fingerprint, SiteSnapshot, SnapshotMismatch, StateData, SNAPSHOT_FORMAT,
+};
 pub use state::{Counter, SiteState, Step, Ticket, WaitKey};
 pub use view::{
     BoardCounter, BoardPrinter, BoardQueue, BoardTicket, BoardView, CounterView, PhoneSite,

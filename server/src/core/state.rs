@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 
 use super::{
     CancelReason, CounterId, CounterState, DispenserId, Event, LifeEventId, PrinterId,
@@ -16,7 +17,7 @@ use crate::config::SiteConfig;
 const RECENT_CALLS: usize = 10;
 
 /// One step of a visit: a wait in a queue (or for a counter), a call, a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub target: Target,
     /// When this step's wait began.
@@ -53,7 +54,7 @@ impl Step {
 }
 
 /// One resident's visit, under one number from arrival to departure.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub id: TicketId,
     pub number: TicketNumber,
@@ -92,7 +93,7 @@ impl Ticket {
 }
 
 /// Sort key of a waiting ticket within its line: priority first, then arrival in line.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WaitKey {
     /// 0 for priority tickets, 1 otherwise.
     pub rank: u8,
@@ -100,7 +101,7 @@ pub struct WaitKey {
     pub ticket: TicketId,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
     pub id: CounterId,
     pub state: CounterState,
@@ -109,7 +110,7 @@ pub struct Counter {
     pub current: Option<TicketId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentCall {
     pub number: TicketNumber,
     pub counter: CounterId,

@@ -1,6 +1,7 @@
 //! Analysts: the stay-time KPI with the city's targets, and the visits as CSV.
 
-use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -80,10 +81,58 @@ fn parse_bound(name: &str, value: &str, tz: Tz, end: bool) -> Result<DateTime<Ut
     } else {
         day
     };
+    day_start(day, tz).ok_or_else(|| invalid_query(format!("{name}: no such local time")))
+}
+
+/// The first instant of a local calendar day.
+fn day_start(day: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
     tz.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
         .earliest()
         .map(|t| t.to_utc())
-        .ok_or_else(|| invalid_query(format!("{name}: no such local time")))
+}
+
+/// The range a KPI covers, at most `max_days` days long: a missing `to` is `from` plus the cap
+/// (or, without `from` either, the end of today, local), a missing `from` is `to` less the cap.
+/// An explicit range longer than the cap is refused.
+fn kpi_window(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    max_days: u32,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let cap = chrono::Duration::days(i64::from(max_days));
+    let plus = |t: DateTime<Utc>| {
+        t.checked_add_signed(cap)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    };
+    let minus = |t: DateTime<Utc>| {
+        t.checked_sub_signed(cap)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
+    let (from, to) = match (from, to) {
+        (Some(f), Some(t)) => (f, t),
+        (Some(f), None) => (f, plus(f)),
+        (None, Some(t)) => (minus(t), t),
+        (None, None) => {
+            let today = now.with_timezone(&tz).date_naive();
+            let end = today
+                .succ_opt()
+                .and_then(|d| day_start(d, tz))
+                .unwrap_or(now);
+            (minus(end), end)
+        }
+    };
+    if to - from > cap {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "range_too_large",
+            format!(
+                "a KPI covers at most {max_days} days ([limits] kpi_max_days); ask for a shorter range or several"
+            ),
+        ));
+    }
+    Ok((from, to))
 }
 
 /// The site (or `all`) an analyst asks about, its time zone, and the filter of the range.
@@ -156,17 +205,30 @@ async fn kpi(
         .map_err(invalid_query)?;
     filter.life_event = q.life_event.as_ref().map(ToString::to_string);
     filter.procedure = q.procedure.as_ref().map(ToString::to_string);
-    let (from, to) = (filter.from, filter.to);
-    let visits = app
+    // The fiscal year is that of an explicit `from`, else that of the first visit.
+    let fiscal_year = filter
+        .from
+        .map(|f| kpi::fiscal_year(f.with_timezone(&tz).date_naive()));
+    let (from, to) = kpi_window(
+        filter.from,
+        filter.to,
+        app.config().limits.kpi_max_days,
+        tz,
+        Utc::now(),
+    )?;
+    (filter.from, filter.to) = (Some(from), Some(to));
+    // Streamed from a read-only connection: neither the projection's writer nor every visit in
+    // memory.
+    let fold = kpi::Fold::new(group_by, tz);
+    let with_steps = fold.needs_steps();
+    let fold = app
         .store()
-        .visits(filter)
+        .fold_visits(filter, with_steps, fold, |fold, v| fold.add(v))
         .await
         .map_err(ApiError::unavailable)?;
-    let fiscal_year = from.map(|f| kpi::fiscal_year(f.with_timezone(&tz).date_naive()));
     let fy = fiscal_year.or_else(|| {
-        visits
-            .first()
-            .map(|v| kpi::fiscal_year(v.arrival.with_timezone(&tz).date_naive()))
+        fold.first_arrival()
+            .map(|a| kpi::fiscal_year(a.with_timezone(&tz).date_naive()))
     });
     let target = fy.and_then(|fy| {
         app.config().kpi_targets.iter().find(|t| {
@@ -175,11 +237,11 @@ async fn kpi(
                 && t.life_event.as_deref() == q.life_event.as_ref().map(LifeEventId::as_str)
         })
     });
-    let report = kpi::report(&visits, group_by, tz, fy, target);
+    let report = fold.finish(fy, target);
     Ok(Json(KpiReply {
         site,
-        from,
-        to,
+        from: Some(from),
+        to: Some(to),
         life_event: q.life_event,
         procedure: q.procedure,
         group_by: q.group_by,
@@ -348,6 +410,14 @@ async fn visits_csv(
     first.extend(csv_line(&csv_header()));
     let _ = tx.send(first).await;
     let store = app.store().clone();
+    let stall = app.config().limits.export_stall;
+    let dropped = app.metrics().exports_dropped.clone();
+    // Set when the export stops before its end: the body then ends with an error rather than
+    // looking complete.
+    let broken = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Handle::current();
+    let broken_rows = broken.clone();
+    let broken_export = broken.clone();
     tokio::spawn(async move {
         let sink = tx.clone();
         let result = store
@@ -356,20 +426,45 @@ async fn visits_csv(
                     .iter()
                     .find(|s| s.id.as_str() == v.site)
                     .map(|s| s.as_ref());
-                // False when the client went away: stop reading.
-                sink.blocking_send(csv_line(&csv_row(&v, config, tz)))
-                    .is_ok()
+                let line = csv_line(&csv_row(&v, config, tz));
+                // In the exporter's blocking thread: wait for room, but not for ever. A client
+                // that reads nothing for `stall` loses its export, and the read transaction ends
+                // (it would hold the WAL from checkpointing).
+                match runtime.block_on(tokio::time::timeout(stall, sink.send(line))) {
+                    Ok(Ok(())) => true,
+                    // The client went away: stop reading.
+                    Ok(Err(_)) => false,
+                    Err(_) => {
+                        dropped.inc();
+                        tracing::warn!(
+                            stall_s = stall.as_secs(),
+                            "CSV export dropped: its client stopped reading"
+                        );
+                        broken_rows.store(true, Ordering::SeqCst);
+                        false
+                    }
+                }
             })
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "CSV export failed part way");
+            broken_export.store(true, Ordering::SeqCst);
         }
         drop(tx);
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+        let broken = broken.clone();
+        async move {
+            match rx.recv().await {
+                Some(chunk) => Some((Ok(chunk), rx)),
+                // Once: the connection is cut instead of ending a partial file cleanly.
+                None if broken.swap(false, Ordering::SeqCst) => Some((
+                    Err(std::io::Error::other("the CSV export stopped part way")),
+                    rx,
+                )),
+                None => None,
+            }
+        }
     });
     let filename = format!("madoguchi-visits-{site}.csv");
     Ok((
@@ -383,4 +478,53 @@ async fn visits_csv(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKYO: Tz = chrono_tz::Asia::Tokyo;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn an_explicit_range_longer_than_the_cap_is_refused() {
+        let from = parse_bound("from", "2020-01-01", TOKYO, false).unwrap();
+        let to = parse_bound("to", "2026-12-01", TOKYO, true).unwrap();
+        let e = kpi_window(Some(from), Some(to), 400, TOKYO, Utc::now()).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (422, "range_too_large"));
+        assert!(e.message.contains("400 days"), "{}", e.message);
+        // Exactly the cap is allowed.
+        let to = from + chrono::Duration::days(400);
+        assert_eq!(
+            kpi_window(Some(from), Some(to), 400, TOKYO, Utc::now()).unwrap(),
+            (from, to)
+        );
+    }
+
+    #[test]
+    fn a_missing_bound_makes_a_window_of_the_cap() {
+        let now = at("2026-12-01T20:00:00Z"); // 2 December, 05:00 in Tokyo
+        let end = at("2026-12-02T15:00:00Z"); // 3 December, 00:00 in Tokyo
+        let cap = chrono::Duration::days(400);
+        assert_eq!(
+            kpi_window(None, None, 400, TOKYO, now).unwrap(),
+            (end - cap, end)
+        );
+        let from = at("2020-01-01T00:00:00Z");
+        assert_eq!(
+            kpi_window(Some(from), None, 400, TOKYO, now).unwrap(),
+            (from, from + cap)
+        );
+        assert_eq!(
+            kpi_window(None, Some(end), 400, TOKYO, now).unwrap(),
+            (end - cap, end)
+        );
+        // Far bounds do not overflow.
+        let far = DateTime::<Utc>::MAX_UTC;
+        assert!(kpi_window(Some(far), None, 400, TOKYO, now).is_ok());
+    }
 }

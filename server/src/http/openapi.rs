@@ -471,6 +471,7 @@ mod tests {
             metrics: Metrics::new(),
             clock: Arc::new(chrono::Utc::now),
             tickets: Default::default(),
+            snapshots: None,
         };
         let mut handles = Vec::new();
         for site_config in &config.sites {

@@ -1,13 +1,16 @@
 //! The event log: an append-only sequence of events per site, guarded by the expected last seq
 //! so that two writers can never both append after the same event.
 //!
-//! One trait, several backends, one conformance suite (`tests/log_conformance.rs`).
+//! One trait, several backends, one conformance suite (`tests/log_conformance.rs`). Beside the
+//! log, a [`SnapshotStore`] keeps recent snapshots of each site's state (`snapshot.rs`).
 
+mod snapshot;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use snapshot::{SnapshotStore, SqliteSnapshots, KEEP_SNAPSHOTS};
 pub(crate) use sqlite::open_db;
 pub use sqlite::SqliteLog;
 
