@@ -213,3 +213,54 @@ async fn an_event_from_a_wrong_clock_does_not_move_the_day_or_freeze_time() {
     assert_ne!(next["number"], waiting[0]["number"]);
     assert_eq!(next["position"], 4, "{next}");
 }
+
+/// SIGTERM with one live client that stopped reading: the others get 1001 at once, and the
+/// server exits within its documented limit instead of waiting for the stuck send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_client_that_stopped_reading() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    // A long send limit: only shutdown can end the stuck client here.
+    let config = demo_config_with(
+        dir.path(),
+        "slow.toml",
+        "[limits]\nlive_send_timeout_s = 300\n",
+    );
+    let mut server = Server::start_with(&dir.path().join("data"), &config).await;
+    let url = server.ws_url("/api/v1/sites/chuo/live");
+    let (mut reader, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (_stuck, _) = tokio_tungstenite::client_async(&url, stream).await.unwrap();
+    // The reader keeps reading; events pile up in front of the stuck client until its sends
+    // block (2,000 board-sized messages are far more than the socket buffers hold).
+    let read = tokio::spawn(async move {
+        while let Some(Ok(message)) = reader.next().await {
+            if let Message::Close(frame) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    });
+    for i in 0..1_000 {
+        for action in ["pause", "open"] {
+            let (status, _) = server.counter(&(1 + i % 4).to_string(), action, None).await;
+            assert_eq!(status, 200);
+        }
+    }
+    let started = std::time::Instant::now();
+    let status = server.terminate().await;
+    let took = started.elapsed();
+    assert!(status.success(), "{}", server.output());
+    // The stuck client gets one second to take its close frame (before: about 5 s, one site
+    // actor after another waiting on its handle).
+    println!("stopped in {took:?}");
+    assert!(took < Duration::from_secs(4), "stopping took {took:?}");
+    let code = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the reading client was told")
+        .unwrap();
+    assert_eq!(code, Some(1001));
+}
