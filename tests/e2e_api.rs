@@ -1024,3 +1024,30 @@ async fn a_restart_with_a_counter_and_a_printer_removed_from_the_configuration()
         .sum();
     assert_eq!(waiting, 1, "the ticket survived");
 }
+
+/// A refused request with a body closes its connection and says so, since the body may be
+/// left unread; a 405 answers in the API's error shape with `Allow`.
+#[tokio::test]
+async fn refused_bodies_close_the_connection_and_405_has_the_error_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let response = server
+        .http
+        .post(server.url("/api/v1/tickets/no-such-token/satisfaction"))
+        .body(vec![b'x'; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["connection"], "close");
+    let response = server
+        .http
+        .delete(server.url("/api/v1/sites/chuo/board"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}

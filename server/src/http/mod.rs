@@ -214,6 +214,15 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint; see docs/API.md")
         })
+        // After every route is in: each route's other methods answer in the API's error shape
+        // (axum keeps the `Allow` header).
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see the Allow header",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             answer_within(response_timeout, request, next)
@@ -276,13 +285,29 @@ fn method_label(method: &Method) -> &'static str {
 async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(request.method());
+    let with_body = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || request
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let elapsed = start.elapsed();
     let status = response.status();
+    // A refused request's body may be left unread (the token is checked first), so the
+    // connection cannot carry another request: say so, rather than let a keep-alive client reuse
+    // a connection the server is about to close.
+    if with_body && (status.is_client_error() || status.is_server_error()) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     app.metrics()
         .http_requests
         .with_label_values(&[method, route.as_str(), status.as_str()])
