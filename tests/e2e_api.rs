@@ -547,13 +547,7 @@ async fn idempotency_key_returns_the_same_ticket() {
         .await
         .unwrap();
     assert_eq!(other.status(), 422);
-    let board = server.board().await;
-    let waiting: u64 = board["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["waiting"].as_u64().unwrap())
-        .sum();
+    let waiting = server.waiting_total().await;
     assert_eq!(waiting, 1);
 }
 

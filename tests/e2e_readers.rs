@@ -170,8 +170,23 @@ async fn a_kiosk_is_served_while_four_all_time_kpis_run_on_300000_visits() {
             max
         })
     };
-    // Let the queries reach the server and start reading.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until all four are being answered (the KPI route has its own in-flight gauge).
+    eventually(
+        "the four KPI queries under way",
+        Duration::from_secs(30),
+        || async {
+            let metrics = server.metrics().await;
+            metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with(
+                        "madoguchi_http_requests_in_flight{route=\"/api/v1/sites/{site}/kpi\"}",
+                    ) && l.ends_with(" 4")
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     let issue_started = Instant::now();
     let ticket = server.issue(issue_body()).await;

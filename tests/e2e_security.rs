@@ -1108,13 +1108,7 @@ async fn an_idempotency_key_of_one_kiosk_never_returns_its_ticket_to_another() {
     let (status, again) = send("kiosk-2").await;
     assert_eq!(status, 200, "kiosk-2's retry: {again}");
     assert_eq!(again["id"], second["id"]);
-    let board = server.board().await;
-    let waiting: u64 = board["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["waiting"].as_u64().unwrap())
-        .sum();
+    let waiting = server.waiting_total().await;
     assert_eq!(waiting, 2);
 }
 

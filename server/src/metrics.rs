@@ -25,6 +25,7 @@ pub struct Metrics {
     pub printer_state: IntGaugeVec,
     pub print_jobs: IntCounterVec,
     pub http_connections: IntGauge,
+    pub http_in_flight: IntGaugeVec,
     pub live_closed: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub ticket_live_clients: IntGaugeVec,
@@ -147,6 +148,11 @@ impl Metrics {
                     .expect("unique metric");
                 g
             },
+            http_in_flight: gauge(
+                "madoguchi_http_requests_in_flight",
+                "Requests being answered, by route pattern.",
+                &["route"],
+            ),
             live_closed: counter(
                 "madoguchi_live_closed_total",
                 "WebSockets the server closed: stalled (a send blocked too long, 1013), too_big (1009).",

@@ -285,6 +285,16 @@ impl Server {
         .await
     }
 
+    /// Tickets waiting in every queue of the demo site.
+    pub async fn waiting_total(&self) -> u64 {
+        self.board().await["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["waiting"].as_u64().unwrap())
+            .sum()
+    }
+
     pub async fn board(&self) -> Value {
         // With a token: tests poll it fast, and token holders are never rate-limited.
         let (status, board) = self.get("/api/v1/sites/chuo/board", Some(FLOOR)).await;

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,8 +17,10 @@ use super::error::ApiError;
 use super::openapi::{Forbidden, NotFound, Unauthorized, Unavailable, Unprocessable};
 use super::AppState;
 use crate::config::Role;
+use crate::core::TicketId;
 use crate::core::{CounterState, Event, Timestamp};
 use crate::projection::AuditRow;
+use crate::site::SiteHandle;
 
 /// Most entries one request returns.
 const MAX_LIMIT: usize = 10_000;
@@ -66,12 +68,9 @@ struct AuditReply {
 /// visit has not ended yet.
 async fn entries(
     app: &AppState,
-    site: &str,
-    headers: &HeaderMap,
-    roles: &[Role],
+    handle: &SiteHandle,
     limit: Option<usize>,
 ) -> Result<Vec<AuditEntry>, ApiError> {
-    let (id, handle) = app.site_for(site, headers, roles)?;
     let limit = limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::new(
@@ -82,13 +81,13 @@ async fn entries(
     }
     let rows = app
         .store()
-        .audit(id.as_str(), limit)
+        .audit(handle.config.id.as_str(), limit)
         .await
         .map_err(ApiError::unavailable)?;
-    let open: Vec<String> = rows
+    let open: Vec<TicketId> = rows
         .iter()
         .filter(|r| r.number.is_none())
-        .filter_map(|r| r.event.ticket().map(ToString::to_string))
+        .filter_map(|r| r.event.ticket().cloned())
         .collect();
     let numbers: HashMap<String, String> = if open.is_empty() {
         HashMap::new()
@@ -97,8 +96,8 @@ async fn entries(
             .read(move |state| {
                 open.into_iter()
                     .filter_map(|id| {
-                        let t = state.tickets.values().find(|t| t.id.as_str() == id)?;
-                        Some((id, t.number.to_string()))
+                        let number = state.tickets.get(&id)?.number.to_string();
+                        Some((id.to_string(), number))
                     })
                     .collect()
             })
@@ -174,11 +173,10 @@ async fn audit(
     headers: HeaderMap,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditReply>, ApiError> {
-    let roles = [Role::Floor, Role::Analyst];
     // The token first, then the query.
-    app.site_for(&site, &headers, &roles)?;
+    let (_, handle) = app.site_for(&site, &headers, &[Role::Floor, Role::Analyst])?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let audit = entries(&app, &site, &headers, &roles, q.limit).await?;
+    let audit = entries(&app, handle, q.limit).await?;
     Ok(Json(AuditReply { audit }))
 }
 
@@ -204,11 +202,10 @@ async fn audit_csv(
     headers: HeaderMap,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let roles = [Role::Analyst];
-    let (_, handle) = app.site_for(&site, &headers, &roles)?;
+    let (_, handle) = app.site_for(&site, &headers, &[Role::Analyst])?;
     let tz = handle.config.timezone;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let rows = entries(&app, &site, &headers, &roles, q.limit.or(Some(MAX_LIMIT))).await?;
+    let rows = entries(&app, handle, q.limit.or(Some(MAX_LIMIT))).await?;
     let mut out = csv::Writer::from_writer(b"\xEF\xBB\xBF".to_vec());
     let write = |out: &mut csv::Writer<Vec<u8>>, record: &[&str]| {
         out.write_record(record).map_err(ApiError::unavailable)
@@ -238,15 +235,8 @@ async fn audit_csv(
         )?;
     }
     let body = out.into_inner().map_err(ApiError::unavailable)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"madoguchi-audit-{site}.csv\""),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(super::kpi::csv_response(
+        &format!("madoguchi-audit-{site}.csv"),
+        axum::body::Body::from(body),
+    ))
 }

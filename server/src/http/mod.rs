@@ -227,6 +227,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             answer_within(response_timeout, request, next)
         }))
+        .layer(middleware::from_fn(close_after_refused_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -238,6 +239,26 @@ async fn answer_within(limit: std::time::Duration, request: Request, next: Next)
         Ok(response) => response,
         Err(_) => ApiError::timeout().into_response(),
     }
+}
+
+/// A refused request's body may be left unread (the token is checked first), so its connection
+/// cannot carry another request: say so, rather than let a keep-alive client reuse a connection
+/// the server is about to close.
+async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let with_body = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if with_body && (status.is_client_error() || status.is_server_error()) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Per-address rate limit for requests without a valid token (phones share a NAT address, so
@@ -285,29 +306,19 @@ fn method_label(method: &Method) -> &'static str {
 async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(request.method());
-    let with_body = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() != b"0")
-        || request
-            .headers()
-            .contains_key(axum::http::header::TRANSFER_ENCODING);
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let mut response = next.run(request).await;
+    let in_flight = app
+        .metrics()
+        .http_in_flight
+        .with_label_values(&[route.as_str()]);
+    in_flight.inc();
+    let response = next.run(request).await;
+    in_flight.dec();
     let elapsed = start.elapsed();
     let status = response.status();
-    // A refused request's body may be left unread (the token is checked first), so the
-    // connection cannot carry another request: say so, rather than let a keep-alive client reuse
-    // a connection the server is about to close.
-    if with_body && (status.is_client_error() || status.is_server_error()) {
-        response.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-    }
     app.metrics()
         .http_requests
         .with_label_values(&[method, route.as_str(), status.as_str()])
