@@ -56,6 +56,13 @@ impl ApiError {
             )
         }
     }
+    /// No ticket of today has this phone token (the phone page and its channel).
+    pub fn unknown_phone_ticket() -> Self {
+        Self::not_found(
+            "ticket_not_found",
+            "この受付票は見つかりません / no such ticket today",
+        )
+    }
     /// Too many WebSockets from one address.
     pub fn too_many_sockets() -> Self {
         Self {

@@ -168,16 +168,16 @@ async fn ticket_live(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let not_found = || {
-        ApiError::not_found(
-            "ticket_not_found",
-            "この受付票は見つかりません / no such ticket today",
-        )
-    };
-    let handle = app.site_of_token(&token).ok_or_else(not_found)?.clone();
+    let handle = app
+        .site_of_token(&token)
+        .ok_or_else(ApiError::unknown_phone_ticket)?
+        .clone();
     let ws = socket::upgrade(ws)?;
     let guard = place(&app, peer, &headers)?;
-    let updates = handle.watch(token).await?.ok_or_else(not_found)?;
+    let updates = handle
+        .watch(token)
+        .await?
+        .ok_or_else(ApiError::unknown_phone_ticket)?;
     Ok(
         socket::limit(ws, MAX_CLIENT_MESSAGE).on_upgrade(move |socket| async move {
             let site = handle.config.id.to_string();

@@ -359,18 +359,14 @@ async fn staff_cancel(
 
 /// The resident's ticket by its phone token: the index names the one site to ask.
 async fn find_by_token(app: &AppState, token: &str) -> Result<PhoneView, ApiError> {
-    let not_found = || {
-        ApiError::not_found(
-            "ticket_not_found",
-            "この受付票は見つかりません / no such ticket today",
-        )
-    };
-    let handle = app.site_of_token(token).ok_or_else(not_found)?;
+    let handle = app
+        .site_of_token(token)
+        .ok_or_else(ApiError::unknown_phone_ticket)?;
     let t = token.to_owned();
     handle
         .read(move |state| state.phone_view(&t))
         .await?
-        .ok_or_else(not_found)
+        .ok_or_else(ApiError::unknown_phone_ticket)
 }
 
 /// The resident's ticket, by the phone page's token (public; rate-limited per address).
