@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod net;
 pub mod printers;
 pub mod projection;
+pub mod projector;
 pub mod server;
 pub mod site;

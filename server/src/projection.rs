@@ -23,6 +23,29 @@ pub struct NewJob {
     pub job: PrintJob,
 }
 
+/// What a run of events gives the stored projections: the visit records they ended or changed
+/// (in order; a later copy of a visit replaces an earlier one) and their print jobs, and the seq
+/// of the last of those events, where the checkpoint moves.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub seq: u64,
+    pub visits: Vec<VisitRecord>,
+    pub jobs: Vec<NewJob>,
+}
+
+impl Batch {
+    /// Appends a later batch.
+    pub fn join(&mut self, later: Batch) {
+        self.seq = self.seq.max(later.seq);
+        self.visits.extend(later.visits);
+        self.jobs.extend(later.jobs);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.visits.is_empty() && self.jobs.is_empty()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("visit store: {0}")]
 pub struct StoreError(String);
@@ -222,13 +245,19 @@ impl ProjectionStore {
         visits: Vec<VisitRecord>,
         jobs: Vec<NewJob>,
     ) -> Result<(), StoreError> {
+        self.record_batch(site, Arc::new(Batch { seq, visits, jobs }))
+            .await
+    }
+
+    /// [`Self::record`] of a batch the caller keeps (to try again after a failure).
+    pub async fn record_batch(&self, site: &str, batch: Arc<Batch>) -> Result<(), StoreError> {
         let site = site.to_owned();
         self.with(move |conn| {
             let tx = conn.transaction().map_err(err)?;
-            for v in &visits {
+            for v in &batch.visits {
                 write_visit(&tx, v).map_err(err)?;
             }
-            for j in &jobs {
+            for j in &batch.jobs {
                 let body = serde_json::to_string(&j.job).map_err(err)?;
                 tx.execute(
                     "INSERT OR IGNORE INTO print_jobs (id, agent, site, seq, created_at, body)
@@ -247,7 +276,7 @@ impl ProjectionStore {
             tx.execute(
                 "INSERT INTO projection_checkpoints (site, seq) VALUES (?1, ?2)
                  ON CONFLICT (site) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                params![site, seq as i64],
+                params![site, batch.seq as i64],
             )
             .map_err(err)?;
             tx.commit().map_err(err)

@@ -17,7 +17,8 @@ use crate::core::{
 use crate::log::{EventLog, LogError, SnapshotStore};
 use crate::metrics::Metrics;
 use crate::printers::{job_for, PrinterHub};
-use crate::projection::{NewJob, ProjectionStore};
+use crate::projection::{Batch, NewJob, ProjectionStore};
+use crate::projector::Projector;
 
 /// How many live messages a slow subscriber may fall behind before it must resync.
 const LIVE_BUFFER: usize = 256;
@@ -28,6 +29,8 @@ const MAX_ATTEMPTS: usize = 8;
 /// Events between two snapshots of a site's state. A site also takes one when it stops, and
 /// after a start that replayed this many events.
 pub const SNAPSHOT_EVERY: u64 = 10_000;
+/// How long a stopping site waits for its projection writer and its last snapshot, each.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -153,16 +156,34 @@ enum Request {
 
 /// How a site's actor is doing, for `/readyz`: shared by the supervisor, the actor and the
 /// handles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SiteStatus {
     restarting: std::sync::atomic::AtomicBool,
     restarts: std::sync::atomic::AtomicU64,
-    /// Events in the log whose visit records and print jobs are not written yet.
-    projection_lag: std::sync::atomic::AtomicU64,
+    /// Failed writes of the stored projections since they were last current.
+    pub(crate) projection_retries: std::sync::atomic::AtomicU64,
+    /// The seq of the latest batch handed to the projection writer.
+    sent: std::sync::atomic::AtomicU64,
+    /// The seq the stored projections are written up to (set by the projection writer).
+    pub(crate) projected: watch::Sender<u64>,
     /// The seq of the snapshot the latest (re)build started from, 0 for a full replay.
     snapshot_seq: std::sync::atomic::AtomicU64,
     /// Events the latest (re)build replayed from the log.
     replayed: std::sync::atomic::AtomicU64,
+}
+
+impl Default for SiteStatus {
+    fn default() -> Self {
+        Self {
+            restarting: Default::default(),
+            restarts: Default::default(),
+            projection_retries: Default::default(),
+            sent: Default::default(),
+            projected: watch::channel(0).0,
+            snapshot_seq: Default::default(),
+            replayed: Default::default(),
+        }
+    }
 }
 
 impl SiteStatus {
@@ -172,9 +193,16 @@ impl SiteStatus {
     pub fn restarts(&self) -> u64 {
         self.restarts.load(std::sync::atomic::Ordering::Relaxed)
     }
-    pub fn projection_lag(&self) -> u64 {
-        self.projection_lag
+    /// Failed writes of the stored projections since they were last current.
+    pub fn projection_retries(&self) -> u64 {
+        self.projection_retries
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Events handed to the projection writer and not yet written.
+    pub fn projection_lag(&self) -> u64 {
+        self.sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(*self.projected.borrow())
     }
     /// The seq of the snapshot the latest (re)build started from, 0 for a full replay.
     pub fn snapshot_seq(&self) -> u64 {
@@ -216,6 +244,16 @@ impl SiteHandle {
 
     pub fn status(&self) -> &SiteStatus {
         &self.status
+    }
+
+    /// Waits (at most `limit`) until the stored projections hold every event appended before
+    /// the call, so a reader sees the visits its own commands ended. False if they still lag.
+    pub async fn settled(&self, limit: Duration) -> bool {
+        let target = self.status.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let mut projected = self.status.projected.subscribe();
+        tokio::time::timeout(limit, projected.wait_for(|p| *p >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Refuses at once while the actor is being rebuilt.
@@ -281,11 +319,9 @@ struct Actor {
     tickets: TicketIndex,
     /// Phone channels by ticket token.
     watchers: HashMap<String, watch::Sender<PhoneText>>,
-    /// Visit records and print jobs of logged events not yet written (a failed write), kept in
-    /// order and written before anything newer; the projection's checkpoint stays behind them.
-    unprojected: (Vec<VisitRecord>, Vec<NewJob>),
-    /// When to try the failed write again, and the wait after that.
-    retry: Option<(tokio::time::Instant, Duration)>,
+    /// The writer of the stored projections (visit records, print jobs); `None` until the state
+    /// is rebuilt and once the actor has stopped.
+    projector: Option<Projector>,
     status: Arc<SiteStatus>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
     /// The seq of the latest snapshot taken or started from.
@@ -398,8 +434,7 @@ impl Actor {
             last_at: None,
             tickets,
             watchers: HashMap::new(),
-            unprojected: (Vec::new(), Vec::new()),
-            retry: None,
+            projector: None,
             status,
             snapshots,
             snapshot_seq: 0,
@@ -413,13 +448,25 @@ impl Actor {
             .map_err(|e| SiteError::Unavailable(e.to_string()))?;
         let from = actor.restore(checkpoint).await;
         actor.catch_up(checkpoint, false).await?;
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let seq = actor.state.seq.max(checkpoint);
+            actor.status.sent.store(seq, Relaxed);
+            actor.status.projected.send_replace(seq);
+            actor.status.projection_retries.store(0, Relaxed);
+        }
+        actor.projector = Some(Projector::start(
+            config.id.clone(),
+            actor.visits.clone(),
+            actor.printers.clone(),
+            actor.status.clone(),
+        ));
         actor
             .metrics
             .observe_board(config.id.as_str(), &actor.state.board());
         let replayed = actor.state.seq - from;
         {
             use std::sync::atomic::Ordering::Relaxed;
-            actor.status.projection_lag.store(0, Relaxed);
             actor.status.snapshot_seq.store(from, Relaxed);
             actor.status.replayed.store(replayed, Relaxed);
         }
@@ -489,10 +536,8 @@ impl Actor {
     /// Takes a snapshot when [`SNAPSHOT_EVERY`] events have passed since the latest one, every
     /// event is projected and the previous snapshot is written.
     fn maybe_snapshot(&mut self, why: &'static str) {
-        let projected =
-            self.retry.is_none() && self.unprojected.0.is_empty() && self.unprojected.1.is_empty();
         if self.state.seq < self.snapshot_seq + SNAPSHOT_EVERY
-            || !projected
+            || self.status.projection_retries() > 0
             || self
                 .snapshot_task
                 .as_ref()
@@ -503,32 +548,33 @@ impl Actor {
         self.snapshot_task = self.snapshot(why);
     }
 
-    /// Snapshots the state as it is now, if every event so far is projected, and writes it in a
-    /// task of its own: first the projection's checkpoint moves to the current seq (events that
-    /// end no visit leave it behind, and a start uses only snapshots the checkpoint has passed),
-    /// then the snapshot is saved. The state is copied here; it is serialized off the runtime.
+    /// Snapshots the state as it is now and writes it in a task of its own once the stored
+    /// projections hold every event so far: the projection writer first moves its checkpoint to
+    /// the snapshot's seq (events that end no visit leave it behind, and a start uses only
+    /// snapshots the checkpoint has passed). The state is copied here; it is serialized off the
+    /// runtime. No snapshot while a projection write is failing.
     fn snapshot(&mut self, why: &'static str) -> Option<tokio::task::JoinHandle<()>> {
         let store = self.snapshots.clone()?;
+        let projector = self.projector.as_ref()?;
         let seq = self.state.seq;
         let site = self.state.config.id.clone();
         if seq == 0 || seq == self.snapshot_seq {
             return None;
         }
-        if self.retry.is_some() || !(self.unprojected.0.is_empty() && self.unprojected.1.is_empty())
-        {
+        if self.status.projection_retries() > 0 {
             tracing::warn!(site = %site, seq, why, "projections are behind the log; no snapshot");
             return None;
         }
         let snapshot = SiteSnapshot::take(&self.state, self.last_at);
         self.snapshot_seq = seq;
-        let visits = self.visits.clone();
+        projector.send(Batch {
+            seq,
+            ..Batch::default()
+        });
+        let mut projected = self.status.projected.subscribe();
         Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            if let Err(e) = visits
-                .record(site.as_str(), seq, Vec::new(), Vec::new())
-                .await
-            {
-                tracing::warn!(site = %site, seq, error = %e, "cannot move the projection checkpoint; no snapshot");
+            if projected.wait_for(|p| *p >= seq).await.is_err() {
                 return;
             }
             match store.save(&site, snapshot).await {
@@ -542,13 +588,20 @@ impl Actor {
         }))
     }
 
-    /// The last act of a stopping actor: a snapshot of the final state, written before it ends.
+    /// The last acts of a stopping actor: a snapshot of the final state, and the projection
+    /// writer's queue written, each within [`STOP_LIMIT`].
     async fn stop(&mut self) {
-        if let Some(task) = self.snapshot_task.take() {
-            let _ = task.await;
+        let earlier = self.snapshot_task.take();
+        let last = self.snapshot("shutdown");
+        if let Some(projector) = self.projector.take() {
+            projector.finish(STOP_LIMIT).await;
         }
-        if let Some(task) = self.snapshot("shutdown") {
-            let _ = task.await;
+        for task in [earlier, last].into_iter().flatten() {
+            let mut task = task;
+            if tokio::time::timeout(STOP_LIMIT, &mut task).await.is_err() {
+                tracing::warn!(site = %self.state.config.id, "the snapshot did not finish in time; the next start replays more");
+                task.abort();
+            }
         }
     }
 
@@ -557,11 +610,7 @@ impl Actor {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let retry_at = self.retry.map(|(at, _)| at);
             tokio::select! {
-                () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
-                    self.write_projection().await;
-                }
                 request = rx.recv() => match request {
                     None => break,
                     Some(Request::Command { command, by, reply }) => {
@@ -718,7 +767,8 @@ impl Actor {
         (records, job_for(&self.state, event))
     }
 
-    /// Stores visit records and print jobs up to the current seq, then wakes the printer agents.
+    /// Stores visit records and print jobs up to the current seq, then wakes the printer agents
+    /// (while rebuilding, before the projection writer starts).
     async fn project(
         &self,
         records: Vec<VisitRecord>,
@@ -774,39 +824,17 @@ impl Actor {
         }
         self.metrics.observe_board(&site, &self.state.board());
         self.tell_watchers();
-        self.unprojected.0.extend(records);
-        self.unprojected.1.extend(jobs);
-        if self.retry.is_none() && !(self.unprojected.0.is_empty() && self.unprojected.1.is_empty())
-        {
-            self.write_projection().await;
-        }
-    }
-
-    /// Writes what is waiting to be projected, up to the current seq. On failure everything stays
-    /// waiting, in order, and the write is tried again later with backoff; commands go on, since
-    /// their events are in the log, and the checkpoint stays behind the unwritten ones, so a
-    /// restart projects them too.
-    async fn write_projection(&mut self) {
-        let (records, jobs) = std::mem::take(&mut self.unprojected);
-        match self.project(records.clone(), jobs.clone()).await {
-            Ok(()) => {
-                if self.retry.take().is_some() {
-                    tracing::info!(site = %self.state.config.id, seq = self.state.seq, "projections caught up");
-                }
+        let batch = Batch {
+            seq: self.state.seq,
+            visits: records,
+            jobs,
+        };
+        if !batch.is_empty() {
+            if let Some(projector) = &self.projector {
                 self.status
-                    .projection_lag
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => {
-                let wait = self.retry.map_or(Duration::from_millis(100), |(_, w)| {
-                    (w * 2).min(Duration::from_secs(10))
-                });
-                tracing::error!(site = %self.state.config.id, error = %e, retry_in_ms = wait.as_millis() as u64, "could not store projections; will retry");
-                self.retry = Some((tokio::time::Instant::now() + wait, wait));
-                self.unprojected = (records, jobs);
-                self.status
-                    .projection_lag
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .sent
+                    .store(batch.seq, std::sync::atomic::Ordering::Relaxed);
+                projector.send(batch);
             }
         }
     }

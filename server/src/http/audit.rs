@@ -79,6 +79,7 @@ async fn entries(
             format!("limit must be 1–{MAX_LIMIT}"),
         ));
     }
+    app.settled(Some(&handle.config.id)).await;
     let rows = app
         .store()
         .audit(handle.config.id.as_str(), limit)

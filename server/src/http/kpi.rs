@@ -217,6 +217,7 @@ async fn kpi(
         Utc::now(),
     )?;
     (filter.from, filter.to) = (Some(from), Some(to));
+    app.settled(id.as_ref()).await;
     // Streamed from a read-only connection: neither the projection's writer nor every visit in
     // memory.
     let fold = kpi::Fold::new(group_by, tz);
@@ -418,7 +419,8 @@ async fn visits_csv(
     query: Result<Query<CsvQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| invalid_query(e.body_text()))?;
-    let (_, tz, filter) = scope(&app, &site, &headers, q.from.as_deref(), q.to.as_deref())?;
+    let (id, tz, filter) = scope(&app, &site, &headers, q.from.as_deref(), q.to.as_deref())?;
+    app.settled(id.as_ref()).await;
     let sites: Vec<std::sync::Arc<SiteConfig>> = app.sites().map(|h| h.config.clone()).collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
     let mut first = b"\xEF\xBB\xBF".to_vec();

@@ -56,6 +56,9 @@ struct Inner {
     public: Arc<PublicLimits>,
 }
 
+/// The longest a read of the stored projections waits for them to catch up.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl AppState {
     pub fn new(
         config: Config,
@@ -99,6 +102,16 @@ impl AppState {
     }
     pub fn site(&self, id: &SiteId) -> Option<&SiteHandle> {
         self.inner.sites.get(id)
+    }
+    /// Before a read of the stored projections: waits briefly until they hold every event
+    /// appended so far at `site` (every site for `None`), so a caller reads its own writes. A
+    /// lagging projection (see `/readyz`) delays the read by at most [`SETTLE_LIMIT`].
+    pub(crate) async fn settled(&self, site: Option<&SiteId>) {
+        let sites: Vec<&SiteHandle> = match site {
+            Some(id) => self.site(id).into_iter().collect(),
+            None => self.sites().collect(),
+        };
+        futures_util::future::join_all(sites.iter().map(|h| h.settled(SETTLE_LIMIT))).await;
     }
     /// The site that issued a phone token today.
     pub(crate) fn site_of_token(&self, token: &str) -> Option<&SiteHandle> {
