@@ -7,7 +7,7 @@ use super::{
     ProcedureCode, QueueId, SiteState, Target, Ticket, TicketId, TicketNumber, TicketSelector,
     TicketStatus, Timestamp,
 };
-use crate::config::{NoShowAction, SiteConfig};
+use super::model::{NoShowAction, SiteConfig};
 
 /// The business day `now` belongs to: local date, where a day starts at the reset time.
 pub fn business_day(config: &SiteConfig, now: Timestamp) -> NaiveDate {

@@ -4,6 +4,7 @@
 
 mod decide;
 mod ids;
+pub mod model;
 mod snapshot;
 mod state;
 mod view;

@@ -17,7 +17,7 @@ use super::{
     CounterId, CounterState, DispenserId, PrinterId, PrinterState, Profile, QueueId, SiteId,
     Target, TicketId, TicketNumber, Timestamp,
 };
-use crate::config::SiteConfig;
+use super::model::SiteConfig;
 
 /// The snapshot format. Bump it whenever `Event`, `SiteState` or `SiteState::apply` change in a
 /// way that makes a snapshot taken by the previous version differ from a replay by this one:

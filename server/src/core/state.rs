@@ -11,7 +11,7 @@ use super::{
     PrinterState, ProcedureCode, Profile, QueueId, Target, TicketId, TicketNumber, TicketStatus,
     Timestamp,
 };
-use crate::config::SiteConfig;
+use super::model::SiteConfig;
 
 /// How many recent calls the board remembers.
 const RECENT_CALLS: usize = 10;

@@ -8,7 +8,7 @@ use super::{
     ProcedureCode, QueueId, SiteState, Target, Ticket, TicketId, TicketNumber, TicketStatus,
     Timestamp,
 };
-use crate::config::SiteConfig;
+use super::model::SiteConfig;
 
 /// What the phone page shows: the resident's own ticket, without ids or tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
