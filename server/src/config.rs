@@ -289,6 +289,14 @@ impl Config {
 }
 
 /// `s` as an origin for a CSP source (lowercase scheme and host, optional port), when it is one.
+/// `"12:00-12:45"` → (12:00, 12:45), the start before the end.
+fn parse_break(s: &str) -> Option<(NaiveTime, NaiveTime)> {
+    let (a, b) = s.split_once('-')?;
+    let parse = |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").ok();
+    let (a, b) = (parse(a)?, parse(b)?);
+    (a < b).then_some((a, b))
+}
+
 fn origin(s: &str) -> Option<String> {
     let (scheme, rest) = s.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -477,6 +485,10 @@ mod raw {
         pub(super) queues: Vec<String>,
         pub(super) strategy: Option<crate::core::Strategy>,
         pub(super) state: Option<crate::core::CounterState>,
+        /// Planned breaks in local time, `"12:00-12:45"`; the wait estimate expects the
+        /// counter not to call during them.
+        #[serde(default)]
+        pub(super) breaks: Vec<String>,
     }
 
     #[derive(Deserialize)]
@@ -1181,10 +1193,21 @@ impl Validator {
                     "a counter must serve at least one queue",
                 );
             }
+            let mut breaks = Vec::new();
+            for b in &c.breaks {
+                match parse_break(b) {
+                    Some(range) => breaks.push(range),
+                    None => self.err(
+                        format!("{cf}.breaks"),
+                        format!("{b:?} is not a break like \"12:00-12:45\" (start before end)"),
+                    ),
+                }
+            }
             counters.push(CounterConfig {
                 id: cid,
                 name: c.name.clone(),
                 state: c.state.unwrap_or(CounterState::Closed),
+                breaks,
                 profile: Profile {
                     queues: served,
                     strategy: c.strategy.unwrap_or(Strategy::ProfileOrder),

@@ -25,4 +25,5 @@ pub mod printers;
 pub mod projection;
 pub mod projector;
 pub mod server;
+pub mod sim;
 pub mod site;

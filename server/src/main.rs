@@ -82,6 +82,28 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Score every wait predictor on simulated days of a scenario (MAE, p90, RMSE, RASE, bias),
+    /// plus the stationary M/M/s check. Progress goes to stderr.
+    BenchEstimates {
+        /// Scenario file.
+        #[arg(long, default_value = "config/scenarios/moving-season.toml")]
+        scenario: PathBuf,
+        /// Configuration file holding the scenario's site.
+        #[arg(long, env = "MADOGUCHI_CONFIG", default_value = "config/demo.toml")]
+        config: PathBuf,
+        /// Simulated business days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Seed (the same seed gives the same days).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rescale the scenario's arrivals to this mean per day.
+        #[arg(long)]
+        arrivals_per_day: Option<f64>,
+        /// Print only the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +129,44 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::BenchEstimates {
+            scenario,
+            config,
+            days,
+            seed,
+            arrivals_per_day,
+            json,
+        } => {
+            let options = madoguchi::sim::bench::Options {
+                scenario,
+                config,
+                days,
+                seed,
+                arrivals_per_day,
+            };
+            let started = std::time::Instant::now();
+            let report = madoguchi::sim::bench::run(&options, &mut |what, done, of| {
+                eprint!("\r{what}: day {done}/{of}   ");
+                if done == of {
+                    eprintln!();
+                }
+            });
+            match report {
+                Ok(report) => {
+                    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+                    if json {
+                        println!("{}", serde_json::to_string(&report).expect("a report serializes"));
+                    } else {
+                        print!("{}", madoguchi::sim::bench::table(&report));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("madoguchi bench-estimates: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Backup { file, data, force } => {
             madoguchi::maintenance::backup_command(&data, &file, force)
         }

@@ -3,6 +3,7 @@
 //! so the same core runs in the server, in tests with virtual time, and in a simulator.
 
 mod decide;
+pub mod estimate;
 mod ids;
 pub mod model;
 mod snapshot;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use madoguchi_wire::PrinterState;
 
 pub use decide::{business_day, decide, plan_for, route};
+pub use estimate::{Estimates, Learner, Predictor};
 pub use ids::*;
 pub use snapshot::{
     config_fingerprint, SiteSnapshot, SnapshotMismatch, StateData, SNAPSHOT_FORMAT,

@@ -74,6 +74,8 @@ pub struct CounterConfig {
     pub name: I18n,
     pub state: CounterState,
     pub profile: Profile,
+    /// Planned breaks (local start and end): the wait estimate expects no calls during them.
+    pub breaks: Vec<(NaiveTime, NaiveTime)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -80,6 +80,8 @@ impl SiteSnapshot {
             counters,
             recent_calls,
             printers,
+            // A cache of the wait estimates: recomputed after every event.
+            estimates: _,
         } = state;
         SiteSnapshot {
             format: SNAPSHOT_FORMAT,
@@ -144,6 +146,7 @@ impl SiteSnapshot {
             counters,
             recent_calls,
             printers,
+            estimates: Default::default(),
         })
     }
 }

@@ -140,6 +140,9 @@ pub struct SiteState {
     pub recent_calls: VecDeque<RecentCall>,
     /// The printers of this site's dispensers, with their last reported state and since when.
     pub printers: BTreeMap<PrinterId, (PrinterState, Option<Timestamp>)>,
+    /// The wait estimates the views show, computed for one seq by the site's owner (see
+    /// `core::estimate`); views fall back to the naive estimate when they are for another seq.
+    pub estimates: super::Estimates,
 }
 
 impl SiteState {
@@ -173,6 +176,7 @@ impl SiteState {
             waiting: BTreeMap::new(),
             counters,
             recent_calls: VecDeque::new(),
+            estimates: Default::default(),
         }
     }
 

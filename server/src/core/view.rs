@@ -242,10 +242,15 @@ impl SiteState {
         }
     }
 
-    /// The planned service of the tickets ahead, shared among the counters serving the line.
-    /// A simple estimate; it ignores service already under way.
-    fn estimate(&self, target: &Target, ahead: impl Iterator<Item = u64>) -> u64 {
-        ahead.sum::<u64>() / self.servers(target)
+    /// The planned service of the tickets ahead, shared among the open counters serving the
+    /// line: the `naive` baseline; it ignores service under way, shared counters and breaks.
+    pub fn naive_wait<'t>(&self, target: &Target, ahead: impl Iterator<Item = &'t Ticket>) -> u64 {
+        ahead.map(|t| u64::from(t.planned_service_s)).sum::<u64>() / self.servers(target)
+    }
+
+    /// The estimates for this seq, if they were computed for it.
+    fn current_estimates(&self) -> Option<&super::Estimates> {
+        (self.estimates.seq == self.seq && self.seq > 0).then_some(&self.estimates)
     }
 
     /// Place in line (1 = next) and estimated wait of a waiting ticket.
@@ -256,14 +261,15 @@ impl SiteState {
         let target = &t.step().target;
         let key = t.wait_key();
         let line = self.waiting.get(target)?;
-        let ahead: Vec<&super::WaitKey> = line.range(..key).collect();
-        let estimate = self.estimate(
-            target,
-            ahead
-                .iter()
-                .map(|k| u64::from(self.tickets[&k.ticket].planned_service_s)),
-        );
-        Some((ahead.len() + 1, estimate))
+        let ahead = line.range(..key).count();
+        let estimate = self
+            .current_estimates()
+            .and_then(|e| e.tickets.get(&t.id).copied())
+            .unwrap_or_else(|| {
+                let key = t.wait_key();
+                self.naive_wait(target, line.range(..key).map(|k| &self.tickets[&k.ticket]))
+            });
+        Some((ahead + 1, estimate))
     }
 
     /// The resident's own ticket as the phone page shows it, without ids or tokens.
@@ -329,7 +335,9 @@ impl SiteState {
                     id: q.id.clone(),
                     waiting: line.map_or(0, |l| l.len()),
                     estimated_wait_s: self
-                        .estimate(&target, tickets().map(|t| u64::from(t.planned_service_s))),
+                        .current_estimates()
+                        .and_then(|e| e.lines.get(&target).copied())
+                        .unwrap_or_else(|| self.naive_wait(&target, tickets())),
                     oldest_since: tickets().map(|t| t.step().enqueued_at).min(),
                 }
             })

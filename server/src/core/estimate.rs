@@ -1,0 +1,844 @@
+//! Wait estimates: how long until a waiting ticket is first called.
+//!
+//! A [`Learner`] folds the site's own events into service-time statistics (the configuration's
+//! `service_min` is the prior); the predictors turn a state and those statistics into an
+//! estimate. `Madoguchi` is the one the server shows: a Monte-Carlo run of the site forward from
+//! the current state, with the core's calling rules, the counters' break schedule, service
+//! already under way conditioned on its elapsed time, and learned service times; the estimate is
+//! the median over the runs (the median minimizes the mean absolute error). The classical ones
+//! (`naive`, `ql`, `les`, `hol`, `ql_staffed`) are kept as baselines for `bench-estimates`.
+//!
+//! No I/O and no clock: `now` is passed in, and the runs draw from a seeded generator, so the same
+//! state and seed give the same estimates.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{NaiveTime, TimeZone};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::model::SiteConfig;
+use super::{
+    CounterId, CounterState, Event, ProcedureCode, SiteState, Strategy, Target, TicketId,
+    TicketStatus, Timestamp,
+};
+
+/// Observations a learned mean is worth against its prior.
+const PRIOR_WEIGHT: f64 = 8.0;
+/// The spread of service times (sd of their logarithm) before anything is learned.
+const PRIOR_SIGMA: f64 = 0.45;
+/// Seconds between the end of one resident and the next call, before anything is learned.
+const PRIOR_GAP_S: f64 = 30.0;
+/// The shortest service a plan is assumed to take.
+const MIN_SERVICE_S: f64 = 30.0;
+/// Forward runs at most, and the work (runs × tickets in line) the server spends per event.
+const MAX_RUNS: usize = 41;
+const MIN_RUNS: usize = 9;
+const WORK_PER_EVENT: usize = 12_000;
+/// How far ahead a forward run looks (a day).
+const HORIZON_S: f64 = 86_400.0;
+
+/// The predictors `bench-estimates` compares; `Madoguchi` is the one the server shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Predictor {
+    /// Planned service of the tickets ahead over the open counters serving the line.
+    Naive,
+    /// Queue length: (people ahead + 1) over the completion rate of the counters serving the
+    /// line, a counter serving k lines counting 1/k.
+    Ql,
+    /// Last to enter service: the wait of the ticket most recently called from the line.
+    Les,
+    /// Head of line: how long the first ticket in the line has waited so far.
+    Hol,
+    /// Queue length with the break schedule and the learned means of each plan ahead.
+    QlStaffed,
+    /// Monte-Carlo run of the site forward from the current state.
+    Madoguchi,
+}
+
+impl Predictor {
+    pub const ALL: [Predictor; 6] = [
+        Predictor::Naive,
+        Predictor::Ql,
+        Predictor::Les,
+        Predictor::Hol,
+        Predictor::QlStaffed,
+        Predictor::Madoguchi,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Predictor::Naive => "naive",
+            Predictor::Ql => "ql",
+            Predictor::Les => "les",
+            Predictor::Hol => "hol",
+            Predictor::QlStaffed => "ql_staffed",
+            Predictor::Madoguchi => "madoguchi",
+        }
+    }
+}
+
+/// Count, sum and sum of squares of samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Moments {
+    n: f64,
+    sum: f64,
+    sq: f64,
+}
+
+impl Moments {
+    fn add(&mut self, x: f64) {
+        self.n += 1.0;
+        self.sum += x;
+        self.sq += x * x;
+    }
+    fn mean(&self) -> Option<f64> {
+        (self.n > 0.0).then(|| self.sum / self.n)
+    }
+    fn var(&self) -> Option<f64> {
+        (self.n > 1.0).then(|| ((self.sq - self.sum * self.sum / self.n) / (self.n - 1.0)).max(0.0))
+    }
+}
+
+/// Service-time statistics learned from a site's own events, the configuration as the prior.
+///
+/// A counter is taken from the call to the end of the step (the walk, the service, the paperwork:
+/// what holds the counter), per visit plan; the time from one end to the next call while someone
+/// waits; how often a call ends in a no-show, and after how long.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Learner {
+    /// Counter time per plan (its procedures joined by `+`), in seconds.
+    plans: HashMap<String, Moments>,
+    /// Observed counter time over the plan's prior mean, across plans.
+    ratio: Moments,
+    /// ln(observed / expected), for the spread.
+    log_ratio: Moments,
+    gap: Moments,
+    calls: f64,
+    no_shows: Moments,
+    /// When each counter last finished someone.
+    last_end: HashMap<CounterId, Timestamp>,
+    /// Counter time of every visit step, in seconds.
+    all: Moments,
+    /// The wait of the ticket most recently called from each line (for `les`).
+    pub last_entered: HashMap<Target, f64>,
+}
+
+fn plan_key(plan: &[ProcedureCode]) -> String {
+    let mut key = String::new();
+    for (i, p) in plan.iter().enumerate() {
+        if i > 0 {
+            key.push('+');
+        }
+        key.push_str(p.as_str());
+    }
+    key
+}
+
+fn secs(from: Timestamp, to: Timestamp) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1000.0
+}
+
+impl Learner {
+    /// Folds one event in, given the state before it is applied.
+    pub fn observe(&mut self, before: &SiteState, event: &Event) {
+        match event {
+            Event::DayStarted { .. } => self.last_end.clear(),
+            Event::TicketCalled {
+                ticket, counter, at, ..
+            } => {
+                let Some(t) = before.tickets.get(ticket) else {
+                    return;
+                };
+                if t.status != TicketStatus::Waiting {
+                    return; // a recall
+                }
+                self.calls += 1.0;
+                self.last_entered
+                    .insert(t.step().target.clone(), secs(t.step().enqueued_at, *at).max(0.0));
+                if let Some(end) = self.last_end.get(counter) {
+                    // A handover only if this resident was already waiting when the counter
+                    // became free; otherwise the counter stood idle.
+                    if t.step().enqueued_at <= *end {
+                        let gap = secs(*end, *at);
+                        if (0.0..600.0).contains(&gap) {
+                            self.gap.add(gap);
+                        }
+                    }
+                }
+            }
+            Event::StepCompleted {
+                ticket, counter, at, ..
+            } => {
+                let Some(t) = before.tickets.get(ticket) else {
+                    return;
+                };
+                if let Some(called) = t.step().called_at {
+                    let took = secs(called, *at);
+                    if took > 0.0 {
+                        let prior = prior_s(&before.config, &t.procedures);
+                        let expected = self.plan_mean(&before.config, &t.procedures);
+                        self.plans
+                            .entry(plan_key(&t.procedures))
+                            .or_default()
+                            .add(took);
+                        self.all.add(took);
+                        self.ratio.add(took / prior);
+                        self.log_ratio.add((took / expected).ln());
+                    }
+                }
+                self.last_end.insert(counter.clone(), *at);
+            }
+            Event::NoShowMarked {
+                ticket, counter, at, ..
+            } => {
+                if let Some(called) = before.tickets.get(ticket).and_then(|t| t.step().called_at) {
+                    self.no_shows.add(secs(called, *at).max(0.0));
+                }
+                self.last_end.insert(counter.clone(), *at);
+            }
+            _ => {}
+        }
+    }
+
+    /// Learned counter time over configured service time, across plans (1 before any visit).
+    fn global_ratio(&self) -> f64 {
+        (self.ratio.sum + PRIOR_WEIGHT) / (self.ratio.n + PRIOR_WEIGHT)
+    }
+
+    /// Mean counter time of a plan: its own observations, shrunk towards the configured service
+    /// time scaled by what the site has learned across plans.
+    pub fn plan_mean(&self, config: &SiteConfig, plan: &[ProcedureCode]) -> f64 {
+        let prior = prior_s(config, plan) * self.global_ratio();
+        match self.plans.get(&plan_key(plan)) {
+            Some(m) => (m.sum + PRIOR_WEIGHT * prior) / (m.n + PRIOR_WEIGHT),
+            None => prior,
+        }
+    }
+
+    /// Mean counter time of a visit step, whatever its plan (the configured catalog's mean
+    /// service before anything is learned).
+    pub fn mean_all(&self, config: &SiteConfig) -> f64 {
+        let prior = if config.procedures.is_empty() {
+            MIN_SERVICE_S
+        } else {
+            config
+                .procedures
+                .iter()
+                .map(|p| f64::from(p.service_s))
+                .sum::<f64>()
+                / config.procedures.len() as f64
+        };
+        (self.all.sum + PRIOR_WEIGHT * prior.max(MIN_SERVICE_S)) / (self.all.n + PRIOR_WEIGHT)
+    }
+
+    /// The sd of the logarithm of counter time around its plan's mean.
+    pub fn sigma(&self) -> f64 {
+        let n = self.log_ratio.n;
+        let learned = self.log_ratio.var().unwrap_or(PRIOR_SIGMA * PRIOR_SIGMA);
+        ((n * learned + PRIOR_WEIGHT * PRIOR_SIGMA * PRIOR_SIGMA) / (n + PRIOR_WEIGHT))
+            .sqrt()
+            .clamp(0.05, 1.5)
+    }
+
+    pub fn gap_mean(&self) -> f64 {
+        (self.gap.sum + PRIOR_WEIGHT * PRIOR_GAP_S) / (self.gap.n + PRIOR_WEIGHT)
+    }
+
+    /// Share of first calls that end in a no-show, and the counter time one takes.
+    pub fn no_show(&self) -> (f64, f64) {
+        let p = self.no_shows.n / (self.calls + PRIOR_WEIGHT * 10.0);
+        (p.clamp(0.0, 0.5), self.no_shows.mean().unwrap_or(120.0))
+    }
+}
+
+/// The configured service time of a plan (at least [`MIN_SERVICE_S`]).
+fn prior_s(config: &SiteConfig, plan: &[ProcedureCode]) -> f64 {
+    let s: f64 = plan
+        .iter()
+        .filter_map(|c| config.procedure(c))
+        .map(|p| f64::from(p.service_s))
+        .sum();
+    s.max(MIN_SERVICE_S)
+}
+
+/// The estimates the screens show at one seq: per waiting ticket, and per line for someone
+/// joining it now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Estimates {
+    pub seq: u64,
+    pub tickets: HashMap<TicketId, u64>,
+    pub lines: BTreeMap<Target, u64>,
+}
+
+/// Whether a counter works at `t` seconds from now, by its state now and its breaks.
+struct Availability {
+    /// Intervals (seconds from now) when the counter does not call.
+    off: Vec<(f64, f64)>,
+}
+
+impl Availability {
+    fn of(state: &SiteState, counter: &super::Counter, now: Timestamp) -> Availability {
+        let config = &state.config;
+        let breaks = config
+            .counter(&counter.id)
+            .map(|c| c.breaks.as_slice())
+            .unwrap_or_default();
+        let tz = config.timezone;
+        let local = now.with_timezone(&tz);
+        let mut off: Vec<(f64, f64)> = Vec::new();
+        for day in [local.date_naive(), local.date_naive().succ_opt().unwrap_or(local.date_naive())] {
+            for (from, to) in breaks {
+                let at = |t: &NaiveTime| {
+                    tz.from_local_datetime(&day.and_time(*t))
+                        .earliest()
+                        .map(|d| secs(now, d.with_timezone(&chrono::Utc)))
+                };
+                if let (Some(a), Some(b)) = (at(from), at(to)) {
+                    if b > 0.0 {
+                        off.push((a, b));
+                    }
+                }
+            }
+        }
+        match counter.state {
+            CounterState::Open => {}
+            CounterState::Closed => off = vec![(f64::NEG_INFINITY, f64::INFINITY)],
+            CounterState::Paused => {
+                // Paused for a scheduled break: back when it ends; otherwise back in a while.
+                let until = off
+                    .iter()
+                    .find(|(a, b)| *a <= 0.0 && *b > 0.0)
+                    .map_or(PAUSE_S, |(_, b)| *b);
+                off.push((f64::NEG_INFINITY, until));
+            }
+        }
+        off.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Availability { off }
+    }
+
+    /// The first moment at or after `t` when the counter works.
+    fn next_open(&self, mut t: f64) -> f64 {
+        for (a, b) in &self.off {
+            if *a <= t && t < *b {
+                t = *b;
+            }
+        }
+        t
+    }
+
+    /// Seconds of work between 0 and `t`.
+    fn open_between(&self, t: f64) -> f64 {
+        let closed: f64 = self
+            .off
+            .iter()
+            .map(|(a, b)| (b.min(t) - a.max(0.0)).max(0.0))
+            .sum();
+        (t - closed).max(0.0)
+    }
+}
+
+/// How long a counter paused outside its breaks is expected to stay paused.
+const PAUSE_S: f64 = 600.0;
+
+/// One waiting entry of a line in a forward run.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    rank: u8,
+    order: u64,
+    mean: f64,
+    /// Index into the tickets followed, or `None` for a ticket only in the way.
+    follow: Option<usize>,
+}
+
+struct Line {
+    entries: Vec<Entry>,
+    /// Index into the followed entries of the phantom at the line's end (someone joining now).
+    phantom: Option<usize>,
+}
+
+/// What a followed entry of a forward run stands for.
+#[derive(Debug, Clone)]
+enum Followed {
+    Ticket(TicketId),
+    /// Someone joining this line now.
+    Phantom(Target),
+}
+
+struct Runner {
+    lines: Vec<Line>,
+    ids: Vec<Followed>,
+    counters: Vec<RunCounter>,
+    sigma: f64,
+    gap: f64,
+    no_show: (f64, f64),
+    followed: usize,
+}
+
+struct RunCounter {
+    /// Its own line (transfers to this counter), then its profile's lines.
+    own: Option<usize>,
+    serves: Vec<usize>,
+    strategy: Strategy,
+    availability: Availability,
+    /// Seconds from now when the counter is next free; its residual service is drawn per run.
+    busy: Option<(f64, f64)>,
+}
+
+/// The waits the Monte-Carlo runs give: per followed ticket (and per line's phantom).
+struct RunResult {
+    samples: Vec<Vec<f64>>,
+}
+
+impl Runner {
+    /// A run of `state` from `now` following every waiting ticket (or only `only`), and with
+    /// `phantoms` someone joining each queue now.
+    fn new(
+        state: &SiteState,
+        learner: &Learner,
+        now: Timestamp,
+        only: Option<&TicketId>,
+        phantoms: bool,
+    ) -> Self {
+        let mut lines = Vec::new();
+        let mut line_of = HashMap::new();
+        let mut ids = Vec::new();
+        let mut targets: Vec<Target> = state.waiting.keys().cloned().collect();
+        if phantoms {
+            for q in &state.config.queues {
+                let t = Target::Queue(q.id.clone());
+                if !state.waiting.contains_key(&t) {
+                    targets.push(t);
+                }
+            }
+        }
+        for target in targets {
+            let entries: Vec<Entry> = state
+                .waiting
+                .get(&target)
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    let t = &state.tickets[&k.ticket];
+                    let follow = only.is_none_or(|o| *o == k.ticket).then(|| {
+                        ids.push(Followed::Ticket(k.ticket.clone()));
+                        ids.len() - 1
+                    });
+                    Entry {
+                        rank: k.rank,
+                        order: k.order,
+                        mean: learner.plan_mean(&state.config, &t.procedures),
+                        follow,
+                    }
+                })
+                .collect();
+            let phantom = (phantoms && matches!(target, Target::Queue(_))).then(|| {
+                ids.push(Followed::Phantom(target.clone()));
+                ids.len() - 1
+            });
+            line_of.insert(target, lines.len());
+            lines.push(Line {
+                entries,
+                phantom,
+            });
+        }
+        let counters = state
+            .counters
+            .iter()
+            .map(|c| {
+                let busy = c.current.as_ref().and_then(|id| {
+                    let t = state.tickets.get(id)?;
+                    let called = t.step().called_at?;
+                    Some((
+                        secs(called, now).max(0.0),
+                        learner.plan_mean(&state.config, &t.procedures),
+                    ))
+                });
+                RunCounter {
+                    own: line_of.get(&Target::Counter(c.id.clone())).copied(),
+                    serves: c
+                        .profile
+                        .queues
+                        .iter()
+                        .filter_map(|q| line_of.get(&Target::Queue(q.clone())).copied())
+                        .collect(),
+                    strategy: c.profile.strategy,
+                    availability: Availability::of(state, c, now),
+                    busy,
+                }
+            })
+            .collect();
+        Runner {
+            followed: ids.len(),
+            ids,
+            lines,
+            counters,
+            sigma: learner.sigma(),
+            gap: learner.gap_mean(),
+            no_show: learner.no_show(),
+        }
+    }
+
+    /// A counter time drawn around `mean` (lognormal with the learned spread).
+    fn draw(&self, rng: &mut SmallRng, mean: f64) -> f64 {
+        let s = self.sigma;
+        let mu = mean.ln() - s * s / 2.0;
+        (mu + s * normal(rng)).exp()
+    }
+
+    /// The rest of a service that has run `elapsed` seconds: drawn from the lognormal given that
+    /// it has lasted that long.
+    fn residual(&self, rng: &mut SmallRng, elapsed: f64, mean: f64) -> f64 {
+        let s = self.sigma;
+        let mu = mean.ln() - s * s / 2.0;
+        let floor = if elapsed > 0.0 {
+            phi((elapsed.ln() - mu) / s)
+        } else {
+            0.0
+        };
+        let u = floor + (1.0 - floor) * rng.random::<f64>();
+        let total = (mu + s * phi_inv(u.clamp(1e-12, 1.0 - 1e-12))).exp();
+        (total - elapsed).max(1.0)
+    }
+
+    /// Runs the site forward `runs` times; `samples[f]` gets the call time of followed entry
+    /// `f` in each run ([`HORIZON_S`] if not called within it).
+    fn run(&self, runs: usize, seed: u64) -> RunResult {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut samples = vec![Vec::with_capacity(runs); self.followed];
+        let mut free = vec![0.0f64; self.counters.len()];
+        let mut next = vec![0usize; self.lines.len()];
+        let mut phantom_left = vec![false; self.lines.len()];
+        let mut recorded = vec![false; self.followed];
+        for _ in 0..runs {
+            next.iter_mut().for_each(|n| *n = 0);
+            for (l, line) in self.lines.iter().enumerate() {
+                phantom_left[l] = line.phantom.is_some();
+            }
+            recorded.iter_mut().for_each(|r| *r = false);
+            for (i, c) in self.counters.iter().enumerate() {
+                let start = match c.busy {
+                    Some((elapsed, mean)) => self.residual(&mut rng, elapsed, mean) + self.gap,
+                    None => rng.random::<f64>() * self.gap,
+                };
+                free[i] = c.availability.next_open(start);
+            }
+            let mut left = self.followed;
+            while left > 0 {
+                let Some((i, t)) = free
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .filter(|(_, t)| *t <= HORIZON_S)
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                else {
+                    break;
+                };
+                let Some(l) = self.pick(i, &next, &phantom_left) else {
+                    free[i] = f64::INFINITY;
+                    continue;
+                };
+                let line = &self.lines[l];
+                if let Some(e) = line.entries.get(next[l]) {
+                    next[l] += 1;
+                    if let Some(f) = e.follow {
+                        samples[f].push(t);
+                        recorded[f] = true;
+                        left -= 1;
+                    }
+                    let took = if rng.random::<f64>() < self.no_show.0 {
+                        self.no_show.1
+                    } else {
+                        self.draw(&mut rng, e.mean)
+                    };
+                    let after = t + took + self.gap * (0.5 + rng.random::<f64>());
+                    free[i] = self.counters[i].availability.next_open(after);
+                } else if let Some(f) = line.phantom {
+                    // Someone who joined now would be called at t. The phantom holds nobody up:
+                    // it is last in its line, and the counter calls again at once.
+                    phantom_left[l] = false;
+                    samples[f].push(t);
+                    recorded[f] = true;
+                    left -= 1;
+                }
+            }
+            for (f, done) in recorded.iter().enumerate() {
+                if !done {
+                    samples[f].push(HORIZON_S);
+                }
+            }
+        }
+        RunResult { samples }
+    }
+
+    /// The line counter `i` calls from next, by the core's rules: its own line first, then the
+    /// priority ticket longest in line, then by its strategy.
+    fn pick(&self, i: usize, next: &[usize], phantom_left: &[bool]) -> Option<usize> {
+        let c = &self.counters[i];
+        let head = |l: usize| -> Option<(u8, u64)> {
+            match self.lines[l].entries.get(next[l]) {
+                Some(e) => Some((e.rank, e.order)),
+                None => phantom_left[l].then_some((1, u64::MAX)),
+            }
+        };
+        if let Some(own) = c.own {
+            if head(own).is_some() {
+                return Some(own);
+            }
+        }
+        let heads: Vec<(usize, (u8, u64))> = c
+            .serves
+            .iter()
+            .filter_map(|&l| head(l).map(|h| (l, h)))
+            .collect();
+        if let Some((l, _)) = heads
+            .iter()
+            .filter(|(_, h)| h.0 == 0)
+            .min_by_key(|(_, h)| h.1)
+        {
+            return Some(*l);
+        }
+        match c.strategy {
+            Strategy::ProfileOrder => heads.first().map(|(l, _)| *l),
+            Strategy::LongestWait => heads.iter().min_by_key(|(_, h)| h.1).map(|(l, _)| *l),
+        }
+    }
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// The madoguchi estimates of every waiting ticket and every queue (for someone joining it now)
+/// at `now`: the median of forward runs, as many as keep the work per call bounded.
+pub fn forecast(state: &SiteState, learner: &Learner, now: Timestamp, seed: u64) -> Estimates {
+    let runner = Runner::new(state, learner, now, None, true);
+    let waiting: usize = runner.lines.iter().map(|l| l.entries.len()).sum();
+    let runs = (WORK_PER_EVENT / waiting.max(1)).clamp(MIN_RUNS, MAX_RUNS) | 1;
+    let RunResult { mut samples } = runner.run(runs, seed);
+    let mut estimates = Estimates {
+        seq: state.seq,
+        ..Estimates::default()
+    };
+    for (id, samples) in runner.ids.iter().zip(samples.iter_mut()) {
+        let wait = median(samples).round() as u64;
+        match id {
+            Followed::Ticket(t) => {
+                estimates.tickets.insert(t.clone(), wait);
+            }
+            Followed::Phantom(target) => {
+                estimates.lines.insert(target.clone(), wait);
+            }
+        }
+    }
+    estimates
+}
+
+/// One predictor's estimate, in seconds from `now`, of when waiting ticket `ticket` is first
+/// called. `None` if it is not waiting.
+pub fn predict(
+    predictor: Predictor,
+    state: &SiteState,
+    learner: &Learner,
+    ticket: &TicketId,
+    now: Timestamp,
+    seed: u64,
+) -> Option<f64> {
+    let t = state.tickets.get(ticket)?;
+    if t.status != TicketStatus::Waiting {
+        return None;
+    }
+    let target = &t.step().target;
+    let key = t.wait_key();
+    let line = state.waiting.get(target)?;
+    let ahead = || line.range(..key.clone()).map(|k| &state.tickets[&k.ticket]);
+    let estimate = match predictor {
+        Predictor::Naive => state.naive_wait(target, ahead()) as f64,
+        Predictor::Ql => {
+            let n = ahead().count() as f64 + 1.0;
+            n * learner.mean_all(&state.config) / shares(state, target, |_| true)
+        }
+        Predictor::Les => learner.last_entered.get(target).copied().unwrap_or(0.0),
+        Predictor::Hol => line
+            .first()
+            .filter(|k| k.ticket != *ticket)
+            .map_or(0.0, |k| secs(state.tickets[&k.ticket].step().enqueued_at, now).max(0.0)),
+        Predictor::QlStaffed => {
+            let work: f64 = ahead()
+                .map(|a| learner.plan_mean(&state.config, &a.procedures))
+                .sum::<f64>()
+                + learner.mean_all(&state.config);
+            staffed_time(state, target, now, work)
+        }
+        Predictor::Madoguchi => {
+            let runner = Runner::new(state, learner, now, Some(ticket), false);
+            let RunResult { mut samples } = runner.run(MAX_RUNS, seed);
+            median(&mut samples[0])
+        }
+    };
+    Some(estimate.clamp(0.0, HORIZON_S))
+}
+
+/// The counters serving a line, a counter serving k queues counting 1/k, among those `open`.
+fn shares(state: &SiteState, target: &Target, open: impl Fn(&super::Counter) -> bool) -> f64 {
+    let share = |c: &super::Counter| match target {
+        Target::Counter(id) => f64::from(u8::from(&c.id == id)),
+        Target::Queue(q) if c.profile.queues.contains(q) => 1.0 / c.profile.queues.len() as f64,
+        Target::Queue(_) => 0.0,
+    };
+    let open_shares: f64 = state
+        .counters
+        .iter()
+        .filter(|c| c.state == CounterState::Open && open(c))
+        .map(share)
+        .sum();
+    open_shares.max(1e-3)
+}
+
+/// The time the counters serving `target`, by their shares and break schedule, take for `work`
+/// seconds of counter time.
+fn staffed_time(state: &SiteState, target: &Target, now: Timestamp, work: f64) -> f64 {
+    let counters: Vec<(f64, Availability)> = state
+        .counters
+        .iter()
+        .filter_map(|c| {
+            let share = match target {
+                Target::Counter(id) => f64::from(u8::from(&c.id == id)),
+                Target::Queue(q) if c.profile.queues.contains(q) => {
+                    1.0 / c.profile.queues.len() as f64
+                }
+                Target::Queue(_) => 0.0,
+            };
+            (share > 0.0).then(|| (share, Availability::of(state, c, now)))
+        })
+        .collect();
+    let capacity = |t: f64| -> f64 {
+        counters
+            .iter()
+            .map(|(share, a)| share * a.open_between(t))
+            .sum()
+    };
+    if capacity(HORIZON_S) < work {
+        return HORIZON_S;
+    }
+    let (mut lo, mut hi) = (0.0, HORIZON_S);
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        if capacity(mid) < work {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+/// A standard normal draw (Box–Muller).
+fn normal(rng: &mut SmallRng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// The standard normal distribution function (via erfc, Numerical Recipes' Chebyshev fit,
+/// relative error below 1.2e-7).
+fn phi(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t * (-z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+        .exp();
+    if x >= 0.0 {
+        1.0 - r / 2.0
+    } else {
+        r / 2.0
+    }
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error below 1.2e-9).
+fn phi_inv(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let low = 0.024_25;
+    if p < low {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    } else if p <= 1.0 - low {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        -phi_inv(1.0 - p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_normal_functions_invert_each_other() {
+        for p in [1e-6, 0.01, 0.1, 0.3, 0.5, 0.77, 0.99, 0.999_99] {
+            let x = phi_inv(p);
+            assert!((phi(x) - p).abs() < 1e-6 * p.max(1e-3) * 10.0, "{p} → {x} → {}", phi(x));
+        }
+        assert!((phi(1.959_964) - 0.975).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_residual_is_drawn_from_the_tail() {
+        let learner = Learner::default();
+        let runner = Runner {
+            lines: Vec::new(),
+            ids: Vec::new(),
+            counters: Vec::new(),
+            sigma: 0.5,
+            gap: learner.gap_mean(),
+            no_show: learner.no_show(),
+            followed: 0,
+        };
+        let mut rng = SmallRng::seed_from_u64(7);
+        let fresh: f64 = (0..4000).map(|_| runner.residual(&mut rng, 0.0, 600.0)).sum::<f64>() / 4000.0;
+        assert!((fresh - 600.0).abs() < 30.0, "mean of a fresh service {fresh}");
+        // Past the mean, the rest is still positive and shorter than a whole service again.
+        let late: f64 = (0..4000).map(|_| runner.residual(&mut rng, 900.0, 600.0)).sum::<f64>() / 4000.0;
+        assert!(late > 0.0 && late < 600.0, "rest after 900 s: {late}");
+    }
+}

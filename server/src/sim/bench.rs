@@ -1,0 +1,342 @@
+//! `madoguchi bench-estimates`: every predictor on the same simulated days (common random
+//! numbers: one simulated path, every predictor asked at every issue), scored against the wait
+//! each resident then had (issue → first call), plus the stationary M/M/s sanity check.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, NaiveTime};
+use serde::Serialize;
+
+use super::{weekdays, Observer, Scenario, ServiceShape, Sim};
+use crate::core::estimate::{predict, Predictor};
+use crate::core::model::{
+    CounterConfig, NoShowAction, NoShowPolicy, Procedure, QueueConfig, ScreensConfig, SiteConfig,
+};
+use crate::core::{
+    CounterId, CounterState, I18n, Learner, ProcedureCode, Profile, QueueId, SiteId, SiteState,
+    Strategy, TicketId, Timestamp,
+};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: PathBuf,
+    pub config: PathBuf,
+    pub days: u32,
+    pub seed: u64,
+    pub arrivals_per_day: Option<f64>,
+}
+
+/// Error statistics of one predictor, in seconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Score {
+    pub n: usize,
+    pub mae_s: f64,
+    pub p90_abs_s: f64,
+    pub rmse_s: f64,
+    /// Mean squared error over the squared mean wait.
+    pub rase: f64,
+    /// Mean of estimate − actual (positive: estimates too long).
+    pub bias_s: f64,
+    /// Share of estimates within ±5 minutes.
+    pub within_5min: f64,
+    /// Share of residents called more than 10 minutes later than estimated.
+    pub under_10min: f64,
+}
+
+impl Score {
+    pub fn of(pairs: &[(f64, f64)]) -> Score {
+        let n = pairs.len().max(1) as f64;
+        let mut abs: Vec<f64> = pairs.iter().map(|(p, a)| (p - a).abs()).collect();
+        abs.sort_by(f64::total_cmp);
+        let mse = pairs.iter().map(|(p, a)| (p - a) * (p - a)).sum::<f64>() / n;
+        let mean_wait = pairs.iter().map(|(_, a)| a).sum::<f64>() / n;
+        Score {
+            n: pairs.len(),
+            mae_s: abs.iter().sum::<f64>() / n,
+            p90_abs_s: abs
+                .get(((abs.len() as f64 * 0.9) as usize).min(abs.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0),
+            rmse_s: mse.sqrt(),
+            rase: if mean_wait > 0.0 { mse / (mean_wait * mean_wait) } else { 0.0 },
+            bias_s: pairs.iter().map(|(p, a)| p - a).sum::<f64>() / n,
+            within_5min: pairs.iter().filter(|(p, a)| (p - a).abs() <= 300.0).count() as f64 / n,
+            under_10min: pairs.iter().filter(|(p, a)| a - p > 600.0).count() as f64 / n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MmsCheck {
+    pub rho: f64,
+    pub servers: usize,
+    /// QL's RASE over the customers who found every server busy (theory: 1 − ρ).
+    pub rase_ql: f64,
+    pub customers: usize,
+    /// RASE per simulated day, for the spread.
+    #[serde(skip)]
+    pub per_day: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub days: u32,
+    pub residents: usize,
+    /// Mean and 90th percentile of the actual waits.
+    pub mean_wait_s: f64,
+    pub p90_wait_s: f64,
+    pub predictors: BTreeMap<&'static str, Score>,
+    pub mms_check: MmsCheck,
+}
+
+/// Collects every predictor's estimate at each issue, and the actual wait at the first call.
+struct Collect<'p> {
+    predictors: &'p [Predictor],
+    pending: HashMap<TicketId, Vec<f64>>,
+    /// (estimates per predictor, actual wait)
+    scored: Vec<(Vec<f64>, f64)>,
+    /// Only tickets that found every counter serving their line busy (the M/M/s check).
+    only_busy: bool,
+    seed: u64,
+}
+
+impl Observer for Collect<'_> {
+    fn issued(&mut self, state: &SiteState, learner: &Learner, ticket: &TicketId, now: Timestamp) {
+        if self.only_busy && state.counters.iter().any(|c| c.state == CounterState::Open && c.current.is_none()) {
+            return;
+        }
+        self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let estimates = self
+            .predictors
+            .iter()
+            .map(|p| predict(*p, state, learner, ticket, now, self.seed).unwrap_or(0.0))
+            .collect();
+        self.pending.insert(ticket.clone(), estimates);
+    }
+
+    fn first_call(&mut self, ticket: &TicketId, wait_s: f64, counted: bool) {
+        if let Some(estimates) = self.pending.remove(ticket) {
+            if counted {
+                self.scored.push((estimates, wait_s));
+            }
+        }
+    }
+}
+
+fn first_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 4, 1).expect("a valid date")
+}
+
+/// Runs every predictor over `days` simulated days of `scenario` at `site`.
+pub fn score(
+    site: &SiteConfig,
+    scenario: Scenario,
+    days: u32,
+    seed: u64,
+    progress: &mut dyn FnMut(u32),
+) -> anyhow::Result<(BTreeMap<&'static str, Score>, Vec<f64>)> {
+    let mut sim = Sim::new(site, scenario, seed)?;
+    let mut collect = Collect {
+        predictors: &Predictor::ALL,
+        pending: HashMap::new(),
+        scored: Vec::new(),
+        only_busy: false,
+        seed,
+    };
+    for (i, day) in weekdays(first_day(), days).into_iter().enumerate() {
+        sim.day(day, &mut collect);
+        collect.pending.clear();
+        progress(i as u32 + 1);
+    }
+    let mut scores = BTreeMap::new();
+    for (k, p) in Predictor::ALL.iter().enumerate() {
+        let pairs: Vec<(f64, f64)> = collect.scored.iter().map(|(e, a)| (e[k], *a)).collect();
+        scores.insert(p.name(), Score::of(&pairs));
+    }
+    Ok((scores, collect.scored.iter().map(|(_, a)| *a).collect()))
+}
+
+/// A site of one queue and `servers` identical counters, for the M/M/s check.
+pub fn mms_site(servers: usize, service_s: u32) -> SiteConfig {
+    let q = QueueId::try_from("q".to_owned()).expect("a valid id");
+    let p = ProcedureCode::try_from("p".to_owned()).expect("a valid code");
+    let name = || I18n {
+        ja: "検証".into(),
+        en: "check".into(),
+    };
+    SiteConfig {
+        id: SiteId::try_from("mms".to_owned()).expect("a valid id"),
+        name: name(),
+        timezone: chrono_tz::UTC,
+        day_reset: NaiveTime::from_hms_opt(0, 0, 0).expect("midnight"),
+        no_show: NoShowPolicy {
+            min_calls: 1,
+            action: NoShowAction::Cancel,
+            max_requeues: 0,
+        },
+        procedures: vec![Procedure {
+            code: p.clone(),
+            name: name(),
+            service_s,
+        }],
+        life_events: Vec::new(),
+        queues: vec![QueueConfig {
+            id: q.clone(),
+            name: name(),
+            prefix: String::new(),
+            range: (1, 9999),
+            procedures: vec![p],
+        }],
+        counters: (1..=servers)
+            .map(|i| CounterConfig {
+                id: CounterId::try_from(i.to_string()).expect("a valid id"),
+                name: name(),
+                state: CounterState::Open,
+                profile: Profile {
+                    queues: vec![q.clone()],
+                    strategy: Strategy::ProfileOrder,
+                },
+                breaks: Vec::new(),
+            })
+            .collect(),
+        dispensers: Vec::new(),
+        screens: ScreensConfig::default(),
+        public_url: "http://localhost".into(),
+    }
+}
+
+/// The stationary M/M/s scenario: Poisson arrivals at rate ρ·s·μ all day, exponential service,
+/// no walk, no gap, no no-shows; the first two hours are a warm-up.
+pub fn mms_scenario(servers: usize, service_s: u32, rho: f64) -> Scenario {
+    let t = |h| NaiveTime::from_hms_opt(h, 0, 0).expect("a valid time");
+    let span_s = 22.0 * 3600.0;
+    Scenario {
+        name: "M/M/s".into(),
+        site: "mms".into(),
+        opens: t(1),
+        last_arrival: t(23),
+        closes: t(23),
+        arrivals_per_day: rho * servers as f64 / f64::from(service_s) * span_s,
+        season: 1.0,
+        arrival_profile: vec![1.0],
+        life_event_share: 0.0,
+        life_events: BTreeMap::new(),
+        procedures: BTreeMap::new(),
+        yes_share: 0.0,
+        priority_share: 0.0,
+        no_show_share: 0.0,
+        transfer_share: 0.0,
+        service: super::scenario::Service {
+            shape: ServiceShape::Exponential,
+            scale: 1.0,
+            spread: 0.0,
+            spreads: BTreeMap::new(),
+            walk_s: (0.0, 0.0),
+            gap_s: (0.0, 0.0),
+        },
+        staffing: Default::default(),
+        warmup_min: 120,
+    }
+}
+
+/// QL's RASE on the stationary M/M/s queue over `days` days, for customers who found every
+/// server busy; theory says 1 − ρ.
+pub fn mms_check(servers: usize, rho: f64, days: u32, seed: u64) -> anyhow::Result<MmsCheck> {
+    let service_s = 600;
+    let site = mms_site(servers, service_s);
+    let mut sim = Sim::new(&site, mms_scenario(servers, service_s, rho), seed)?;
+    let mut collect = Collect {
+        predictors: &[Predictor::Ql],
+        pending: HashMap::new(),
+        scored: Vec::new(),
+        only_busy: true,
+        seed,
+    };
+    let mut per_day = Vec::new();
+    for day in weekdays(first_day(), days) {
+        let before = collect.scored.len();
+        sim.day(day, &mut collect);
+        collect.pending.clear();
+        let pairs: Vec<(f64, f64)> = collect.scored[before..].iter().map(|(e, a)| (e[0], *a)).collect();
+        per_day.push(Score::of(&pairs).rase);
+    }
+    let pairs: Vec<(f64, f64)> = collect.scored.iter().map(|(e, a)| (e[0], *a)).collect();
+    Ok(MmsCheck {
+        rho,
+        servers,
+        rase_ql: Score::of(&pairs).rase,
+        customers: pairs.len(),
+        per_day,
+    })
+}
+
+pub fn run(options: &Options, progress: &mut dyn FnMut(&str, u32, u32)) -> anyhow::Result<Report> {
+    let config = crate::config::Config::load(&options.config)
+        .map_err(|e| anyhow::anyhow!("{e}\n(run `madoguchi check-config {}`)", options.config.display()))?;
+    let mut scenario = Scenario::load(&options.scenario)?;
+    if let Some(n) = options.arrivals_per_day {
+        anyhow::ensure!(n > 0.0, "--arrivals-per-day must be positive");
+        scenario.arrivals_per_day = n / scenario.season;
+    }
+    let site: Arc<SiteConfig> = config
+        .sites
+        .iter()
+        .find(|s| s.id.as_str() == scenario.site)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the scenario's site {} is not in {}", scenario.site, options.config.display()))?;
+    let name = scenario.name.clone();
+    let days = options.days;
+    let (predictors, mut waits) = score(&site, scenario, days, options.seed, &mut |d| {
+        progress("scenario", d, days)
+    })?;
+    let mms_days = days.clamp(5, 30);
+    progress("M/M/s", 0, mms_days);
+    let mms_check = mms_check(10, 0.9, mms_days, options.seed)?;
+    progress("M/M/s", mms_days, mms_days);
+    waits.sort_by(f64::total_cmp);
+    Ok(Report {
+        scenario: name,
+        days,
+        residents: waits.len(),
+        mean_wait_s: waits.iter().sum::<f64>() / waits.len().max(1) as f64,
+        p90_wait_s: waits.get(waits.len() * 9 / 10).copied().unwrap_or(0.0),
+        predictors,
+        mms_check,
+    })
+}
+
+/// The report as a table for people.
+pub fn table(report: &Report) -> String {
+    let mut out = format!(
+        "{}: {} days, {} residents; wait (issue → first call) mean {:.0} s, p90 {:.0} s\n\n{:<11} {:>8} {:>9} {:>8} {:>6} {:>8} {:>8} {:>9}\n",
+        report.scenario, report.days, report.residents, report.mean_wait_s, report.p90_wait_s, "predictor", "MAE s", "p90|e| s", "RMSE s", "RASE", "bias s", "±5 min", "late>10m"
+    );
+    for p in Predictor::ALL {
+        if let Some(s) = report.predictors.get(p.name()) {
+            out.push_str(&format!(
+                "{:<11} {:>8.0} {:>9.0} {:>8.0} {:>6.3} {:>8.0} {:>7.1}% {:>8.1}%\n",
+                p.name(),
+                s.mae_s,
+                s.p90_abs_s,
+                s.rmse_s,
+                s.rase,
+                s.bias_s,
+                s.within_5min * 100.0,
+                s.under_10min * 100.0
+            ));
+        }
+    }
+    let m = &report.mms_check;
+    out.push_str(&format!(
+        "\nM/M/s check (s={}, ρ={}): RASE of ql over {} customers who waited = {:.3} (theory 1−ρ = {:.3})\n",
+        m.servers,
+        m.rho,
+        m.customers,
+        m.rase_ql,
+        1.0 - m.rho
+    ));
+    out
+}
