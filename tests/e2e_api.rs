@@ -230,7 +230,13 @@ async fn sigkill_after_50_tickets_loses_nothing_and_numbering_continues() {
     let server = Server::start(&data).await;
 
     let after = server.board().await;
-    assert_eq!(after, before, "the board is rebuilt exactly");
+    // Estimates look ahead from the moment they are made: time has passed since.
+    assert!(after["queues"][0]["estimated_wait_s"].is_u64(), "{after}");
+    assert_eq!(
+        without_estimates(after.clone()),
+        without_estimates(before),
+        "the board is rebuilt exactly"
+    );
     let (status, list) = server
         .get("/api/v1/sites/chuo/tickets", Some(COUNTER))
         .await;

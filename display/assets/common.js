@@ -18,10 +18,19 @@ export function esc(s) {
 }
 
 /** "約25分 / about 25 min" style wait text; `lang` "ja" or "en". */
+/** A wait in seconds as people read it: 「まもなく」 below 3 minutes, else to the nearest
+ *  5 minutes (the printed ticket rounds the same way). */
 export function waitText(seconds, lang = "ja") {
-  const m = Math.ceil((seconds || 0) / 60);
-  if (m <= 0) return lang === "ja" ? "すぐ" : "soon";
+  const m = waitMinutes(seconds);
+  if (m === null) return lang === "ja" ? "まもなく" : "shortly";
   return lang === "ja" ? `約${m}分` : `about ${m} min`;
+}
+
+/** Minutes to show for a wait, or null for 「まもなく」 (below 3 minutes). */
+export function waitMinutes(seconds) {
+  const s = seconds || 0;
+  if (s < 180) return null;
+  return Math.max(5, Math.round(s / 300) * 5);
 }
 
 /** Local time "10:05" in the site's time zone. */

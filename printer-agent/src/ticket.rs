@@ -146,8 +146,10 @@ pub fn wrap(text: &str, width: usize, indent: &str) -> Vec<String> {
     lines
 }
 
-fn minutes(seconds: u64) -> u64 {
-    seconds.div_ceil(60)
+/// Minutes to print for a wait, rounded as the screens do: `None` (まもなく) below 3 minutes,
+/// else to the nearest 5 minutes.
+fn minutes(seconds: u64) -> Option<u64> {
+    (seconds >= 180).then(|| ((seconds + 150) / 300 * 5).max(5))
 }
 
 /// Renders a job as the bytes of one ticket, ending with a cut.
@@ -215,11 +217,16 @@ fn render_inner(job: &PrintJob, width: Width) -> escpos::errors::Result<Vec<u8>>
         p.writeln(&text("まもなくお呼びします"))?
             .writeln("You will be called shortly.")?;
     } else {
-        let m = minutes(job.estimated_wait_s);
         p.writeln(&text(&format!("お待ちの方 {}人", job.ahead)))?
-            .writeln(&format!("{} ahead of you", job.ahead))?
-            .writeln(&text(&format!("目安の待ち時間 約{m}分")))?
-            .writeln(&format!("Estimated wait: about {m} min"))?;
+            .writeln(&format!("{} ahead of you", job.ahead))?;
+        match minutes(job.estimated_wait_s) {
+            Some(m) => p
+                .writeln(&text(&format!("目安の待ち時間 約{m}分")))?
+                .writeln(&format!("Estimated wait: about {m} min"))?,
+            None => p
+                .writeln(&text("目安の待ち時間 まもなく"))?
+                .writeln("Estimated wait: shortly")?,
+        };
     }
     // The QR code to follow the wait on a phone.
     p.justify(JustifyMode::CENTER)?.feed()?.qrcode_option(

@@ -49,7 +49,7 @@ impl fmt::Display for Role {
 
 pub use crate::core::model::{
     CounterConfig, DispenserConfig, FloorConfig, LifeEvent, LobbyConfig, NoShowAction,
-    NoShowPolicy, Procedure, QueueConfig, Question, ScreensConfig, SiteConfig,
+    NoShowPolicy, Procedure, Question, QueueConfig, ScreensConfig, SiteConfig,
 };
 
 #[derive(Debug, Clone)]

@@ -155,7 +155,10 @@ fn main() -> ExitCode {
                 Ok(report) => {
                     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
                     if json {
-                        println!("{}", serde_json::to_string(&report).expect("a report serializes"));
+                        println!(
+                            "{}",
+                            serde_json::to_string(&report).expect("a report serializes")
+                        );
                     } else {
                         print!("{}", madoguchi::sim::bench::table(&report));
                     }

@@ -319,6 +319,8 @@ struct Actor {
     tickets: TicketIndex,
     /// Phone channels by ticket token.
     watchers: HashMap<String, watch::Sender<PhoneText>>,
+    /// Service times learned from this site's events (for the wait estimates).
+    learner: crate::core::Learner,
     /// The writer of the stored projections (visit records, print jobs); `None` until the state
     /// is rebuilt and once the actor has stopped.
     projector: Option<Projector>,
@@ -435,6 +437,7 @@ impl Actor {
             tickets,
             watchers: HashMap::new(),
             projector: None,
+            learner: Default::default(),
             status,
             snapshots,
             snapshot_seq: 0,
@@ -454,6 +457,9 @@ impl Actor {
             actor.status.sent.store(seq, Relaxed);
             actor.status.projected.send_replace(seq);
             actor.status.projection_retries.store(0, Relaxed);
+        }
+        if let Some(at) = actor.last_at {
+            actor.refresh_estimates(at);
         }
         actor.projector = Some(Projector::start(
             config.id.clone(),
@@ -753,7 +759,12 @@ impl Actor {
         if let Event::DayStarted { .. } = event {
             self.tickets.remove(self.state.by_token.keys());
         }
+        self.learner.observe(&self.state, event);
         let changed = self.state.apply(event);
+        if self.projector.is_some() {
+            // Live: every view of this seq (reply, board, phone, printed ticket) shows these.
+            self.refresh_estimates(event.at());
+        }
         if let Event::TicketIssued { token, .. } = event {
             self.tickets.insert(token, &self.state.config.id);
         }
@@ -765,6 +776,21 @@ impl Actor {
             .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t))
             .collect();
         (records, job_for(&self.state, event))
+    }
+
+    /// Runs the wait predictor on the current state (see `core::estimate`): a bounded amount of
+    /// work per event, seeded by the seq, so one seq always shows one set of estimates.
+    ///
+    /// The runs share their random numbers through the day, and an estimate moves only when it
+    /// moves by more than the noise of the runs (see `core::estimate::settle`): a phone is told
+    /// about its ticket when something changed for it, not after every event at the site.
+    fn refresh_estimates(&mut self, at: Timestamp) {
+        let seed = self
+            .state
+            .day
+            .map_or(0, |d| chrono::Datelike::num_days_from_ce(&d) as u64);
+        let fresh = crate::core::estimate::forecast(&self.state, &self.learner, at, seed);
+        self.state.estimates.0 = crate::core::estimate::settle(&self.state.estimates.0, fresh);
     }
 
     /// Stores visit records and print jobs up to the current seq, then wakes the printer agents

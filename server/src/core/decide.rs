@@ -2,12 +2,12 @@
 
 use chrono::{NaiveDate, TimeZone};
 
+use super::model::{NoShowAction, SiteConfig};
 use super::{
     CancelReason, Command, CounterId, CounterState, DomainError, Event, IssueCommand, PlanRequest,
     ProcedureCode, QueueId, SiteState, Target, Ticket, TicketId, TicketNumber, TicketSelector,
     TicketStatus, Timestamp,
 };
-use super::model::{NoShowAction, SiteConfig};
 
 /// The business day `now` belongs to: local date, where a day starts at the reset time.
 pub fn business_day(config: &SiteConfig, now: Timestamp) -> NaiveDate {

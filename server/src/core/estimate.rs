@@ -146,7 +146,10 @@ impl Learner {
         match event {
             Event::DayStarted { .. } => self.last_end.clear(),
             Event::TicketCalled {
-                ticket, counter, at, ..
+                ticket,
+                counter,
+                at,
+                ..
             } => {
                 let Some(t) = before.tickets.get(ticket) else {
                     return;
@@ -155,8 +158,10 @@ impl Learner {
                     return; // a recall
                 }
                 self.calls += 1.0;
-                self.last_entered
-                    .insert(t.step().target.clone(), secs(t.step().enqueued_at, *at).max(0.0));
+                self.last_entered.insert(
+                    t.step().target.clone(),
+                    secs(t.step().enqueued_at, *at).max(0.0),
+                );
                 if let Some(end) = self.last_end.get(counter) {
                     // A handover only if this resident was already waiting when the counter
                     // became free; otherwise the counter stood idle.
@@ -169,7 +174,10 @@ impl Learner {
                 }
             }
             Event::StepCompleted {
-                ticket, counter, at, ..
+                ticket,
+                counter,
+                at,
+                ..
             } => {
                 let Some(t) = before.tickets.get(ticket) else {
                     return;
@@ -191,7 +199,10 @@ impl Learner {
                 self.last_end.insert(counter.clone(), *at);
             }
             Event::NoShowMarked {
-                ticket, counter, at, ..
+                ticket,
+                counter,
+                at,
+                ..
             } => {
                 if let Some(called) = before.tickets.get(ticket).and_then(|t| t.step().called_at) {
                     self.no_shows.add(secs(called, *at).max(0.0));
@@ -288,7 +299,10 @@ impl Availability {
         let tz = config.timezone;
         let local = now.with_timezone(&tz);
         let mut off: Vec<(f64, f64)> = Vec::new();
-        for day in [local.date_naive(), local.date_naive().succ_opt().unwrap_or(local.date_naive())] {
+        for day in [
+            local.date_naive(),
+            local.date_naive().succ_opt().unwrap_or(local.date_naive()),
+        ] {
             for (from, to) in breaks {
                 let at = |t: &NaiveTime| {
                     tz.from_local_datetime(&day.and_time(*t))
@@ -438,10 +452,7 @@ impl Runner {
                 ids.len() - 1
             });
             line_of.insert(target, lines.len());
-            lines.push(Line {
-                entries,
-                phantom,
-            });
+            lines.push(Line { entries, phantom });
         }
         let counters = state
             .counters
@@ -636,6 +647,26 @@ pub fn forecast(state: &SiteState, learner: &Learner, now: Timestamp, seed: u64)
     estimates
 }
 
+/// Keeps an earlier estimate where the fresh one differs from it by less than a minute or 10 %
+/// (the spread of the runs' medians), so shown estimates do not flicker from event to event.
+pub fn settle(earlier: &Estimates, mut fresh: Estimates) -> Estimates {
+    fn keep(old: Option<&u64>, new: &mut u64) {
+        if let Some(&old) = old {
+            let band = (old / 10).max(60);
+            if new.abs_diff(old) < band {
+                *new = old;
+            }
+        }
+    }
+    for (id, wait) in fresh.tickets.iter_mut() {
+        keep(earlier.tickets.get(id), wait);
+    }
+    for (target, wait) in fresh.lines.iter_mut() {
+        keep(earlier.lines.get(target), wait);
+    }
+    fresh
+}
+
 /// One predictor's estimate, in seconds from `now`, of when waiting ticket `ticket` is first
 /// called. `None` if it is not waiting.
 pub fn predict(
@@ -664,7 +695,9 @@ pub fn predict(
         Predictor::Hol => line
             .first()
             .filter(|k| k.ticket != *ticket)
-            .map_or(0.0, |k| secs(state.tickets[&k.ticket].step().enqueued_at, now).max(0.0)),
+            .map_or(0.0, |k| {
+                secs(state.tickets[&k.ticket].step().enqueued_at, now).max(0.0)
+            }),
         Predictor::QlStaffed => {
             let work: f64 = ahead()
                 .map(|a| learner.plan_mean(&state.config, &a.procedures))
@@ -747,15 +780,17 @@ fn normal(rng: &mut SmallRng) -> f64 {
 fn phi(x: f64) -> f64 {
     let z = x.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
     if x >= 0.0 {
         1.0 - r / 2.0
     } else {
@@ -817,7 +852,11 @@ mod tests {
     fn the_normal_functions_invert_each_other() {
         for p in [1e-6, 0.01, 0.1, 0.3, 0.5, 0.77, 0.99, 0.999_99] {
             let x = phi_inv(p);
-            assert!((phi(x) - p).abs() < 1e-6 * p.max(1e-3) * 10.0, "{p} → {x} → {}", phi(x));
+            assert!(
+                (phi(x) - p).abs() < 1e-6 * p.max(1e-3) * 10.0,
+                "{p} → {x} → {}",
+                phi(x)
+            );
         }
         assert!((phi(1.959_964) - 0.975).abs() < 1e-6);
     }
@@ -835,10 +874,19 @@ mod tests {
             followed: 0,
         };
         let mut rng = SmallRng::seed_from_u64(7);
-        let fresh: f64 = (0..4000).map(|_| runner.residual(&mut rng, 0.0, 600.0)).sum::<f64>() / 4000.0;
-        assert!((fresh - 600.0).abs() < 30.0, "mean of a fresh service {fresh}");
+        let fresh: f64 = (0..4000)
+            .map(|_| runner.residual(&mut rng, 0.0, 600.0))
+            .sum::<f64>()
+            / 4000.0;
+        assert!(
+            (fresh - 600.0).abs() < 30.0,
+            "mean of a fresh service {fresh}"
+        );
         // Past the mean, the rest is still positive and shorter than a whole service again.
-        let late: f64 = (0..4000).map(|_| runner.residual(&mut rng, 900.0, 600.0)).sum::<f64>() / 4000.0;
+        let late: f64 = (0..4000)
+            .map(|_| runner.residual(&mut rng, 900.0, 600.0))
+            .sum::<f64>()
+            / 4000.0;
         assert!(late > 0.0 && late < 600.0, "rest after 900 s: {late}");
     }
 }

@@ -162,4 +162,3 @@ impl SiteConfig {
         self.dispensers.iter().find(|d| &d.id == id)
     }
 }
-

@@ -12,12 +12,12 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::model::SiteConfig;
 use super::state::{Counter, RecentCall, SiteState, Ticket, WaitKey};
 use super::{
     CounterId, CounterState, DispenserId, PrinterId, PrinterState, Profile, QueueId, SiteId,
     Target, TicketId, TicketNumber, Timestamp,
 };
-use super::model::SiteConfig;
 
 /// The snapshot format. Bump it whenever `Event`, `SiteState` or `SiteState::apply` change in a
 /// way that makes a snapshot taken by the previous version differ from a replay by this one:

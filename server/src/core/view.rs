@@ -3,12 +3,12 @@
 
 use serde::Serialize;
 
+use super::model::SiteConfig;
 use super::{
     CancelReason, CounterId, CounterState, Event, LifeEventId, PrinterId, PrinterState,
     ProcedureCode, QueueId, SiteState, Target, Ticket, TicketId, TicketNumber, TicketStatus,
     Timestamp,
 };
-use super::model::SiteConfig;
 
 /// What the phone page shows: the resident's own ticket, without ids or tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -250,7 +250,7 @@ impl SiteState {
 
     /// The estimates for this seq, if they were computed for it.
     fn current_estimates(&self) -> Option<&super::Estimates> {
-        (self.estimates.seq == self.seq && self.seq > 0).then_some(&self.estimates)
+        (self.estimates.0.seq == self.seq && self.seq > 0).then_some(&self.estimates.0)
     }
 
     /// Place in line (1 = next) and estimated wait of a waiting ticket.
@@ -334,9 +334,19 @@ impl SiteState {
                 BoardQueue {
                     id: q.id.clone(),
                     waiting: line.map_or(0, |l| l.len()),
+                    // The estimate of the latest ticket in the line (so the lobby and that
+                    // ticket agree), or for someone joining an empty line.
                     estimated_wait_s: self
                         .current_estimates()
-                        .and_then(|e| e.lines.get(&target).copied())
+                        .and_then(|e| {
+                            let last = line
+                                .into_iter()
+                                .flatten()
+                                .rev()
+                                .find(|k| k.rank == 1)
+                                .and_then(|k| e.tickets.get(&k.ticket));
+                            last.or_else(|| e.lines.get(&target)).copied()
+                        })
                         .unwrap_or_else(|| self.naive_wait(&target, tickets())),
                     oldest_since: tickets().map(|t| t.step().enqueued_at).min(),
                 }

@@ -60,7 +60,11 @@ impl Score {
                 .copied()
                 .unwrap_or(0.0),
             rmse_s: mse.sqrt(),
-            rase: if mean_wait > 0.0 { mse / (mean_wait * mean_wait) } else { 0.0 },
+            rase: if mean_wait > 0.0 {
+                mse / (mean_wait * mean_wait)
+            } else {
+                0.0
+            },
             bias_s: pairs.iter().map(|(p, a)| p - a).sum::<f64>() / n,
             within_5min: pairs.iter().filter(|(p, a)| (p - a).abs() <= 300.0).count() as f64 / n,
             under_10min: pairs.iter().filter(|(p, a)| a - p > 600.0).count() as f64 / n,
@@ -105,10 +109,18 @@ struct Collect<'p> {
 
 impl Observer for Collect<'_> {
     fn issued(&mut self, state: &SiteState, learner: &Learner, ticket: &TicketId, now: Timestamp) {
-        if self.only_busy && state.counters.iter().any(|c| c.state == CounterState::Open && c.current.is_none()) {
+        if self.only_busy
+            && state
+                .counters
+                .iter()
+                .any(|c| c.state == CounterState::Open && c.current.is_none())
+        {
             return;
         }
-        self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        self.seed = self
+            .seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
         let estimates = self
             .predictors
             .iter()
@@ -260,7 +272,10 @@ pub fn mms_check(servers: usize, rho: f64, days: u32, seed: u64) -> anyhow::Resu
         let before = collect.scored.len();
         sim.day(day, &mut collect);
         collect.pending.clear();
-        let pairs: Vec<(f64, f64)> = collect.scored[before..].iter().map(|(e, a)| (e[0], *a)).collect();
+        let pairs: Vec<(f64, f64)> = collect.scored[before..]
+            .iter()
+            .map(|(e, a)| (e[0], *a))
+            .collect();
         per_day.push(Score::of(&pairs).rase);
     }
     let pairs: Vec<(f64, f64)> = collect.scored.iter().map(|(e, a)| (e[0], *a)).collect();
@@ -274,8 +289,12 @@ pub fn mms_check(servers: usize, rho: f64, days: u32, seed: u64) -> anyhow::Resu
 }
 
 pub fn run(options: &Options, progress: &mut dyn FnMut(&str, u32, u32)) -> anyhow::Result<Report> {
-    let config = crate::config::Config::load(&options.config)
-        .map_err(|e| anyhow::anyhow!("{e}\n(run `madoguchi check-config {}`)", options.config.display()))?;
+    let config = crate::config::Config::load(&options.config).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(run `madoguchi check-config {}`)",
+            options.config.display()
+        )
+    })?;
     let mut scenario = Scenario::load(&options.scenario)?;
     if let Some(n) = options.arrivals_per_day {
         anyhow::ensure!(n > 0.0, "--arrivals-per-day must be positive");
@@ -286,7 +305,13 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str, u32, u32)) -> anyho
         .iter()
         .find(|s| s.id.as_str() == scenario.site)
         .cloned()
-        .ok_or_else(|| anyhow::anyhow!("the scenario's site {} is not in {}", scenario.site, options.config.display()))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the scenario's site {} is not in {}",
+                scenario.site,
+                options.config.display()
+            )
+        })?;
     let name = scenario.name.clone();
     let days = options.days;
     let (predictors, mut waits) = score(&site, scenario, days, options.seed, &mut |d| {

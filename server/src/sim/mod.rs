@@ -29,7 +29,14 @@ pub use scenario::{Scenario, ServiceShape};
 /// What the simulator tells its observer.
 pub trait Observer {
     /// A ticket was just issued (the state includes it) at `now`.
-    fn issued(&mut self, _state: &SiteState, _learner: &Learner, _ticket: &TicketId, _now: Timestamp) {}
+    fn issued(
+        &mut self,
+        _state: &SiteState,
+        _learner: &Learner,
+        _ticket: &TicketId,
+        _now: Timestamp,
+    ) {
+    }
     /// A ticket was called for the first time, `wait_s` after it was issued; `counted` is false
     /// for arrivals in the scenario's warm-up.
     fn first_call(&mut self, _ticket: &TicketId, _wait_s: f64, _counted: bool) {}
@@ -128,7 +135,13 @@ impl Sim {
             let c = &mut config.counters[i];
             c.state = CounterState::Open;
             c.breaks.clear();
-            if !shifts.is_empty() && !scenario.staffing.no_break.iter().any(|n| n == c.id.as_str()) {
+            if !shifts.is_empty()
+                && !scenario
+                    .staffing
+                    .no_break
+                    .iter()
+                    .any(|n| n == c.id.as_str())
+            {
                 c.breaks.push(shifts[k % shifts.len()]);
                 k += 1;
             }
@@ -166,7 +179,11 @@ impl Sim {
                 .collect::<anyhow::Result<_>>()?
         };
         let life_events: Vec<(LifeEventId, f64)> = if scenario.life_events.is_empty() {
-            config.life_events.iter().map(|l| (l.id.clone(), 1.0)).collect()
+            config
+                .life_events
+                .iter()
+                .map(|l| (l.id.clone(), 1.0))
+                .collect()
         } else {
             scenario
                 .life_events
@@ -269,7 +286,10 @@ impl Sim {
         let reset = self.at(day, self.config.day_reset);
         let opens = self.at(day, self.scenario.opens);
         self.warm = opens + chrono::Duration::minutes(i64::from(self.scenario.warmup_min));
-        self.schedule(reset.max(opens - chrono::Duration::minutes(30)), Action::StartDay);
+        self.schedule(
+            reset.max(opens - chrono::Duration::minutes(30)),
+            Action::StartDay,
+        );
         // Arrivals: a Poisson process with the profile's rate, by thinning.
         let span = self.scenario.span_s();
         let peak = (0..(span / 60.0) as usize)
@@ -283,7 +303,10 @@ impl Sim {
                     break;
                 }
                 if self.rng.random::<f64>() * peak < self.scenario.rate(s) {
-                    self.schedule(opens + chrono::Duration::milliseconds((s * 1000.0) as i64), Action::Arrive);
+                    self.schedule(
+                        opens + chrono::Duration::milliseconds((s * 1000.0) as i64),
+                        Action::Arrive,
+                    );
                 }
             }
         }
@@ -327,7 +350,12 @@ impl Sim {
                 if c.state != CounterState::Open || c.current.is_some() || self.now > closes {
                     return;
                 }
-                match self.run(Command::CallNext { counter: counter(self, i) }, observer) {
+                match self.run(
+                    Command::CallNext {
+                        counter: counter(self, i),
+                    },
+                    observer,
+                ) {
                     Ok(()) => {
                         let walk = self.uniform(self.scenario.service.walk_s);
                         self.after(walk, Action::Reach(i));
@@ -343,7 +371,9 @@ impl Sim {
                 let Some(id) = self.state.counters[i].current.clone() else {
                     return self.after(1.0, Action::Idle(i));
                 };
-                let Some(t) = self.state.tickets.get(&id) else { return };
+                let Some(t) = self.state.tickets.get(&id) else {
+                    return;
+                };
                 if t.status != TicketStatus::Called {
                     return self.after(1.0, Action::Idle(i));
                 }
@@ -353,12 +383,22 @@ impl Sim {
                     self.absent.insert(id.clone());
                 }
                 if !self.absent.contains(&id) {
-                    let _ = self.run(Command::Start { counter: counter(self, i) }, observer);
+                    let _ = self.run(
+                        Command::Start {
+                            counter: counter(self, i),
+                        },
+                        observer,
+                    );
                     let s = self.draw_service(&plan);
                     return self.after(s, Action::Finish(i));
                 }
                 // Not there: call again, then mark a no-show.
-                match self.run(Command::NoShow { counter: counter(self, i) }, observer) {
+                match self.run(
+                    Command::NoShow {
+                        counter: counter(self, i),
+                    },
+                    observer,
+                ) {
                     Ok(()) => {
                         if self.rng.random_bool(0.5) {
                             self.absent.remove(&id);
@@ -367,7 +407,12 @@ impl Sim {
                         self.after(gap, Action::Idle(i));
                     }
                     Err(_) => {
-                        let _ = self.run(Command::Recall { counter: counter(self, i) }, observer);
+                        let _ = self.run(
+                            Command::Recall {
+                                counter: counter(self, i),
+                            },
+                            observer,
+                        );
                         self.after(60.0, Action::Reach(i));
                     }
                 }
@@ -440,13 +485,21 @@ impl Sim {
     fn draw_service(&mut self, plan: &[ProcedureCode]) -> f64 {
         let service = self.scenario.service.clone();
         plan.iter()
-            .filter_map(|c| self.config.procedure(c).map(|p| (c, f64::from(p.service_s))))
+            .filter_map(|c| {
+                self.config
+                    .procedure(c)
+                    .map(|p| (c, f64::from(p.service_s)))
+            })
             .map(|(code, mean)| {
                 let mean = mean * service.scale;
                 match service.shape {
                     ServiceShape::Exponential => -mean * (1.0 - self.rng.random::<f64>()).ln(),
                     ServiceShape::Lognormal => {
-                        let s = service.spreads.get(code.as_str()).copied().unwrap_or(service.spread);
+                        let s = service
+                            .spreads
+                            .get(code.as_str())
+                            .copied()
+                            .unwrap_or(service.spread);
                         let z = {
                             let u1: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
                             let u2: f64 = self.rng.random();
@@ -496,14 +549,21 @@ impl Sim {
     fn arrive(&mut self, observer: &mut dyn Observer) {
         self.report.arrivals += 1;
         let Some(plan) = self.plan() else { return };
-        if plan_for(&self.config, &plan).and_then(|p| route(&self.config, &p)).is_err() {
+        if plan_for(&self.config, &plan)
+            .and_then(|p| route(&self.config, &p))
+            .is_err()
+        {
             self.report.refused += 1;
             return;
         }
         self.serial += 1;
         let bytes: [u8; 16] = self.rng.random();
-        let id = TicketId::try_from(uuid::Builder::from_random_bytes(bytes).into_uuid().to_string())
-            .expect("a UUID is a valid id");
+        let id = TicketId::try_from(
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string(),
+        )
+        .expect("a UUID is a valid id");
         let command = Command::Issue(IssueCommand {
             id: id.clone(),
             token: format!("sim-{}", self.serial),

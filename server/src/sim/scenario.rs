@@ -149,7 +149,10 @@ impl Scenario {
             !self.arrival_profile.is_empty() && self.arrival_profile.iter().all(|w| *w >= 0.0),
             "arrival_profile needs at least one rate, none negative"
         );
-        anyhow::ensure!(self.arrivals_per_day > 0.0, "arrivals_per_day must be positive");
+        anyhow::ensure!(
+            self.arrivals_per_day > 0.0,
+            "arrivals_per_day must be positive"
+        );
         for (name, share) in [
             ("life_event_share", self.life_event_share),
             ("yes_share", self.yes_share),
