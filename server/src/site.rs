@@ -437,7 +437,7 @@ impl Actor {
             tickets,
             watchers: HashMap::new(),
             projector: None,
-            learner: Default::default(),
+            learner: crate::core::Learner::new(&config),
             status,
             snapshots,
             snapshot_seq: 0,

@@ -31,7 +31,7 @@ const PRIOR_SIGMA: f64 = 0.45;
 /// Seconds between the end of one resident and the next call, before anything is learned.
 const PRIOR_GAP_S: f64 = 30.0;
 /// The shortest service a plan is assumed to take.
-const MIN_SERVICE_S: f64 = 30.0;
+const MIN_SERVICE_S: f64 = 1.0;
 /// Forward runs at most, and the work (runs × tickets in line) the server spends per event.
 const MAX_RUNS: usize = 41;
 const MIN_RUNS: usize = 9;
@@ -123,6 +123,39 @@ pub struct Learner {
     all: Moments,
     /// The wait of the ticket most recently called from each line (for `les`).
     pub last_entered: HashMap<Target, f64>,
+    /// The prior of the gap between residents (0: [`PRIOR_GAP_S`]).
+    prior_gap: f64,
+    /// Who joins each line: the recent rate and the share with priority.
+    joins: HashMap<Target, Joins>,
+    /// Counter time of the steps of each line.
+    line_time: HashMap<Target, Moments>,
+}
+
+/// Arrivals to a line: an exponentially weighted rate (time constant [`RATE_WINDOW_S`]) and
+/// counts for the priority share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Joins {
+    /// Per second, as of `at`.
+    rate: f64,
+    at: Timestamp,
+    n: f64,
+    priority: f64,
+}
+
+/// How far back the arrival rate looks (its time constant).
+const RATE_WINDOW_S: f64 = 1800.0;
+
+impl Joins {
+    fn add(&mut self, at: Timestamp, priority: bool) {
+        self.rate = self.rate_at(at) + 1.0 / RATE_WINDOW_S;
+        self.at = self.at.max(at);
+        self.n += 1.0;
+        self.priority += f64::from(u8::from(priority));
+    }
+    fn rate_at(&self, now: Timestamp) -> f64 {
+        let dt = secs(self.at, now).max(0.0);
+        self.rate * (-dt / RATE_WINDOW_S).exp()
+    }
 }
 
 fn plan_key(plan: &[ProcedureCode]) -> String {
@@ -141,10 +174,34 @@ fn secs(from: Timestamp, to: Timestamp) -> f64 {
 }
 
 impl Learner {
+    /// A learner for a site: the gap prior follows its catalog (a tenth of the mean service,
+    /// at most [`PRIOR_GAP_S`]), so a catalog of quick procedures is not swamped by it.
+    pub fn new(config: &SiteConfig) -> Learner {
+        let mean = config
+            .procedures
+            .iter()
+            .map(|p| f64::from(p.service_s))
+            .sum::<f64>()
+            / config.procedures.len().max(1) as f64;
+        Learner {
+            prior_gap: (mean / 10.0).clamp(0.1, PRIOR_GAP_S),
+            ..Learner::default()
+        }
+    }
+
     /// Folds one event in, given the state before it is applied.
     pub fn observe(&mut self, before: &SiteState, event: &Event) {
         match event {
-            Event::DayStarted { .. } => self.last_end.clear(),
+            Event::DayStarted { .. } => {
+                self.last_end.clear();
+                self.joins.values_mut().for_each(|j| j.rate = 0.0);
+            }
+            Event::TicketIssued {
+                queue,
+                priority,
+                at,
+                ..
+            } => self.join(Target::Queue(queue.clone()), *at, *priority),
             Event::TicketCalled {
                 ticket,
                 counter,
@@ -177,11 +234,15 @@ impl Learner {
                 ticket,
                 counter,
                 at,
+                transfer_to,
                 ..
             } => {
                 let Some(t) = before.tickets.get(ticket) else {
                     return;
                 };
+                if let Some(target) = transfer_to {
+                    self.join(target.clone(), *at, t.priority);
+                }
                 if let Some(called) = t.step().called_at {
                     let took = secs(called, *at);
                     if took > 0.0 {
@@ -192,6 +253,10 @@ impl Learner {
                             .or_default()
                             .add(took);
                         self.all.add(took);
+                        self.line_time
+                            .entry(t.step().target.clone())
+                            .or_default()
+                            .add(took);
                         self.ratio.add(took / prior);
                         self.log_ratio.add((took / expected).ln());
                     }
@@ -210,6 +275,35 @@ impl Learner {
                 self.last_end.insert(counter.clone(), *at);
             }
             _ => {}
+        }
+    }
+
+    fn join(&mut self, target: Target, at: Timestamp, priority: bool) {
+        self.joins
+            .entry(target)
+            .or_insert(Joins {
+                rate: 0.0,
+                at,
+                n: 0.0,
+                priority: 0.0,
+            })
+            .add(at, priority);
+    }
+
+    /// The recent rate (per second) at which residents join `target` at `now`, and the share of
+    /// them with priority.
+    pub fn arrivals(&self, target: &Target, now: Timestamp) -> (f64, f64) {
+        self.joins.get(target).map_or((0.0, 0.0), |j| {
+            (j.rate_at(now), j.priority / j.n.max(1.0))
+        })
+    }
+
+    /// Mean counter time of a step in `target`'s line.
+    pub fn line_mean(&self, config: &SiteConfig, target: &Target) -> f64 {
+        let prior = self.mean_all(config);
+        match self.line_time.get(target) {
+            Some(m) => (m.sum + PRIOR_WEIGHT * prior) / (m.n + PRIOR_WEIGHT),
+            None => prior,
         }
     }
 
@@ -253,8 +347,15 @@ impl Learner {
             .clamp(0.05, 1.5)
     }
 
+    /// Seconds from one resident's end to the next call: learned, the prior being
+    /// [`PRIOR_GAP_S`] (a tenth of the mean service for a catalog of quick procedures).
     pub fn gap_mean(&self) -> f64 {
-        (self.gap.sum + PRIOR_WEIGHT * PRIOR_GAP_S) / (self.gap.n + PRIOR_WEIGHT)
+        let prior = if self.prior_gap > 0.0 {
+            self.prior_gap
+        } else {
+            PRIOR_GAP_S
+        };
+        (self.gap.sum + PRIOR_WEIGHT * prior) / (self.gap.n + PRIOR_WEIGHT)
     }
 
     /// Share of first calls that end in a no-show, and the counter time one takes.
@@ -370,7 +471,28 @@ struct Line {
     entries: Vec<Entry>,
     /// Index into the followed entries of the phantom at the line's end (someone joining now).
     phantom: Option<usize>,
+    /// Residents joining from now on, per second (the recent rate), the share of them with
+    /// priority, and their mean counter time: they take counters that would call this line first.
+    rate: f64,
+    priority: f64,
+    mean: f64,
 }
+
+/// A line during one run: how far it has been called, and who has joined since.
+#[derive(Debug, Clone, Copy)]
+struct LineRun {
+    next: usize,
+    phantom_left: bool,
+    joined_priority: u32,
+    joined: u32,
+    next_arrival: f64,
+}
+
+/// Sort keys of those who join during a run: behind everyone there now (and the phantom), a
+/// priority arrival before every other non-priority ticket.
+const JOINED_PRIORITY: (u8, u64) = (0, u64::MAX - 1);
+const PHANTOM: (u8, u64) = (1, u64::MAX - 2);
+const JOINED: (u8, u64) = (1, u64::MAX - 1);
 
 /// What a followed entry of a forward run stands for.
 #[derive(Debug, Clone)]
@@ -419,12 +541,10 @@ impl Runner {
         let mut line_of = HashMap::new();
         let mut ids = Vec::new();
         let mut targets: Vec<Target> = state.waiting.keys().cloned().collect();
-        if phantoms {
-            for q in &state.config.queues {
-                let t = Target::Queue(q.id.clone());
-                if !state.waiting.contains_key(&t) {
-                    targets.push(t);
-                }
+        for q in &state.config.queues {
+            let t = Target::Queue(q.id.clone());
+            if !state.waiting.contains_key(&t) {
+                targets.push(t);
             }
         }
         for target in targets {
@@ -451,8 +571,16 @@ impl Runner {
                 ids.push(Followed::Phantom(target.clone()));
                 ids.len() - 1
             });
+            let (rate, priority) = learner.arrivals(&target, now);
+            let mean = learner.line_mean(&state.config, &target);
             line_of.insert(target, lines.len());
-            lines.push(Line { entries, phantom });
+            lines.push(Line {
+                entries,
+                phantom,
+                rate,
+                priority,
+                mean,
+            });
         }
         let counters = state
             .counters
@@ -519,13 +647,18 @@ impl Runner {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut samples = vec![Vec::with_capacity(runs); self.followed];
         let mut free = vec![0.0f64; self.counters.len()];
-        let mut next = vec![0usize; self.lines.len()];
-        let mut phantom_left = vec![false; self.lines.len()];
+        let mut lines: Vec<LineRun> = Vec::with_capacity(self.lines.len());
         let mut recorded = vec![false; self.followed];
         for _ in 0..runs {
-            next.iter_mut().for_each(|n| *n = 0);
-            for (l, line) in self.lines.iter().enumerate() {
-                phantom_left[l] = line.phantom.is_some();
+            lines.clear();
+            for line in &self.lines {
+                lines.push(LineRun {
+                    next: 0,
+                    phantom_left: line.phantom.is_some(),
+                    joined_priority: 0,
+                    joined: 0,
+                    next_arrival: exponential(&mut rng, line.rate),
+                });
             }
             recorded.iter_mut().for_each(|r| *r = false);
             for (i, c) in self.counters.iter().enumerate() {
@@ -546,33 +679,55 @@ impl Runner {
                 else {
                     break;
                 };
-                let Some(l) = self.pick(i, &next, &phantom_left) else {
-                    free[i] = f64::INFINITY;
+                let c = &self.counters[i];
+                for &l in c.own.iter().chain(&c.serves) {
+                    self.arrive(&mut rng, l, &mut lines[l], t);
+                }
+                let Some((l, key)) = self.pick(i, &lines) else {
+                    // Nobody for this counter: it looks again when someone joins its lines.
+                    let next = c
+                        .own
+                        .iter()
+                        .chain(&c.serves)
+                        .map(|&l| lines[l].next_arrival)
+                        .fold(f64::INFINITY, f64::min);
+                    free[i] = c.availability.next_open(next);
                     continue;
                 };
                 let line = &self.lines[l];
-                if let Some(e) = line.entries.get(next[l]) {
-                    next[l] += 1;
+                let run = &mut lines[l];
+                let mean = if key == PHANTOM {
+                    // Someone who joined now would be called at t. The phantom holds nobody up:
+                    // it is only followed, and the counter calls again at once.
+                    run.phantom_left = false;
+                    let f = line.phantom.expect("a phantom line");
+                    samples[f].push(t);
+                    recorded[f] = true;
+                    left -= 1;
+                    continue;
+                } else if key == JOINED_PRIORITY {
+                    run.joined_priority -= 1;
+                    line.mean
+                } else if key == JOINED {
+                    run.joined -= 1;
+                    line.mean
+                } else {
+                    let e = line.entries[run.next];
+                    run.next += 1;
                     if let Some(f) = e.follow {
                         samples[f].push(t);
                         recorded[f] = true;
                         left -= 1;
                     }
-                    let took = if rng.random::<f64>() < self.no_show.0 {
-                        self.no_show.1
-                    } else {
-                        self.draw(&mut rng, e.mean)
-                    };
-                    let after = t + took + self.gap * (0.5 + rng.random::<f64>());
-                    free[i] = self.counters[i].availability.next_open(after);
-                } else if let Some(f) = line.phantom {
-                    // Someone who joined now would be called at t. The phantom holds nobody up:
-                    // it is last in its line, and the counter calls again at once.
-                    phantom_left[l] = false;
-                    samples[f].push(t);
-                    recorded[f] = true;
-                    left -= 1;
-                }
+                    e.mean
+                };
+                let took = if rng.random::<f64>() < self.no_show.0 {
+                    self.no_show.1
+                } else {
+                    self.draw(&mut rng, mean)
+                };
+                let after = t + took + self.gap * (0.5 + rng.random::<f64>());
+                free[i] = c.availability.next_open(after);
             }
             for (f, done) in recorded.iter().enumerate() {
                 if !done {
@@ -583,19 +738,41 @@ impl Runner {
         RunResult { samples }
     }
 
-    /// The line counter `i` calls from next, by the core's rules: its own line first, then the
-    /// priority ticket longest in line, then by its strategy.
-    fn pick(&self, i: usize, next: &[usize], phantom_left: &[bool]) -> Option<usize> {
+    /// Lets residents join line `l` up to time `t`.
+    fn arrive(&self, rng: &mut SmallRng, l: usize, run: &mut LineRun, t: f64) {
+        let line = &self.lines[l];
+        while run.next_arrival <= t {
+            if rng.random::<f64>() < line.priority {
+                run.joined_priority += 1;
+            } else {
+                run.joined += 1;
+            }
+            run.next_arrival += exponential(rng, line.rate);
+        }
+    }
+
+    /// The line counter `i` calls from next, and the key of whom it calls, by the core's rules:
+    /// its own line first, then the priority ticket longest in line, then by its strategy.
+    fn pick(&self, i: usize, lines: &[LineRun]) -> Option<(usize, (u8, u64))> {
         let c = &self.counters[i];
         let head = |l: usize| -> Option<(u8, u64)> {
-            match self.lines[l].entries.get(next[l]) {
-                Some(e) => Some((e.rank, e.order)),
-                None => phantom_left[l].then_some((1, u64::MAX)),
+            let run = &lines[l];
+            if let Some(e) = self.lines[l].entries.get(run.next) {
+                if e.rank == 0 || run.joined_priority == 0 {
+                    return Some((e.rank, e.order));
+                }
             }
+            if run.joined_priority > 0 {
+                return Some(JOINED_PRIORITY);
+            }
+            if run.phantom_left {
+                return Some(PHANTOM);
+            }
+            (run.joined > 0).then_some(JOINED)
         };
         if let Some(own) = c.own {
-            if head(own).is_some() {
-                return Some(own);
+            if let Some(h) = head(own) {
+                return Some((own, h));
             }
         }
         let heads: Vec<(usize, (u8, u64))> = c
@@ -603,18 +780,26 @@ impl Runner {
             .iter()
             .filter_map(|&l| head(l).map(|h| (l, h)))
             .collect();
-        if let Some((l, _)) = heads
+        if let Some(best) = heads
             .iter()
             .filter(|(_, h)| h.0 == 0)
             .min_by_key(|(_, h)| h.1)
         {
-            return Some(*l);
+            return Some(*best);
         }
         match c.strategy {
-            Strategy::ProfileOrder => heads.first().map(|(l, _)| *l),
-            Strategy::LongestWait => heads.iter().min_by_key(|(_, h)| h.1).map(|(l, _)| *l),
+            Strategy::ProfileOrder => heads.first().copied(),
+            Strategy::LongestWait => heads.iter().min_by_key(|(_, h)| h.1).copied(),
         }
     }
+}
+
+/// Seconds to the next event of a Poisson process of `rate` per second (never for 0).
+fn exponential(rng: &mut SmallRng, rate: f64) -> f64 {
+    if rate <= 0.0 {
+        return f64::INFINITY;
+    }
+    -(1.0 - rng.random::<f64>()).ln() / rate
 }
 
 fn median(samples: &mut [f64]) -> f64 {

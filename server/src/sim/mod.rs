@@ -204,7 +204,7 @@ impl Sim {
         );
         let state = SiteState::new(config.clone());
         Ok(Sim {
-            learner: Learner::default(),
+            learner: Learner::new(&config),
             rng: StdRng::seed_from_u64(seed),
             now: Timestamp::MIN_UTC,
             agenda: BinaryHeap::new(),
