@@ -76,28 +76,25 @@ fn the_stays_the_simulator_reports_are_those_the_core_records() {
 
 /// QL on M/M/s: for a customer who finds all s servers busy with n ahead, the wait is a sum of
 /// n + 1 exponentials of rate sμ, so RASE = E[n+1]⁻¹ = 1 − ρ. The tolerance follows from the
-/// spread of the per-day values (days are independent; customers within a day are not).
+/// samples: three standard errors, by a jackknife over the days (days are independent;
+/// customers within a day are not).
 #[test]
 fn ql_on_a_stationary_mms_queue_has_the_rase_theory_gives() {
     let rho = 0.9;
-    let check = mms_check(10, rho, 12, 5).unwrap();
-    let days = check.per_day.len() as f64;
-    let mean = check.per_day.iter().sum::<f64>() / days;
-    let sd = (check
-        .per_day
-        .iter()
-        .map(|r| (r - mean).powi(2))
-        .sum::<f64>()
-        / (days - 1.0))
-        .sqrt();
-    let tolerance = 3.0 * sd / days.sqrt();
-    assert!(check.customers > 5_000, "{} customers", check.customers);
+    let check = mms_check(10, rho, 80, 5).unwrap();
+    let tolerance = 3.0 * check.standard_error();
+    assert!(check.customers > 30_000, "{} customers", check.customers);
+    assert!(
+        tolerance < 0.3 * (1.0 - rho),
+        "enough days for a meaningful check: ±{tolerance:.4}"
+    );
     assert!(
         (check.rase_ql - (1.0 - rho)).abs() <= tolerance,
-        "RASE {:.4}, theory {:.4}, tolerance {:.4} (3 standard errors over {days} days)",
+        "RASE {:.4}, theory {:.4}, tolerance {:.4} (3 standard errors over {} days)",
         check.rase_ql,
         1.0 - rho,
-        tolerance
+        tolerance,
+        check.per_day.len()
     );
 }
 

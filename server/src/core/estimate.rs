@@ -293,9 +293,9 @@ impl Learner {
     /// The recent rate (per second) at which residents join `target` at `now`, and the share of
     /// them with priority.
     pub fn arrivals(&self, target: &Target, now: Timestamp) -> (f64, f64) {
-        self.joins.get(target).map_or((0.0, 0.0), |j| {
-            (j.rate_at(now), j.priority / j.n.max(1.0))
-        })
+        self.joins
+            .get(target)
+            .map_or((0.0, 0.0), |j| (j.rate_at(now), j.priority / j.n.max(1.0)))
     }
 
     /// Mean counter time of a step in `target`'s line.
