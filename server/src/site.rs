@@ -152,6 +152,16 @@ enum Request {
         token: String,
         reply: oneshot::Sender<Option<watch::Receiver<PhoneText>>>,
     },
+    Model {
+        reply: oneshot::Sender<SiteModel>,
+    },
+}
+
+/// A copy of a site's state and what it has learned, for forecasts run off the actor.
+pub struct SiteModel {
+    pub state: SiteState,
+    pub learner: crate::core::Learner,
+    pub now: Timestamp,
 }
 
 /// How a site's actor is doing, for `/readyz`: shared by the supervisor, the actor and the
@@ -290,6 +300,18 @@ impl SiteHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Watch { token, reply })
+            .await
+            .map_err(|_| SiteError::Stopped)?;
+        rx.await.map_err(|_| SiteError::Stopped)
+    }
+
+    /// A copy of the state and the learned service times, for a forecast (what-if) run off the
+    /// actor.
+    pub async fn model(&self) -> Result<SiteModel, SiteError> {
+        self.ready()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Model { reply })
             .await
             .map_err(|_| SiteError::Stopped)?;
         rx.await.map_err(|_| SiteError::Stopped)
@@ -633,6 +655,13 @@ impl Actor {
                     }
                     Some(Request::Watch { token, reply }) => {
                         let _ = reply.send(self.watch(token));
+                    }
+                    Some(Request::Model { reply }) => {
+                        let _ = reply.send(SiteModel {
+                            state: self.state.clone(),
+                            learner: self.learner.clone(),
+                            now: self.now(),
+                        });
                     }
                 },
                 _ = tick.tick() => {

@@ -468,9 +468,11 @@ struct Entry {
 }
 
 struct Line {
+    target: Target,
     entries: Vec<Entry>,
-    /// Index into the followed entries of the phantom at the line's end (someone joining now).
-    phantom: Option<usize>,
+    /// Someone joining at a given time (seconds from now), followed but taking no counter time:
+    /// the followed index of each, by time. The first at 0 is the phantom for "joining now".
+    joins: Vec<(f64, usize)>,
     /// Residents joining from now on, per second (the recent rate), the share of them with
     /// priority, and their mean counter time: they take counters that would call this line first.
     rate: f64,
@@ -479,13 +481,25 @@ struct Line {
 }
 
 /// A line during one run: how far it has been called, and who has joined since.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct LineRun {
     next: usize,
-    phantom_left: bool,
     joined_priority: u32,
+    /// Residents without priority who joined so far, and how many of them were called.
     joined: u32,
+    joined_called: u32,
     next_arrival: f64,
+    /// The next of the line's followed joins still to come.
+    next_join: usize,
+    /// Followed joins in line: (followed index, when, how many joined before them).
+    in_line: std::collections::VecDeque<(usize, f64, u32)>,
+}
+
+impl LineRun {
+    fn waiting(&self, line: &Line) -> u32 {
+        (line.entries.len() - self.next) as u32 + self.joined_priority + self.joined
+            - self.joined_called
+    }
 }
 
 /// Sort keys of those who join during a run: behind everyone there now (and the phantom), a
@@ -500,6 +514,8 @@ enum Followed {
     Ticket(TicketId),
     /// Someone joining this line now.
     Phantom(Target),
+    /// Someone joining a line at one of the what-if's points.
+    Later,
 }
 
 struct Runner {
@@ -522,9 +538,11 @@ struct RunCounter {
     busy: Option<(f64, f64)>,
 }
 
-/// The waits the Monte-Carlo runs give: per followed ticket (and per line's phantom).
+/// The waits the Monte-Carlo runs give: per followed entry, the time from its joining (now for
+/// those in line) to its call; and the sum over runs of each line's waiting count at each point.
 struct RunResult {
     samples: Vec<Vec<f64>>,
+    waiting: Vec<Vec<f64>>,
 }
 
 impl Runner {
@@ -536,6 +554,20 @@ impl Runner {
         now: Timestamp,
         only: Option<&TicketId>,
         phantoms: bool,
+    ) -> Self {
+        Self::with_points(state, learner, now, only, phantoms, &[], &HashMap::new())
+    }
+
+    /// As [`Self::new`], and someone joining each queue at each of `points` (seconds from now),
+    /// with `extra` residents per second joining the lines named.
+    fn with_points(
+        state: &SiteState,
+        learner: &Learner,
+        now: Timestamp,
+        only: Option<&TicketId>,
+        phantoms: bool,
+        points: &[f64],
+        extra: &HashMap<Target, f64>,
     ) -> Self {
         let mut lines = Vec::new();
         let mut line_of = HashMap::new();
@@ -567,16 +599,25 @@ impl Runner {
                     }
                 })
                 .collect();
-            let phantom = (phantoms && matches!(target, Target::Queue(_))).then(|| {
-                ids.push(Followed::Phantom(target.clone()));
-                ids.len() - 1
-            });
+            let mut joins = Vec::new();
+            if matches!(target, Target::Queue(_)) {
+                if phantoms {
+                    ids.push(Followed::Phantom(target.clone()));
+                    joins.push((0.0, ids.len() - 1));
+                }
+                for at in points {
+                    ids.push(Followed::Later);
+                    joins.push((*at, ids.len() - 1));
+                }
+            }
             let (rate, priority) = learner.arrivals(&target, now);
+            let rate = rate + extra.get(&target).copied().unwrap_or(0.0);
             let mean = learner.line_mean(&state.config, &target);
-            line_of.insert(target, lines.len());
+            line_of.insert(target.clone(), lines.len());
             lines.push(Line {
+                target: target.clone(),
                 entries,
-                phantom,
+                joins,
                 rate,
                 priority,
                 mean,
@@ -641,11 +682,13 @@ impl Runner {
         (total - elapsed).max(1.0)
     }
 
-    /// Runs the site forward `runs` times; `samples[f]` gets the call time of followed entry
-    /// `f` in each run ([`HORIZON_S`] if not called within it).
-    fn run(&self, runs: usize, seed: u64) -> RunResult {
+    /// Runs the site forward `runs` times; `samples[f]` gets the wait of followed entry `f` in
+    /// each run ([`HORIZON_S`] if not called within it), and `waiting[k][l]` the sum over runs of
+    /// line `l`'s waiting count at `points[k]`.
+    fn run(&self, runs: usize, seed: u64, points: &[f64]) -> RunResult {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut samples = vec![Vec::with_capacity(runs); self.followed];
+        let mut waiting = vec![vec![0.0; self.lines.len()]; points.len()];
         let mut free = vec![0.0f64; self.counters.len()];
         let mut lines: Vec<LineRun> = Vec::with_capacity(self.lines.len());
         let mut recorded = vec![false; self.followed];
@@ -654,11 +697,16 @@ impl Runner {
             for line in &self.lines {
                 lines.push(LineRun {
                     next: 0,
-                    phantom_left: line.phantom.is_some(),
                     joined_priority: 0,
                     joined: 0,
+                    joined_called: 0,
                     next_arrival: exponential(&mut rng, line.rate),
+                    next_join: 0,
+                    in_line: Default::default(),
                 });
+            }
+            for (l, run) in lines.iter_mut().enumerate() {
+                self.arrive(&mut rng, l, run, 0.0);
             }
             recorded.iter_mut().for_each(|r| *r = false);
             for (i, c) in self.counters.iter().enumerate() {
@@ -669,14 +717,23 @@ impl Runner {
                 free[i] = c.availability.next_open(start);
             }
             let mut left = self.followed;
-            while left > 0 {
-                let Some((i, t)) = free
+            let mut point = 0;
+            loop {
+                let next = free
                     .iter()
                     .copied()
                     .enumerate()
                     .filter(|(_, t)| *t <= HORIZON_S)
-                    .min_by(|a, b| a.1.total_cmp(&b.1))
-                else {
+                    .min_by(|a, b| a.1.total_cmp(&b.1));
+                // The lines as they stand at each point passed.
+                while point < points.len() && next.is_none_or(|(_, t)| points[point] <= t) {
+                    for (l, run) in lines.iter_mut().enumerate() {
+                        self.arrive(&mut rng, l, run, points[point]);
+                        waiting[point][l] += f64::from(run.waiting(&self.lines[l]));
+                    }
+                    point += 1;
+                }
+                let Some((i, t)) = next.filter(|_| left > 0) else {
                     break;
                 };
                 let c = &self.counters[i];
@@ -689,7 +746,11 @@ impl Runner {
                         .own
                         .iter()
                         .chain(&c.serves)
-                        .map(|&l| lines[l].next_arrival)
+                        .map(|&l| {
+                            let joins = &self.lines[l].joins;
+                            let join = joins.get(lines[l].next_join).map_or(f64::INFINITY, |j| j.0);
+                            lines[l].next_arrival.min(join)
+                        })
                         .fold(f64::INFINITY, f64::min);
                     free[i] = c.availability.next_open(next);
                     continue;
@@ -697,11 +758,10 @@ impl Runner {
                 let line = &self.lines[l];
                 let run = &mut lines[l];
                 let mean = if key == PHANTOM {
-                    // Someone who joined now would be called at t. The phantom holds nobody up:
+                    // Someone followed who joined at `at` is called at t. It holds nobody up:
                     // it is only followed, and the counter calls again at once.
-                    run.phantom_left = false;
-                    let f = line.phantom.expect("a phantom line");
-                    samples[f].push(t);
+                    let (f, at, _) = run.in_line.pop_front().expect("a join in line");
+                    samples[f].push(t - at);
                     recorded[f] = true;
                     left -= 1;
                     continue;
@@ -709,7 +769,7 @@ impl Runner {
                     run.joined_priority -= 1;
                     line.mean
                 } else if key == JOINED {
-                    run.joined -= 1;
+                    run.joined_called += 1;
                     line.mean
                 } else {
                     let e = line.entries[run.next];
@@ -735,19 +795,29 @@ impl Runner {
                 }
             }
         }
-        RunResult { samples }
+        RunResult { samples, waiting }
     }
 
-    /// Lets residents join line `l` up to time `t`.
+    /// Lets residents join line `l` up to time `t`, the followed joins among them in order.
     fn arrive(&self, rng: &mut SmallRng, l: usize, run: &mut LineRun, t: f64) {
         let line = &self.lines[l];
-        while run.next_arrival <= t {
-            if rng.random::<f64>() < line.priority {
-                run.joined_priority += 1;
-            } else {
-                run.joined += 1;
+        loop {
+            let join = line.joins.get(run.next_join).filter(|j| j.0 <= t);
+            match join {
+                Some(&(at, f)) if at <= run.next_arrival => {
+                    run.in_line.push_back((f, at, run.joined));
+                    run.next_join += 1;
+                }
+                _ if run.next_arrival <= t => {
+                    if rng.random::<f64>() < line.priority {
+                        run.joined_priority += 1;
+                    } else {
+                        run.joined += 1;
+                    }
+                    run.next_arrival += exponential(rng, line.rate);
+                }
+                _ => break,
             }
-            run.next_arrival += exponential(rng, line.rate);
         }
     }
 
@@ -765,10 +835,14 @@ impl Runner {
             if run.joined_priority > 0 {
                 return Some(JOINED_PRIORITY);
             }
-            if run.phantom_left {
+            if run
+                .in_line
+                .front()
+                .is_some_and(|(_, _, before)| *before == run.joined_called)
+            {
                 return Some(PHANTOM);
             }
-            (run.joined > 0).then_some(JOINED)
+            (run.joined > run.joined_called).then_some(JOINED)
         };
         if let Some(own) = c.own {
             if let Some(h) = head(own) {
@@ -813,7 +887,7 @@ pub fn forecast(state: &SiteState, learner: &Learner, now: Timestamp, seed: u64)
     let runner = Runner::new(state, learner, now, None, true);
     let waiting: usize = runner.lines.iter().map(|l| l.entries.len()).sum();
     let runs = (WORK_PER_EVENT / waiting.max(1)).clamp(MIN_RUNS, MAX_RUNS) | 1;
-    let RunResult { mut samples } = runner.run(runs, seed);
+    let RunResult { mut samples, .. } = runner.run(runs, seed, &[]);
     let mut estimates = Estimates {
         seq: state.seq,
         ..Estimates::default()
@@ -827,6 +901,7 @@ pub fn forecast(state: &SiteState, learner: &Learner, now: Timestamp, seed: u64)
             Followed::Phantom(target) => {
                 estimates.lines.insert(target.clone(), wait);
             }
+            Followed::Later => {}
         }
     }
     estimates
@@ -851,6 +926,68 @@ pub fn settle(earlier: &Estimates, mut fresh: Estimates) -> Estimates {
     }
     fresh
 }
+
+/// One moment of a forecast line: how many wait, and how long someone joining then waits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForecastPoint {
+    /// Seconds from now.
+    pub at_s: f64,
+    /// Mean over the runs.
+    pub waiting: f64,
+    /// Median over the runs, from joining to the first call.
+    pub wait_s: f64,
+}
+
+/// Runs of a what-if forecast: enough for a stable median, few enough for a quick answer.
+pub const WHAT_IF_RUNS: usize = 31;
+
+/// The site's lines over the next `horizon_s` seconds from `state` at `now`, at points every
+/// `step_s`: the forecast of a what-if (`state` may carry changed counters; `extra` adds
+/// residents per second to the lines named). Queue lines only, in configuration order.
+pub fn what_if(
+    state: &SiteState,
+    learner: &Learner,
+    now: Timestamp,
+    horizon_s: f64,
+    step_s: f64,
+    extra: &HashMap<Target, f64>,
+    seed: u64,
+) -> Vec<(Target, Vec<ForecastPoint>)> {
+    let points: Vec<f64> = (0..)
+        .map(|k| k as f64 * step_s)
+        .take_while(|t| *t <= horizon_s + 1e-9)
+        .collect();
+    let runner = Runner::with_points(state, learner, now, Some(&NOBODY), false, &points, extra);
+    let RunResult {
+        mut samples,
+        waiting,
+    } = runner.run(WHAT_IF_RUNS, seed, &points);
+    let mut out = Vec::new();
+    for q in &state.config.queues {
+        let target = Target::Queue(q.id.clone());
+        let Some(l) = runner.lines.iter().position(|l| l.target == target) else {
+            continue;
+        };
+        let line = &runner.lines[l];
+        let forecast = line
+            .joins
+            .iter()
+            .enumerate()
+            .map(|(k, (at, f))| ForecastPoint {
+                at_s: *at,
+                waiting: waiting[k][l] / WHAT_IF_RUNS as f64,
+                wait_s: median(&mut samples[*f]).round(),
+            })
+            .collect();
+        out.push((target, forecast));
+    }
+    out
+}
+
+/// A ticket id no ticket has: what-if runs follow no ticket in line.
+static NOBODY: std::sync::LazyLock<TicketId> = std::sync::LazyLock::new(|| {
+    TicketId::try_from("00000000-0000-0000-0000-000000000000".to_owned()).expect("a valid id")
+});
 
 /// One predictor's estimate, in seconds from `now`, of when waiting ticket `ticket` is first
 /// called. `None` if it is not waiting.
@@ -892,7 +1029,7 @@ pub fn predict(
         }
         Predictor::Madoguchi => {
             let runner = Runner::new(state, learner, now, Some(ticket), false);
-            let RunResult { mut samples } = runner.run(MAX_RUNS, seed);
+            let RunResult { mut samples, .. } = runner.run(MAX_RUNS, seed, &[]);
             median(&mut samples[0])
         }
     };

@@ -13,6 +13,7 @@ mod printers;
 mod screens;
 mod socket;
 mod tickets;
+mod whatif;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -208,6 +209,7 @@ fn api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(kpi::router())
         .merge(audit::router())
+        .merge(whatif::router())
         .merge(printers::router())
         .merge(openapi::router())
 }
