@@ -520,6 +520,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub(super) struct Floor {
         pub(super) wait_alert_min: Option<u32>,
+        pub(super) suggest_every_s: Option<u32>,
     }
 }
 
@@ -1310,6 +1311,15 @@ impl Validator {
                     );
                 }
                 screens.floor.wait_alert_min = m;
+            }
+            if let Some(s) = fl.suggest_every_s {
+                if !(2..=3600).contains(&s) {
+                    self.err(
+                        format!("{f}.screens.floor.suggest_every_s"),
+                        "must be 2–3600 seconds",
+                    );
+                }
+                screens.floor.suggest_every_s = s;
             }
         }
         screens

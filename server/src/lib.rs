@@ -27,3 +27,4 @@ pub mod projector;
 pub mod server;
 pub mod sim;
 pub mod site;
+pub mod suggest;

@@ -71,6 +71,7 @@ pub async fn run(
     let cap = net::connection_cap(limits.max_connections, fd_limit);
     let connections = deps.metrics.http_connections.clone();
     let state = AppState::new(config, handles, deps, stop_rx);
+    state.start_suggestions();
     let public = state.public_limits().clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));

@@ -110,6 +110,8 @@ pub struct LobbyConfig {
 pub struct FloorConfig {
     /// The floor board raises an alert when someone has waited longer than this.
     pub wait_alert_min: u32,
+    /// How often the floor board's suggestion is recomputed (seconds).
+    pub suggest_every_s: u32,
 }
 
 impl Default for ScreensConfig {
@@ -121,7 +123,10 @@ impl Default for ScreensConfig {
                 languages: vec!["ja".into(), "en".into()],
                 rotate: vec!["zh".into(), "ko".into(), "vi".into()],
             },
-            floor: FloorConfig { wait_alert_min: 30 },
+            floor: FloorConfig {
+                wait_alert_min: 30,
+                suggest_every_s: 120,
+            },
         }
     }
 }

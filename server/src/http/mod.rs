@@ -55,6 +55,8 @@ struct Inner {
     deps: SiteDeps,
     shutdown: watch::Receiver<bool>,
     public: Arc<PublicLimits>,
+    /// The floor board's latest suggestions per site (see `crate::suggest`).
+    suggestions: BTreeMap<SiteId, crate::suggest::Board>,
 }
 
 /// The longest a read of the stored projections waits for them to catch up.
@@ -67,9 +69,13 @@ impl AppState {
         deps: SiteDeps,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let sites = sites
+        let sites: BTreeMap<SiteId, SiteHandle> = sites
             .into_iter()
             .map(|h| (h.config.id.clone(), h))
+            .collect();
+        let suggestions = sites
+            .keys()
+            .map(|id| (id.clone(), Default::default()))
             .collect();
         let public = Arc::new(PublicLimits::new(&config.limits));
         Self {
@@ -79,10 +85,27 @@ impl AppState {
                 deps,
                 shutdown,
                 public,
+                suggestions,
             }),
         }
     }
 
+    /// Where a site's suggestions are kept.
+    pub fn suggestions(&self, site: &SiteId) -> Option<&crate::suggest::Board> {
+        self.inner.suggestions.get(site)
+    }
+    /// Starts the task that recomputes each site's suggestions until shutdown.
+    pub fn start_suggestions(&self) {
+        for (id, board) in &self.inner.suggestions {
+            if let Some(handle) = self.inner.sites.get(id) {
+                tokio::spawn(crate::suggest::run(
+                    handle.clone(),
+                    board.clone(),
+                    self.inner.shutdown.clone(),
+                ));
+            }
+        }
+    }
     pub fn config(&self) -> &Config {
         &self.inner.config
     }

@@ -30,7 +30,9 @@ pub(super) const MAX_HORIZON_MIN: u32 = 480;
 const DEFAULT_HORIZON_MIN: u32 = 180;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(forecast))
+    OpenApiRouter::new()
+        .routes(routes!(forecast))
+        .routes(routes!(suggestions))
 }
 
 /// A change to one counter; fields left out stay as they are.
@@ -267,4 +269,34 @@ fn reply(
         with_changes: forecast(&with),
         summary,
     }
+}
+
+/// The floor board's suggestions: for each queue heading past the floor alert threshold, the one
+/// change that cuts its longest forecast wait most (floor managers). Recomputed in the background
+/// every `suggest_every_s`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/suggestions",
+    tag = "counters",
+    security(("bearer" = ["floor"])),
+    params(("site" = String, Path, description = "A site id, e.g. `chuo`")),
+    responses(
+        (status = 200, description = "The latest suggestions", body = crate::suggest::Suggestions),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn suggestions(
+    State(app): State<AppState>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let (id, _, _) = app.granted_site(&site, &headers, &[Role::Floor])?;
+    let latest = app
+        .suggestions(&id)
+        .map(|b| b.read().unwrap_or_else(|p| p.into_inner()).clone())
+        .unwrap_or_default();
+    Ok(Json(latest))
 }
