@@ -120,3 +120,16 @@ fn the_madoguchi_predictor_beats_the_baselines_on_moving_season() {
         mae("ql_staffed")
     );
 }
+
+#[test]
+fn the_what_if_forecast_of_the_next_hour_beats_persistence() {
+    let check = madoguchi::sim::bench::what_if_check(&demo_site(), scenario("moving-season"), 4, 3)
+        .unwrap();
+    assert!(check.forecasts > 50, "{check:?}");
+    assert!(
+        check.mae_s < 0.85 * check.persistence_mae_s,
+        "what-if MAE {:.0} s vs persistence {:.0} s",
+        check.mae_s,
+        check.persistence_mae_s
+    );
+}

@@ -99,6 +99,9 @@ pub struct Report {
     pub p90_wait_s: f64,
     pub predictors: BTreeMap<&'static str, Score>,
     pub mms_check: MmsCheck,
+    /// The what-if forecast of each queue's longest wait over the next hour against what then
+    /// happened.
+    pub what_if_check: WhatIfCheck,
 }
 
 /// Collects every predictor's estimate at each issue, and the actual wait at the first call.
@@ -324,6 +327,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str, u32, u32)) -> anyho
         })?;
     let name = scenario.name.clone();
     let days = options.days;
+    let what_if_check = what_if_check(&site, scenario.clone(), days, options.seed)?;
     let (predictors, mut waits) = score(&site, scenario, days, options.seed, &mut |d| {
         progress("scenario", d, days)
     })?;
@@ -340,6 +344,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str, u32, u32)) -> anyho
         p90_wait_s: waits.get(waits.len() * 9 / 10).copied().unwrap_or(0.0),
         predictors,
         mms_check,
+        what_if_check,
     })
 }
 
@@ -373,6 +378,11 @@ pub fn table(report: &Report) -> String {
         m.rase_ql,
         1.0 - m.rho
     ));
+    let w = &report.what_if_check;
+    out.push_str(&format!(
+        "What-if: the longest wait of the next hour, forecast at each full hour ({} forecasts): MAE {:.0} s, bias {:+.0} s (persistence: MAE {:.0} s)\n",
+        w.forecasts, w.mae_s, w.bias_s, w.persistence_mae_s
+    ));
     out
 }
 
@@ -397,4 +407,126 @@ impl MmsCheck {
         let mean = without.iter().sum::<f64>() / n;
         ((n - 1.0) / n * without.iter().map(|r| (r - mean).powi(2)).sum::<f64>()).sqrt()
     }
+}
+
+/// How well the what-if forecast of a queue's longest wait over the next hour matched what then
+/// happened (the longest wait of those who joined it within that hour), at each full hour of
+/// the simulated days; against persistence (the longest wait of those called in the past hour).
+#[derive(Debug, Clone, Serialize)]
+pub struct WhatIfCheck {
+    pub forecasts: usize,
+    pub mae_s: f64,
+    pub bias_s: f64,
+    pub persistence_mae_s: f64,
+}
+
+/// Checks the what-if forecast over `days` simulated days of `scenario` at `site`.
+pub fn what_if_check(
+    site: &SiteConfig,
+    scenario: Scenario,
+    days: u32,
+    seed: u64,
+) -> anyhow::Result<WhatIfCheck> {
+    use crate::core::estimate::what_if;
+    use crate::core::Target;
+
+    /// A forecast made at `at` for `target`: the predicted longest wait, and persistence's.
+    struct Made {
+        at: Timestamp,
+        target: Target,
+        predicted: f64,
+        persistence: f64,
+    }
+    #[derive(Default)]
+    struct Watch {
+        next_hour: Option<Timestamp>,
+        made: Vec<Made>,
+        /// Per ticket: its line, issue time, wait once called.
+        tickets: HashMap<TicketId, (Target, Timestamp, Option<f64>)>,
+    }
+    impl Observer for Watch {
+        fn issued(
+            &mut self,
+            state: &SiteState,
+            learner: &Learner,
+            ticket: &TicketId,
+            now: Timestamp,
+        ) {
+            if let Some(t) = state.tickets.get(ticket) {
+                self.tickets
+                    .insert(ticket.clone(), (t.step().target.clone(), now, None));
+            }
+            let due = self.next_hour.is_none_or(|h| now >= h);
+            if !due {
+                return;
+            }
+            let hour = now
+                - chrono::Duration::seconds(i64::from(
+                    chrono::Timelike::num_seconds_from_midnight(&now) % 3600,
+                ));
+            self.next_hour = Some(hour + chrono::Duration::hours(1));
+            let forecast = what_if(
+                state,
+                learner,
+                now,
+                3600.0,
+                600.0,
+                &HashMap::new(),
+                state.seq,
+            );
+            for (target, points) in forecast {
+                let predicted = points.iter().map(|p| p.wait_s).fold(0.0, f64::max);
+                let persistence = self
+                    .tickets
+                    .values()
+                    .filter(|(t, issued, wait)| {
+                        *t == target
+                            && wait.is_some_and(|w| {
+                                *issued + chrono::Duration::milliseconds((w * 1000.0) as i64)
+                                    >= now - chrono::Duration::hours(1)
+                            })
+                    })
+                    .filter_map(|(_, _, w)| *w)
+                    .fold(0.0, f64::max);
+                self.made.push(Made {
+                    at: now,
+                    target,
+                    predicted,
+                    persistence,
+                });
+            }
+        }
+        fn first_call(&mut self, ticket: &TicketId, wait_s: f64, _counted: bool) {
+            if let Some(t) = self.tickets.get_mut(ticket) {
+                t.2 = Some(wait_s);
+            }
+        }
+    }
+    let mut sim = Sim::new(site, scenario, seed)?;
+    let mut errors = Vec::new();
+    for day in weekdays(first_day(), days) {
+        let mut watch = Watch::default();
+        sim.day(day, &mut watch);
+        for m in &watch.made {
+            let end = m.at + chrono::Duration::hours(1);
+            let joined: Vec<f64> = watch
+                .tickets
+                .values()
+                .filter(|(t, issued, _)| *t == m.target && *issued >= m.at && *issued < end)
+                .filter_map(|(_, _, w)| *w)
+                .collect();
+            if joined.is_empty() {
+                continue;
+            }
+            let actual = joined.iter().copied().fold(0.0, f64::max);
+            errors.push((m.predicted - actual, m.persistence - actual));
+        }
+    }
+    let n = errors.len().max(1) as f64;
+    Ok(WhatIfCheck {
+        forecasts: errors.len(),
+        mae_s: errors.iter().map(|(e, _)| e.abs()).sum::<f64>() / n,
+        bias_s: errors.iter().map(|(e, _)| e).sum::<f64>() / n,
+        persistence_mae_s: errors.iter().map(|(_, p)| p.abs()).sum::<f64>() / n,
+    })
 }
