@@ -30,9 +30,21 @@ pub(super) const MAX_HORIZON_MIN: u32 = 480;
 const DEFAULT_HORIZON_MIN: u32 = 180;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(forecast))
-        .routes(routes!(suggestions))
+        .routes(routes!(suggestions));
+    // The body may be left out altogether: the day as it stands.
+    if let Some(body) = router
+        .get_openapi_mut()
+        .paths
+        .paths
+        .get_mut("/api/v1/sites/{site}/what-if")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
+    router
 }
 
 /// A change to one counter; fields left out stay as they are.

@@ -360,9 +360,10 @@ impl Sim {
                         let walk = self.uniform(self.scenario.service.walk_s);
                         self.after(walk, Action::Reach(i));
                     }
-                    // Nobody waiting: look again shortly.
+                    // Nobody waiting: the counter is woken when someone joins a line; it also
+                    // looks again now and then.
                     Err(_) => {
-                        let later = 5.0 + self.rng.random::<f64>() * 10.0;
+                        let later = 60.0 + self.rng.random::<f64>() * 60.0;
                         self.after(later, Action::Idle(i));
                     }
                 }
@@ -403,6 +404,7 @@ impl Sim {
                         if self.rng.random_bool(0.5) {
                             self.absent.remove(&id);
                         }
+                        self.wake();
                         let gap = self.uniform(self.scenario.service.gap_s);
                         self.after(gap, Action::Idle(i));
                     }
@@ -443,6 +445,7 @@ impl Sim {
                 } else {
                     None
                 };
+                let transferred = transfer.is_some();
                 let _ = self.run(
                     Command::Complete {
                         counter: counter(self, i),
@@ -450,6 +453,9 @@ impl Sim {
                     },
                     observer,
                 );
+                if transferred {
+                    self.wake();
+                }
                 let gap = self.uniform(self.scenario.service.gap_s);
                 self.after(gap, Action::Idle(i));
             }
@@ -546,6 +552,16 @@ impl Sim {
         Some(PlanRequest::Procedures(vec![self.pick(&procedures)?]))
     }
 
+    /// Free counters notice at once someone joining a line.
+    fn wake(&mut self) {
+        for i in self.working.clone() {
+            let c = &self.state.counters[i];
+            if c.state == CounterState::Open && c.current.is_none() {
+                self.schedule(self.now, Action::Idle(i));
+            }
+        }
+    }
+
     fn arrive(&mut self, observer: &mut dyn Observer) {
         self.report.arrivals += 1;
         let Some(plan) = self.plan() else { return };
@@ -579,13 +595,7 @@ impl Sim {
                 self.uncalled.insert(id.clone(), (self.now, counted));
                 self.arrived.insert(id.clone(), self.now);
                 observer.issued(&self.state, &self.learner, &id, self.now);
-                // Free counters notice a new resident at once.
-                for i in self.working.clone() {
-                    let c = &self.state.counters[i];
-                    if c.state == CounterState::Open && c.current.is_none() {
-                        self.schedule(self.now, Action::Idle(i));
-                    }
-                }
+                self.wake();
             }
             Err(_) => self.report.refused += 1,
         }
