@@ -1,5 +1,6 @@
 // The floor board (/screens/floor/{site}): every counter and queue live, open/pause/close, which
-// queues a counter serves, alerts. Needs a floor token on the device.
+// queues a counter serves, alerts, a what-if panel (forecast counter changes before making them)
+// and the server's suggestions. Needs a floor token on the device.
 import { api, loadCatalog, esc, waitText, clock, nameOf, siteFromPath, say, errorText, bilingual, elapsed,
   ConsoleShell } from "/assets/common.js";
 
@@ -14,6 +15,12 @@ const F = {
   busy: new Set(),          // counters with a request under way
   editing: null,            // {counter, order: [queue ids], on: Set}
   audit: null,              // the latest floor changes, newest first (GET …/audit)
+  // The what-if panel: counter changes to try ({counter, state: "" (no change) | "open" | "paused" |
+  // "closed", order: [queue ids], on: Set, strategy}), extra arrivals per hour by queue, the horizon,
+  // the latest forecast and whether the inputs changed since.
+  wi: { changes: [], extra: {}, horizon: "180", result: null, stale: false, busy: "", error: "", note: "", run: 0 },
+  suggestions: [],          // GET …/suggestions, as last answered
+  sugState: new Map(),      // per suggestion key: {busy, applied, error}
 };
 
 const STRATEGY = { profile_order: "定義順 / Profile order", longest_wait: "長く待っている順 / Longest wait" };
@@ -56,12 +63,18 @@ const counterState = (id) => boardCounter(id)?.state ?? catCounter(id)?.state ??
 // Rendering
 // ---------------------------------------------------------------------------------------------
 function renderShell() {
-  if (shell.signIn($("main"))) return;
+  if (shell.signIn($("main"))) {
+    renderSuggestions();
+    return;
+  }
   $("main").innerHTML = `<div class="layout">
-      <section aria-labelledby="counters-h">
-        <h2 id="counters-h">窓口 <span class="en">Counters</span></h2>
-        <div class="counters" id="counters"></div>
-      </section>
+      <div class="stack">
+        <section aria-labelledby="counters-h">
+          <h2 id="counters-h">窓口 <span class="en">Counters</span></h2>
+          <div class="counters" id="counters"></div>
+        </section>
+        ${whatIfPanel()}
+      </div>
       <div class="stack">
         <section class="card" aria-labelledby="queues-h">
           <h2 id="queues-h">待ち状況 <span class="en">Queues</span></h2>
@@ -77,7 +90,10 @@ function renderShell() {
         </section>
       </div>
     </div>`;
+  renderWhatIf();
   renderAll();
+  // Suggestions: once now (at load, or for the token just entered), then every 15 s.
+  if (F.catalog) scheduleSuggestions(0);
 }
 
 function renderAll() {
@@ -87,6 +103,7 @@ function renderAll() {
   renderPrinters();
   renderAudit();
   renderAlerts();
+  refreshWhatIfLive();
 }
 
 const AUDIT = {
@@ -358,6 +375,550 @@ async function saveProfile() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What-if (見込み): try counter changes and more arrivals on a forecast (POST …/what-if changes
+// nothing), compare each queue's wait over time, then apply the counter changes for real.
+// ---------------------------------------------------------------------------------------------
+const WI_STATES = [["", "変更なし", "No change"], ["open", "開始", "Open"], ["paused", "休止", "Pause"], ["closed", "終了", "Close"]];
+const STATE_NAME = { open: ["受付中", "open"], paused: ["休止中", "paused"], closed: ["終了", "closed"] };
+const ACTION_OF = { open: "open", paused: "pause", closed: "close" };
+
+const profileOf = (id) => catCounter(id)?.profile || { queues: [], strategy: "profile_order" };
+const counterName = (id) => catCounter(id)?.name || { ja: `${id}番窓口`, en: `Counter ${id}` };
+const queueName = (q) => nameOf(F.catalog?.queues, q);
+const minutes = (s) => Math.round((Number(s) || 0) / 60);
+
+/** A change row for counter `id`: no state change, its current profile (ticked queues first). */
+function newChange(id, { state = "", profile = profileOf(id) } = {}) {
+  const rest = (F.catalog?.queues || []).map((q) => q.id).filter((q) => !profile.queues.includes(q));
+  return { counter: id, state, order: [...profile.queues, ...rest], on: new Set(profile.queues),
+    strategy: profile.strategy || "profile_order" };
+}
+const changeQueues = (ch) => ch.order.filter((q) => ch.on.has(q));
+function profileChanged(ch) {
+  const p = profileOf(ch.counter), qs = changeQueues(ch);
+  return ch.strategy !== (p.strategy || "profile_order") || qs.length !== p.queues.length || qs.some((q, i) => q !== p.queues[i]);
+}
+
+/**
+ * The what-if request from the panel: {body} or {error} (HTML). Counter rows that change nothing
+ * are left out; a row must keep at least one queue.
+ */
+function wiRequest() {
+  const counters = [];
+  for (const ch of F.wi.changes) {
+    const c = { id: ch.counter };
+    if (ch.state) c.state = ch.state;
+    if (profileChanged(ch)) {
+      const queues = changeQueues(ch);
+      if (!queues.length) {
+        const n = counterName(ch.counter);
+        return { error: `${esc(n.ja)}：列を1つ以上選んでください <span class="en">${esc(n.en)}: choose at least one queue</span>` };
+      }
+      c.profile = { queues, strategy: ch.strategy };
+    }
+    if (c.state || c.profile) counters.push(c);
+  }
+  const body = { counters };
+  const extra = {};
+  for (const [q, v] of Object.entries(F.wi.extra)) {
+    const n = Number(v);
+    if (String(v).trim() !== "" && Number.isFinite(n) && n !== 0) extra[q] = n;
+  }
+  if (Object.keys(extra).length) body.extra_arrivals_per_hour = extra;
+  const h = String(F.wi.horizon).trim();
+  if (h !== "") body.horizon_min = Number.isFinite(Number(h)) ? Number(h) : h;
+  return { body };
+}
+
+/** The panel's frame (inputs are filled by renderWhatIf from F.wi). */
+function whatIfPanel() {
+  const extra = (F.catalog?.queues || []).map((q) => `<tr>
+      <td><label for="wi-extra-${esc(q.id)}">${esc(q.name.ja)}<span class="en qen">${esc(q.name.en)}</span></label></td>
+      <td class="n"><input type="number" id="wi-extra-${esc(q.id)}" data-wi-extra="${esc(q.id)}" min="0" max="1000" step="1" inputmode="numeric" placeholder="0"></td>
+      <td class="served">人/時 <span class="en">per hour</span></td></tr>`).join("");
+  return `<section class="card wi" id="whatif" aria-labelledby="whatif-h">
+    <h2 id="whatif-h">見込み <span class="en">What-if</span></h2>
+    <p class="served wi-lead">窓口の変更や来庁者の増加を試し、列ごとの待ち時間の見込みを今のままと比べます。「適用」を押すまで実際の窓口は変わりません。
+      <span class="en">Try counter changes or more arrivals and compare each queue's forecast wait with things as they stand. Nothing changes until you press Apply.</span></p>
+    <div class="wi-grid">
+      <div class="wi-inputs">
+        <h3>窓口の変更 <span class="en">Counter changes</span></h3>
+        <ul class="wi-changes" id="wi-changes"></ul>
+        <div class="wi-add">
+          <label for="wi-add">窓口 <span class="en">Counter</span></label>
+          <select id="wi-add"></select>
+          <button type="button" class="btn secondary" id="wi-add-btn">追加 <span class="en">Add</span></button>
+        </div>
+        <h3>来庁者の増加 <span class="en">Extra arrivals</span></h3>
+        <table class="wi-extra"><tbody>${extra}</tbody></table>
+        <div class="wi-horizon">
+          <label for="wi-horizon">見込む時間 <span class="en">Horizon</span></label>
+          <input type="number" id="wi-horizon" min="10" max="480" step="10" inputmode="numeric">
+          <span>分 <span class="en">min</span></span>
+        </div>
+        <div class="wi-buttons">
+          <button type="button" class="btn" id="wi-run">見込みを計算 <span class="en">Run what-if</span></button>
+          <button type="button" class="btn secondary" id="wi-apply">適用 <span class="en">Apply</span></button>
+        </div>
+        <div class="wi-error" id="wi-error" role="alert"></div>
+        <div class="wi-note" id="wi-note" role="status"></div>
+      </div>
+      <div class="wi-results" id="wi-results" aria-live="polite"></div>
+    </div>
+  </section>`;
+}
+
+/** Fills the panel from F.wi (after renderShell). */
+function renderWhatIf() {
+  if (!$("whatif")) return;
+  for (const el of document.querySelectorAll("#whatif [data-wi-extra]")) el.value = F.wi.extra[el.dataset.wiExtra] ?? "";
+  $("wi-horizon").value = F.wi.horizon;
+  renderWiChanges();
+  renderWiStatus();
+  renderWiResults();
+}
+
+function renderWiChanges() {
+  const el = $("wi-changes");
+  if (!el) return;
+  el.innerHTML = F.wi.changes.length
+    ? F.wi.changes.map(changeHtml).join("")
+    : `<li class="wi-empty muted">変更はまだありません。下で窓口を選んで追加します。<span class="en">No changes yet: pick a counter below and add it.</span></li>`;
+  const add = $("wi-add");
+  const taken = new Set(F.wi.changes.map((c) => c.counter));
+  const free = (F.catalog?.counters || []).filter((c) => !taken.has(c.id));
+  const keep = add.value;
+  add.innerHTML = free.map((c) => `<option value="${esc(c.id)}">${esc(optionText(c.id))}</option>`).join("");
+  if (free.some((c) => c.id === keep)) add.value = keep;
+  add.disabled = !free.length;
+  renderWiStatus();
+}
+
+function optionText(id) {
+  const n = counterName(id), [ja, en] = STATE_NAME[counterState(id)] || [counterState(id), counterState(id)];
+  return `${n.ja}（${ja}） / ${n.en} (${en})`;
+}
+
+function changeHtml(ch) {
+  const n = counterName(ch.counter), cur = counterState(ch.counter);
+  const onCount = ch.order.filter((q) => ch.on.has(q)).length;
+  const queues = ch.order.map((q, i) => {
+    const on = ch.on.has(q);
+    return `<li class="qrow${on ? "" : " off"}">
+      <label><input type="checkbox" data-wi-queue="${esc(q)}" ${on ? "checked" : ""}>
+        <span class="pos">${on ? i + 1 : ""}</span><span>${bilingual(queueName(q))}</span></label>
+      <button type="button" class="move" data-wi-move="up" data-wi-q="${esc(q)}" aria-label="上へ / Up" ${!on || i === 0 ? "disabled" : ""}>▲</button>
+      <button type="button" class="move" data-wi-move="down" data-wi-q="${esc(q)}" aria-label="下へ / Down" ${!on || i >= onCount - 1 ? "disabled" : ""}>▼</button>
+    </li>`;
+  }).join("");
+  const strategies = Object.entries(STRATEGY).map(([v, label]) => `<option value="${v}" ${ch.strategy === v ? "selected" : ""}>${esc(label)}</option>`).join("");
+  return `<li class="wi-change" data-wi-counter="${esc(ch.counter)}">
+    <div class="wi-change-head">
+      <span class="c-name">${bilingual(n)}</span>
+      <span class="wi-current">現在 <span class="en">now</span> <span class="state" data-state="${esc(cur)}">${esc(cur)}</span></span>
+      <button type="button" class="move wi-remove" data-wi-remove aria-label="この変更を外す / Remove this change">✕</button>
+    </div>
+    <div class="wi-states" role="group" aria-label="状態 / State">
+      ${WI_STATES.map(([v, ja, en]) => `<button type="button" class="mini" data-wi-state="${v}" aria-pressed="${ch.state === v}">${ja}<span class="en">${en}</span></button>`).join("")}
+    </div>
+    <ul class="qrows wi-queues" aria-label="担当する列 / Queues served">${queues}</ul>
+    <div class="strategy-field">
+      <label for="wi-strategy-${esc(ch.counter)}">呼出順 <span class="en">Calling order</span></label>
+      <select id="wi-strategy-${esc(ch.counter)}" data-wi-strategy>${strategies}</select>
+    </div>
+  </li>`;
+}
+
+/** Buttons, the error and the note; the results dimmed when the inputs changed since. */
+function renderWiStatus() {
+  if (!$("whatif")) return;
+  const req = wiRequest();
+  $("wi-run").disabled = !!F.wi.busy;
+  $("wi-apply").disabled = !!F.wi.busy || !req.body || !req.body.counters.length;
+  $("wi-add-btn").disabled = !!F.wi.busy || $("wi-add").disabled;
+  $("whatif").dataset.busy = F.wi.busy;
+  const err = F.wi.error || req.error || "";
+  if ($("wi-error").innerHTML !== err) $("wi-error").innerHTML = err;
+  $("wi-note").innerHTML = F.wi.busy === "run" ? `計算中… <span class="en">Forecasting…</span>`
+    : F.wi.busy === "apply" ? `適用中… <span class="en">Applying…</span>` : F.wi.note;
+  $("wi-results").classList.toggle("stale", F.wi.stale);
+}
+
+/** Board changes shown in the panel: each row's current state, the counter list. */
+function refreshWhatIfLive() {
+  for (const row of document.querySelectorAll("#wi-changes [data-wi-counter]")) {
+    const st = row.querySelector(".wi-current .state"), cur = counterState(row.dataset.wiCounter);
+    if (st && st.dataset.state !== cur) { st.dataset.state = cur; st.textContent = cur; }
+  }
+  for (const o of document.querySelectorAll("#wi-add option")) {
+    const t = optionText(o.value);
+    if (o.textContent !== t) o.textContent = t;
+  }
+}
+
+function renderWiResults() {
+  const el = $("wi-results");
+  if (!el) return;
+  const r = F.wi.result;
+  if (!r) {
+    el.innerHTML = `<p class="muted wi-empty">「見込みを計算」を押すと、列ごとの待ち時間の見込み（今のまま／変更後）が出ます。
+      <span class="en">Run the what-if to see each queue's forecast wait, as things stand and with the changes.</span></p>`;
+    return;
+  }
+  const alertS = alertMin() * 60;
+  const order = (F.catalog?.queues || []).map((q) => q.id);
+  const rows = [...(r.summary || [])].sort((a, b) => order.indexOf(a.queue) - order.indexOf(b.queue));
+  const pointsOf = (f, q) => (f?.queues || []).find((x) => x.id === q)?.points || [];
+  const last = r.baseline?.queues?.[0]?.points?.at(-1)?.at;
+  const figs = rows.map((row) => {
+    const n = queueName(row.queue);
+    const b = minutes(row.longest_wait_s_baseline), w = minutes(row.longest_wait_s_with);
+    const trend = w < b ? "better" : w > b ? "worse" : "same";
+    const delta = trend === "same" ? `<span class="wi-delta">変化なし <span class="en">no change</span></span>`
+      : `<span class="wi-delta">${w < b ? "−" : "+"}${Math.abs(w - b)}分</span>`;
+    return `<figure class="wi-queue" data-wi-queue="${esc(row.queue)}" data-trend="${trend}"
+        data-baseline-s="${Number(row.longest_wait_s_baseline) || 0}" data-with-s="${Number(row.longest_wait_s_with) || 0}">
+      <figcaption>${bilingual(n)}</figcaption>
+      <p class="wi-sum">最長待ち <b class="wi-base num">${b}</b>分 → <b class="wi-with num">${w}</b>分 ${delta}
+        <span class="en">Longest wait ${b} min → ${w} min</span></p>
+      ${chart(pointsOf(r.baseline, row.queue), pointsOf(r.with_changes, row.queue), alertS,
+        `${n.ja}: 最長待ち ${b}分 → ${w}分 / ${n.en}: longest wait ${b} → ${w} min`)}
+    </figure>`;
+  }).join("");
+  el.innerHTML = `<div class="wi-head">
+      <span class="wi-asof" data-seq="${esc(r.seq)}">${esc(clock(r.at, tz()))}${last ? `–${esc(clock(last, tz()))}` : ""} の見込み <span class="en">forecast from ${esc(clock(r.at, tz()))}</span></span>
+      <span class="wi-legend">
+        <span class="wi-key base">今のまま <span class="en">As is</span></span>
+        <span class="wi-key with">変更後 <span class="en">With changes</span></span>
+        <span class="wi-key alert">基準 ${alertMin()}分 <span class="en">limit</span></span>
+      </span>
+    </div>
+    <p class="wi-stale-note">条件が変わりました。もう一度計算してください。<span class="en">The inputs changed: run again.</span></p>
+    <div class="wi-figs">${figs}</div>`;
+}
+
+/** Wait over time (minutes) for both forecasts, as inline SVG. */
+function chart(base, withc, alertS, label) {
+  const W = 320, H = 140, L = 34, R = 10, T = 10, B = 22;
+  const all = [...base, ...withc];
+  if (!all.length) return `<p class="muted">—</p>`;
+  const times = all.map((p) => new Date(p.at).getTime());
+  const t0 = Math.min(...times), t1 = Math.max(...times);
+  const maxMin = Math.max(10, ...all.map((p) => (Number(p.wait_s) || 0) / 60));
+  const step = [5, 10, 15, 20, 30, 60, 90, 120, 180, 240].find((s) => maxMin / s <= 4) || 480;
+  const top = Math.ceil(maxMin / step) * step;
+  const x = (t) => L + (t1 > t0 ? (t - t0) / (t1 - t0) : 0) * (W - L - R);
+  const y = (s) => T + (1 - s / 60 / top) * (H - T - B);
+  const line = (ps) => ps.map((p) => `${x(new Date(p.at).getTime()).toFixed(1)},${y(Number(p.wait_s) || 0).toFixed(1)}`).join(" ");
+  let grid = "";
+  for (let m = 0; m <= top; m += step) {
+    grid += `<line class="wi-gridline" x1="${L}" x2="${W - R}" y1="${y(m * 60).toFixed(1)}" y2="${y(m * 60).toFixed(1)}"/>
+      <text class="wi-axis" x="${L - 4}" y="${(y(m * 60) + 3.5).toFixed(1)}" text-anchor="end">${m}</text>`;
+  }
+  const ticks = [t0, (t0 + t1) / 2, t1].map((t, i) =>
+    `<text class="wi-axis" x="${x(t).toFixed(1)}" y="${H - 6}" text-anchor="${["start", "middle", "end"][i]}">${esc(clock(t, tz()))}</text>`).join("");
+  const alert = alertS / 60 <= top
+    ? `<line class="wi-alertline" x1="${L}" x2="${W - R}" y1="${y(alertS).toFixed(1)}" y2="${y(alertS).toFixed(1)}"/>` : "";
+  return `<svg class="wi-chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(label)}" xmlns="http://www.w3.org/2000/svg">
+    ${grid}<text class="wi-axis" x="2" y="${T + 3}">分</text>${alert}${ticks}
+    <polyline class="wi-line with" points="${line(withc)}"/>
+    <polyline class="wi-line base" points="${line(base)}"/>
+  </svg>`;
+}
+
+/** An input of the panel changed: a forecast shown is now for other inputs. */
+function wiEdited() {
+  F.wi.note = "";
+  if (F.wi.result && !F.wi.stale) F.wi.stale = true;
+  renderWiStatus();
+}
+
+async function runWhatIf() {
+  const req = wiRequest();
+  if (req.error) { F.wi.error = ""; renderWiStatus(); return; }
+  const run = ++F.wi.run;
+  Object.assign(F.wi, { busy: "run", error: "", note: "" });
+  renderWiStatus();
+  try {
+    const r = await api("POST", `/api/v1/sites/${SITE_Q}/what-if`, { token: token(), body: req.body });
+    if (run !== F.wi.run) return;
+    Object.assign(F.wi, { result: r, stale: false });
+  } catch (e) {
+    if (run !== F.wi.run) return;
+    Object.assign(F.wi, { result: null, stale: false, error: errorText(e) });
+  } finally {
+    if (run === F.wi.run) {
+      F.wi.busy = "";
+      renderWiResults();
+      renderWiStatus();
+    }
+  }
+}
+
+/** Makes one counter's change for real: its profile (PUT), then its state (POST open|pause|close). */
+async function changeCounter(id, { state, profile, always = false }, onStep = () => {}) {
+  const base = `/api/v1/sites/${SITE_Q}/counters/${encodeURIComponent(id)}`;
+  if (profile) {
+    const r = await api("PUT", `${base}/profile`, { token: token(), body: profile });
+    if (r?.counter) applyCounter(r.counter);
+    onStep();
+  }
+  if (state && ACTION_OF[state] && (always || state !== counterState(id))) {
+    const r = await api("POST", `${base}/${ACTION_OF[state]}`, { token: token() });
+    if (r?.counter) applyCounter(r.counter);
+    onStep();
+  }
+}
+
+async function applyWhatIf() {
+  const req = wiRequest();
+  if (!req.body || !req.body.counters.length) return;
+  F.wi.run++; // a forecast still under way is for the old state
+  Object.assign(F.wi, { busy: "apply", error: "", note: "" });
+  renderWiStatus();
+  const done = [];
+  let touched = false; // some change went through: the forecast shown is for the old state
+  try {
+    for (const c of req.body.counters) {
+      try {
+        await changeCounter(c.id, c, () => { touched = true; });
+      } catch (e) {
+        const n = counterName(c.id);
+        throw new Error(`${esc(n.ja)} <span class="en">${esc(n.en)}</span>: ${errorText(e)}`);
+      }
+      done.push(c.id);
+    }
+    const names = done.map((id) => counterName(id));
+    F.wi.note = `${esc(names.map((n) => n.ja).join("、"))}を変更しました <span class="en">${esc(names.map((n) => n.en).join(", "))} changed</span>`;
+    say("info", F.wi.note);
+  } catch (e) {
+    F.wi.error = e.message;
+  } finally {
+    F.wi.changes = F.wi.changes.filter((ch) => !done.includes(ch.counter));
+    F.wi.busy = "";
+    if (touched && F.wi.result) F.wi.stale = true;
+    renderWiChanges();
+    renderWiResults();
+    renderWiStatus();
+    renderAll();
+    if (touched) suggestionsSoon();
+  }
+}
+
+/** Puts focus back on a control after its list was drawn again. */
+function refocus(selector) {
+  document.querySelector(selector)?.focus();
+}
+
+function wiChange(row) {
+  return F.wi.changes.find((c) => c.counter === row?.dataset.wiCounter);
+}
+
+document.addEventListener("click", (ev) => {
+  const b = ev.target.closest?.("button");
+  if (!b || b.disabled) return;
+  if (b.id === "wi-run") { runWhatIf(); return; }
+  if (b.id === "wi-apply") { applyWhatIf(); return; }
+  if (b.id === "wi-add-btn") {
+    const id = $("wi-add").value;
+    if (!id || F.wi.changes.some((c) => c.counter === id)) return;
+    F.wi.changes.push(newChange(id));
+    renderWiChanges();
+    wiEdited();
+    refocus(`#wi-changes [data-wi-counter="${CSS.escape(id)}"] [data-wi-state="${counterState(id) === "open" ? "" : "open"}"]`);
+    return;
+  }
+  const notice = b.closest("#suggestions .suggestion");
+  if (notice) {
+    if (b.hasAttribute("data-suggest-apply")) applySuggestion(notice.dataset.key);
+    else if (b.hasAttribute("data-suggest-try")) trySuggestion(notice.dataset.key);
+    return;
+  }
+  const row = b.closest("#wi-changes [data-wi-counter]");
+  const ch = wiChange(row);
+  if (!ch) return;
+  const sel = `#wi-changes [data-wi-counter="${CSS.escape(ch.counter)}"]`;
+  if (b.hasAttribute("data-wi-remove")) {
+    F.wi.changes = F.wi.changes.filter((c) => c !== ch);
+    renderWiChanges();
+    wiEdited();
+    refocus("#wi-add");
+  } else if (b.dataset.wiState !== undefined) {
+    ch.state = b.dataset.wiState;
+    renderWiChanges();
+    wiEdited();
+    refocus(`${sel} [data-wi-state="${CSS.escape(ch.state)}"]`);
+  } else if (b.dataset.wiMove) {
+    const q = b.dataset.wiQ, dir = b.dataset.wiMove;
+    const i = ch.order.indexOf(q), j = dir === "up" ? i - 1 : i + 1;
+    if (i < 0 || j < 0 || j >= ch.order.length || !ch.on.has(ch.order[j])) return;
+    [ch.order[i], ch.order[j]] = [ch.order[j], ch.order[i]];
+    renderWiChanges();
+    wiEdited();
+    refocus(`${sel} [data-wi-q="${CSS.escape(q)}"][data-wi-move="${dir}"]:not(:disabled)`);
+  }
+});
+
+document.addEventListener("change", (ev) => {
+  const t = ev.target;
+  const row = t.closest?.("#wi-changes [data-wi-counter]");
+  const ch = wiChange(row);
+  if (!ch) return;
+  const sel = `#wi-changes [data-wi-counter="${CSS.escape(ch.counter)}"]`;
+  if (t.matches("input[type=checkbox][data-wi-queue]")) {
+    const q = t.dataset.wiQueue;
+    if (t.checked) ch.on.add(q); else ch.on.delete(q);
+    // Ticked queues first, in their order; the others after them.
+    ch.order = [...ch.order.filter((x) => ch.on.has(x)), ...ch.order.filter((x) => !ch.on.has(x))];
+    renderWiChanges();
+    wiEdited();
+    refocus(`${sel} input[data-wi-queue="${CSS.escape(q)}"]`);
+  } else if (t.matches("select[data-wi-strategy]")) {
+    ch.strategy = t.value;
+    wiEdited();
+  }
+});
+
+document.addEventListener("input", (ev) => {
+  const t = ev.target;
+  if (t.matches?.("#whatif input[data-wi-extra]")) { F.wi.extra[t.dataset.wiExtra] = t.value; wiEdited(); }
+  else if (t.id === "wi-horizon") { F.wi.horizon = t.value; wiEdited(); }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Suggestions (GET …/suggestions): the server's own "open this counter / give it this queue",
+// shown unasked with a one-click Apply. Asked once at load and every 15 s, and again soon after a
+// counter changes. A server without them (404) or a token that may not ask shows nothing.
+// ---------------------------------------------------------------------------------------------
+const SUGGEST_POLL_MS = 15000;
+// Live events after which the server's suggestions may change at its next computation.
+const SUGGESTION_EVENTS = new Set(["counter_state_changed", "profile_changed"]);
+const sug = { timer: null, due: 0, inFlight: false, wanted: 0 };
+
+const sugKey = (s) => `${s.queue}|${s.counter}|${s.kind}`;
+
+function scheduleSuggestions(ms) {
+  clearTimeout(sug.timer);
+  sug.due = Date.now() + ms;
+  sug.timer = setTimeout(pollSuggestions, ms);
+}
+
+async function pollSuggestions() {
+  sug.timer = null;
+  if (sug.inFlight) return;
+  sug.inFlight = true;
+  try {
+    if (token() && F.catalog) {
+      const r = await api("GET", `/api/v1/sites/${SITE_Q}/suggestions`, { token: token() });
+      F.suggestions = Array.isArray(r?.suggestions) ? r.suggestions : [];
+    } else {
+      F.suggestions = [];
+    }
+  } catch (e) {
+    // 404: this server has no suggestions (yet); 401/403: this token may not ask. Quietly none.
+    // Otherwise (no network, 503…) what is shown stays until the next answer.
+    if ([401, 403, 404].includes(e?.status)) F.suggestions = [];
+  } finally {
+    sug.inFlight = false;
+  }
+  renderSuggestions();
+  let next = SUGGEST_POLL_MS;
+  if (sug.wanted) { next = Math.max(0, Math.min(next, sug.wanted - Date.now())); sug.wanted = 0; }
+  scheduleSuggestions(next);
+}
+
+/** After a counter change: ask again just after the server's next computation (every `suggest_every_s`). */
+function suggestionsSoon() {
+  const every = Number(F.catalog?.screens?.floor?.suggest_every_s) || 120;
+  const ms = Math.min(SUGGEST_POLL_MS, (every + 1) * 1000);
+  const at = Date.now() + ms;
+  if (sug.inFlight) sug.wanted = sug.wanted ? Math.min(sug.wanted, at) : at;
+  else if (!sug.timer || sug.due > at) scheduleSuggestions(ms);
+}
+
+function suggestionText(s) {
+  if (s.text?.ja || s.text?.en) return `${esc(s.text.ja)} <span class="en">${esc(s.text.en)}</span>`;
+  const c = counterName(s.counter), q = queueName(s.queue);
+  const b = minutes(s.longest_wait_s_before), a = minutes(s.longest_wait_s_after);
+  return s.kind === "add_queue"
+    ? `${esc(c.ja)}を${esc(q.ja)}にも → 最長待ち ${b}分 → ${a}分 <span class="en">${esc(c.en)} also for ${esc(q.en)} → longest wait ${b} min → ${a} min</span>`
+    : `${esc(c.ja)}を開く → ${esc(q.ja)}の最長待ち ${b}分 → ${a}分 <span class="en">Open ${esc(c.en)} → ${esc(q.en)} longest wait ${b} min → ${a} min</span>`;
+}
+
+/** Shows the suggestions: new ones added, gone ones removed, the others updated in place. */
+function renderSuggestions() {
+  const box = $("suggestions");
+  if (!box) return;
+  const list = token() && $("counters") ? F.suggestions : [];
+  const keys = new Set(list.map(sugKey));
+  for (const el of [...box.querySelectorAll(".suggestion")]) {
+    if (!keys.has(el.dataset.key)) { el.remove(); F.sugState.delete(el.dataset.key); }
+  }
+  for (const s of list) {
+    const key = sugKey(s);
+    let el = [...box.querySelectorAll(".suggestion")].find((e) => e.dataset.key === key);
+    if (!el) {
+      el = document.createElement("div");
+      el.className = "suggestion";
+      el.setAttribute("role", "group");
+      el.setAttribute("aria-label", "提案 / Suggestion");
+      Object.assign(el.dataset, { key, queue: s.queue, counter: s.counter, kind: s.kind });
+      el.innerHTML = `<span class="suggestion-tag">提案 <span class="en">Suggestion</span></span>
+        <span class="suggestion-text"></span>
+        <span class="suggestion-actions">
+          <button type="button" class="mini suggestion-try" data-suggest-try>見込みで確認<span class="en">Try in what-if</span></button>
+          <button type="button" class="mini suggestion-apply" data-suggest-apply></button>
+        </span>
+        <div class="suggestion-error" role="alert"></div>`;
+      box.append(el);
+    }
+    const text = suggestionText(s);
+    const t = el.querySelector(".suggestion-text");
+    if (t.innerHTML !== text) t.innerHTML = text;
+    const st = F.sugState.get(key) || {};
+    const apply = el.querySelector("[data-suggest-apply]");
+    const label = st.busy ? `適用中…<span class="en">Applying…</span>` : st.applied ? `適用済み<span class="en">Applied</span>` : `適用<span class="en">Apply</span>`;
+    if (apply.innerHTML !== label) apply.innerHTML = label;
+    apply.disabled = !!(st.busy || st.applied);
+    el.querySelector("[data-suggest-try]").disabled = !!st.busy;
+    el.toggleAttribute("data-applied", !!st.applied);
+    const err = el.querySelector(".suggestion-error");
+    if (err.innerHTML !== (st.error || "")) err.innerHTML = st.error || "";
+  }
+}
+
+/** Applies a suggestion through the usual endpoints (see the suggestions contract). */
+async function applySuggestion(key) {
+  const s = F.suggestions.find((x) => sugKey(x) === key);
+  if (!s || F.sugState.get(key)?.busy) return;
+  F.sugState.set(key, { busy: true });
+  renderSuggestions();
+  try {
+    const profile = s.kind !== "open" && s.profile ? s.profile : null;
+    await changeCounter(s.counter, { profile, state: s.state || "open", always: s.kind === "open" });
+    F.sugState.set(key, { applied: true });
+    say("info", `提案を適用しました：${suggestionText(s)}`);
+    suggestionsSoon();
+  } catch (e) {
+    F.sugState.set(key, { error: errorText(e) });
+  }
+  renderSuggestions();
+  renderAll();
+}
+
+/** Loads a suggestion's change into the what-if panel and runs it. */
+function trySuggestion(key) {
+  const s = F.suggestions.find((x) => sugKey(x) === key);
+  if (!s || !$("whatif")) return;
+  const profile = s.profile?.queues?.length ? s.profile : profileOf(s.counter);
+  F.wi.changes = [newChange(s.counter, { state: s.state || "open", profile })];
+  F.wi.note = "";
+  renderWiChanges();
+  $("whatif").scrollIntoView({ behavior: "smooth", block: "start" });
+  runWhatIf();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Live data
 // ---------------------------------------------------------------------------------------------
 let catalogReload = null;
@@ -365,6 +926,7 @@ function onBoard(board, event) {
   F.board = board;
   for (const bc of board.counters || []) { const c = catCounter(bc.id); if (c) c.state = bc.state; }
   if (!event || AUDITED.has(event.kind)) loadAudit();
+  if (event && SUGGESTION_EVENTS.has(event.kind)) suggestionsSoon();
   if (event?.kind === "profile_changed") {
     // The board carries no profiles: the catalog has the live ones.
     clearTimeout(catalogReload);
