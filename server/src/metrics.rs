@@ -22,6 +22,7 @@ pub struct Metrics {
     pub http_requests: HistogramVec,
     pub live_clients: IntGaugeVec,
     pub log_conflicts: IntCounterVec,
+    pub group_commit: HistogramVec,
     pub printer_state: IntGaugeVec,
     pub print_jobs: IntCounterVec,
     pub http_connections: IntGauge,
@@ -129,6 +130,12 @@ impl Metrics {
                 "madoguchi_event_log_conflicts_total",
                 "Appends refused because another writer appended first.",
                 &["site"],
+            ),
+            group_commit: histogram(
+                "madoguchi_group_commit_commands",
+                "Commands decided together and appended in one transaction (group commit).",
+                &["site"],
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             ),
             printer_state: gauge(
                 "madoguchi_printer_state",

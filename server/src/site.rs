@@ -26,6 +26,8 @@ const LIVE_BUFFER: usize = 256;
 const READ_PAGE: usize = 2_000;
 /// Tries of one command when other writers keep appending first.
 const MAX_ATTEMPTS: usize = 8;
+/// Commands decided together and appended in one transaction, at most.
+const GROUP_MAX: usize = 64;
 /// Events between two snapshots of a site's state. A site also takes one when it stops, and
 /// after a start that replayed this many events.
 pub const SNAPSHOT_EVERY: u64 = 10_000;
@@ -642,27 +644,34 @@ impl Actor {
                 request = rx.recv() => match request {
                     None => break,
                     Some(Request::Command { command, by, reply }) => {
+                        // Group commit: the commands queued behind this one go in the same append.
+                        let mut batch = vec![(command, by)];
+                        let mut replies = vec![reply];
+                        let mut next = None;
+                        while batch.len() < GROUP_MAX {
+                            match rx.try_recv() {
+                                Ok(Request::Command { command, by, reply }) => {
+                                    batch.push((command, by));
+                                    replies.push(reply);
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
                         #[cfg(debug_assertions)]
-                        fault::panic_if_asked(&command);
-                        let result = self.command(command, by.as_ref()).await;
-                        let _ = reply.send(result);
+                        batch.iter().for_each(|(c, _)| fault::panic_if_asked(c));
+                        let results = self.commands(&batch).await;
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(result);
+                        }
+                        if let Some(request) = next {
+                            self.other(request);
+                        }
                     }
-                    Some(Request::Query(f)) => f(&self.state),
-                    Some(Request::Subscribe { reply }) => {
-                        let board = self.state.board();
-                        let text = live_text(&LiveMessage::Snapshot { seq: self.state.seq, board: &board });
-                        let _ = reply.send((text, self.live.subscribe()));
-                    }
-                    Some(Request::Watch { token, reply }) => {
-                        let _ = reply.send(self.watch(token));
-                    }
-                    Some(Request::Model { reply }) => {
-                        let _ = reply.send(SiteModel {
-                            state: self.state.clone(),
-                            learner: self.learner.clone(),
-                            now: self.now(),
-                        });
-                    }
+                    Some(request) => self.other(request),
                 },
                 _ = tick.tick() => {
                     if let Err(e) = self.command(Command::StartDay, None).await {
@@ -671,6 +680,32 @@ impl Actor {
                 }
             }
             self.maybe_snapshot("periodic");
+        }
+    }
+
+    /// A request other than a command: answered from the current state.
+    fn other(&mut self, request: Request) {
+        match request {
+            Request::Command { .. } => unreachable!("commands are batched by the run loop"),
+            Request::Query(f) => f(&self.state),
+            Request::Subscribe { reply } => {
+                let board = self.state.board();
+                let text = live_text(&LiveMessage::Snapshot {
+                    seq: self.state.seq,
+                    board: &board,
+                });
+                let _ = reply.send((text, self.live.subscribe()));
+            }
+            Request::Watch { token, reply } => {
+                let _ = reply.send(self.watch(token));
+            }
+            Request::Model { reply } => {
+                let _ = reply.send(SiteModel {
+                    state: self.state.clone(),
+                    learner: self.learner.clone(),
+                    now: self.now(),
+                });
+            }
         }
     }
 
@@ -694,69 +729,118 @@ impl Actor {
         }
     }
 
+    /// One command alone (the day's start on the timer).
     async fn command(
         &mut self,
         command: Command,
         by: Option<&Operator>,
     ) -> Result<Applied, SiteError> {
+        let mut results = self.commands(&[(command, by.cloned())]).await;
+        results.pop().expect("one result per command")
+    }
+
+    /// Decides `batch` in order, each against the state the earlier ones leave, and appends all
+    /// their events in one transaction (one fsync): group commit. A command whose decision fails
+    /// gets its error and the others go on. Results come back in order, after the batch is
+    /// durable. On a conflict (another instance appended first) the actor catches up and the
+    /// whole batch is decided again.
+    async fn commands(
+        &mut self,
+        batch: &[(Command, Option<Operator>)],
+    ) -> Vec<Result<Applied, SiteError>> {
+        enum Decided {
+            Failed(DomainError),
+            /// A retried issue (same `Idempotency-Key`): the ticket it gave.
+            Replayed(crate::core::TicketId),
+            /// Events appended; the ticket they are about, if any.
+            Appended(Option<crate::core::TicketId>),
+        }
         let site = self.state.config.id.clone();
         for _ in 0..MAX_ATTEMPTS {
-            if let Command::Issue(issue) = &command {
-                let earlier = issue
-                    .idempotency_key
-                    .as_ref()
-                    .and_then(|k| {
-                        self.state
-                            .idempotency
-                            .get(&(issue.dispenser.clone(), k.clone()))
-                    })
-                    .and_then(|id| self.state.tickets.get(id));
-                if let Some(t) = earlier {
-                    // A retry must ask for the same thing; anything else is a client bug.
-                    let plan = plan_for(&self.state.config, &issue.plan)?;
-                    if plan != t.procedures || issue.priority != t.priority || issue.lang != t.lang
-                    {
-                        return Err(DomainError::IdempotencyKeyReused.into());
+            let now = self.now();
+            let mut scratch: Option<SiteState> = None;
+            let mut events: Vec<Event> = Vec::new();
+            let mut decided = Vec::with_capacity(batch.len());
+            for (i, (command, by)) in batch.iter().enumerate() {
+                let state = scratch.as_ref().unwrap_or(&self.state);
+                match decide_one(state, command, by.as_ref(), now) {
+                    Err(e) => decided.push(Decided::Failed(e)),
+                    Ok(Ok(ticket)) => decided.push(Decided::Replayed(ticket)),
+                    Ok(Err(new)) => {
+                        let subject = new.iter().rev().find_map(Event::ticket).cloned();
+                        if i + 1 < batch.len() && !new.is_empty() {
+                            let s = scratch.get_or_insert_with(|| self.state.clone());
+                            new.iter().for_each(|e| {
+                                s.apply(e);
+                            });
+                        }
+                        events.extend(new);
+                        decided.push(Decided::Appended(subject));
                     }
-                    return Ok(Applied {
+                }
+            }
+            if !events.is_empty() {
+                match self.log.append(&site, self.state.seq, &events).await {
+                    Ok(_) => {
+                        self.metrics
+                            .group_commit
+                            .with_label_values(&[site.as_str()])
+                            .observe(batch.len() as f64);
+                        self.apply_live(&events).await;
+                    }
+                    Err(LogError::Conflict { .. }) => {
+                        // Another server instance appended first: catch up and decide again.
+                        self.metrics
+                            .log_conflicts
+                            .with_label_values(&[site.as_str()])
+                            .inc();
+                        let seq = self.state.seq;
+                        if let Err(e) = self.catch_up(seq, true).await {
+                            let message = e.to_string();
+                            return batch
+                                .iter()
+                                .map(|_| Err(SiteError::Unavailable(message.clone())))
+                                .collect();
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(site = %site, error = %e, "event log append failed");
+                        let message = e.to_string();
+                        return batch
+                            .iter()
+                            .map(|_| Err(SiteError::Unavailable(message.clone())))
+                            .collect();
+                    }
+                }
+            }
+            return batch
+                .iter()
+                .zip(decided)
+                .map(|((command, _), d)| match d {
+                    Decided::Failed(e) => Err(e.into()),
+                    Decided::Replayed(ticket) => Ok(Applied {
                         seq: self.state.seq,
-                        ticket: Some(self.state.ticket_view(t, true)),
+                        ticket: self
+                            .state
+                            .tickets
+                            .get(&ticket)
+                            .map(|t| self.state.ticket_view(t, true)),
                         counter: None,
                         replayed: true,
-                    });
-                }
-            }
-            let mut events = decide(&self.state, &command, self.now())?;
-            if let Some(operator) = by.filter(|_| command.is_audited()) {
-                events.iter_mut().for_each(|e| e.stamp(operator));
-            }
-            if events.is_empty() {
-                return Ok(self.applied(&command, None));
-            }
-            match self.log.append(&site, self.state.seq, &events).await {
-                Ok(_) => {
-                    self.apply_live(&events).await;
-                    let subject = events.iter().rev().find_map(Event::ticket).cloned();
-                    return Ok(self.applied(&command, subject));
-                }
-                Err(LogError::Conflict { .. }) => {
-                    // Another server instance appended first: catch up and decide again.
-                    self.metrics
-                        .log_conflicts
-                        .with_label_values(&[site.as_str()])
-                        .inc();
-                    let seq = self.state.seq;
-                    self.catch_up(seq, true).await?;
-                }
-                Err(e) => {
-                    tracing::error!(site = %site, error = %e, "event log append failed");
-                    return Err(e.into());
-                }
-            }
+                    }),
+                    Decided::Appended(subject) => Ok(self.applied(command, subject)),
+                })
+                .collect();
         }
-        Err(SiteError::Unavailable(
-            "other writers kept appending first; try again".into(),
-        ))
+        batch
+            .iter()
+            .map(|_| {
+                Err(SiteError::Unavailable(
+                    "other writers kept appending first; try again".into(),
+                ))
+            })
+            .collect()
     }
 
     fn applied(&self, command: &Command, ticket: Option<crate::core::TicketId>) -> Applied {
@@ -790,10 +874,6 @@ impl Actor {
         }
         self.learner.observe(&self.state, event);
         let changed = self.state.apply(event);
-        if self.projector.is_some() {
-            // Live: every view of this seq (reply, board, phone, printed ticket) shows these.
-            self.refresh_estimates(event.at());
-        }
         if let Event::TicketIssued { token, .. } = event {
             self.tickets.insert(token, &self.state.config.id);
         }
@@ -837,20 +917,24 @@ impl Actor {
         Ok(())
     }
 
-    /// Applies events just appended: state, live feed, metrics, visit records.
+    /// Applies events just appended: state, live feed, metrics, visit records, print jobs. The
+    /// wait estimates are recomputed once, for the last of them: every view of that seq (replies,
+    /// board, phone, printed tickets) shows them.
     async fn apply_live(&mut self, events: &[Event]) {
         let site = self.state.config.id.to_string();
         let mut records = Vec::new();
-        let mut jobs = Vec::new();
-        for event in events {
-            let (changed, job) = self.fold(event);
-            jobs.extend(job);
+        let mut issued = Vec::new();
+        let live = self.live.receiver_count() > 0;
+        for (i, event) in events.iter().enumerate() {
+            let (changed, _) = self.fold(event);
             match event {
-                Event::TicketIssued { queue, .. } => self
-                    .metrics
-                    .tickets_issued
-                    .with_label_values(&[site.as_str(), queue.as_str()])
-                    .inc(),
+                Event::TicketIssued { queue, .. } => {
+                    self.metrics
+                        .tickets_issued
+                        .with_label_values(&[site.as_str(), queue.as_str()])
+                        .inc();
+                    issued.push((event, self.state.seq));
+                }
                 Event::TicketCalled { counter, .. } => self
                     .metrics
                     .calls
@@ -867,7 +951,10 @@ impl Actor {
                 changed.iter().for_each(|v| self.metrics.observe_visit(v));
             }
             records.extend(changed);
-            if self.live.receiver_count() > 0 {
+            if i + 1 == events.len() {
+                self.refresh_estimates(event.at());
+            }
+            if live {
                 let board = self.state.board();
                 let public = self.state.public_event(event);
                 let _ = self.live.send(live_text(&LiveMessage::Event {
@@ -877,6 +964,16 @@ impl Actor {
                 }));
             }
         }
+        // Print jobs with the estimates of this seq, each under its own event's seq.
+        let jobs: Vec<NewJob> = issued
+            .into_iter()
+            .filter_map(|(e, seq)| {
+                job_for(&self.state, e).map(|mut job| {
+                    job.seq = seq;
+                    job
+                })
+            })
+            .collect();
         self.metrics.observe_board(&site, &self.state.board());
         self.tell_watchers();
         let batch = Batch {
@@ -981,6 +1078,37 @@ impl Actor {
         });
         self.watchers = watchers;
     }
+}
+
+/// One command's decision against `state`: its events (stamped with the operator where the
+/// command is audited), or, for an issue retried with the same `Idempotency-Key`, the ticket it
+/// gave (`Ok(Ok(ticket))`).
+fn decide_one(
+    state: &SiteState,
+    command: &Command,
+    by: Option<&Operator>,
+    now: Timestamp,
+) -> Result<Result<crate::core::TicketId, Vec<Event>>, DomainError> {
+    if let Command::Issue(issue) = command {
+        let earlier = issue
+            .idempotency_key
+            .as_ref()
+            .and_then(|k| state.idempotency.get(&(issue.dispenser.clone(), k.clone())))
+            .and_then(|id| state.tickets.get(id));
+        if let Some(t) = earlier {
+            // A retry must ask for the same thing; anything else is a client bug.
+            let plan = plan_for(&state.config, &issue.plan)?;
+            if plan != t.procedures || issue.priority != t.priority || issue.lang != t.lang {
+                return Err(DomainError::IdempotencyKeyReused);
+            }
+            return Ok(Ok(t.id.clone()));
+        }
+    }
+    let mut events = decide(state, command, now)?;
+    if let Some(operator) = by.filter(|_| command.is_audited()) {
+        events.iter_mut().for_each(|e| e.stamp(operator));
+    }
+    Ok(Err(events))
 }
 
 fn live_text(message: &LiveMessage<'_>) -> LiveText {

@@ -248,9 +248,11 @@ impl SiteState {
         ahead.map(|t| u64::from(t.planned_service_s)).sum::<u64>() / self.servers(target)
     }
 
-    /// The estimates for this seq, if they were computed for it.
+    /// The estimates computed by the site's owner, if any: for this seq, or (between the events
+    /// of one append, before they are recomputed) for a moment before; a ticket without one gets
+    /// the naive estimate.
     fn current_estimates(&self) -> Option<&super::Estimates> {
-        (self.estimates.0.seq == self.seq && self.seq > 0).then_some(&self.estimates.0)
+        (self.estimates.0.seq > 0 && self.estimates.0.seq <= self.seq).then_some(&self.estimates.0)
     }
 
     /// Place in line (1 = next) and estimated wait of a waiting ticket.
