@@ -82,7 +82,9 @@ pub enum LiveMessage<'a> {
     },
 }
 
-pub type LiveText = Arc<str>;
+/// A serialized live message: made once per event and shared by every socket that sends it
+/// (cloning is a reference count, not a copy).
+pub type LiveText = axum::extract::ws::Utf8Bytes;
 
 /// A message of a phone's own channel (`/api/v1/tickets/{token}/live`).
 #[derive(Debug, Serialize)]

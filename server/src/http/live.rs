@@ -110,13 +110,13 @@ async fn feed(app: &AppState, handle: SiteHandle, socket: WebSocket) {
         let Ok((snapshot, mut events)) = handle.subscribe().await else {
             break End::Shutdown;
         };
-        if let Err(end) = out.text(&snapshot).await {
+        if let Err(end) = out.shared(snapshot).await {
             break end;
         }
         loop {
             let sent = tokio::select! {
                 event = events.recv() => match event {
-                    Ok(text) => out.text(&text).await,
+                    Ok(text) => out.shared(text).await,
                     // Fell behind its queue: start over from a fresh snapshot.
                     Err(RecvError::Lagged(_)) => continue 'session,
                     Err(RecvError::Closed) => Err(End::Shutdown),
@@ -211,7 +211,7 @@ async fn follow_ticket(
     let end = loop {
         if changed {
             let message = updates.borrow_and_update().clone();
-            if let Err(end) = out.text(&message.text).await {
+            if let Err(end) = out.shared(message.text.clone()).await {
                 break end;
             }
             if message.gone {

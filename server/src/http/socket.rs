@@ -125,6 +125,11 @@ impl Outbox {
         self.send(Message::Text(text.into())).await
     }
 
+    /// Sends a message serialized once for every socket (no copy per socket).
+    pub(super) async fn shared(&mut self, text: crate::site::LiveText) -> Result<(), End> {
+        self.send(Message::Text(text)).await
+    }
+
     pub(super) async fn ping(&mut self) -> Result<(), End> {
         self.send(Message::Ping(Vec::new().into())).await
     }
