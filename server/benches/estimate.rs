@@ -1,6 +1,7 @@
-//! The wait forecast the site actor runs after every event, on a busy moment of a simulated
-//! moving-season day (the most residents waiting at once), against the core's own `apply` of
-//! one event as the baseline. Compare as a ratio.
+//! On the busiest moment of a simulated moving-season day (the most residents waiting at once):
+//! the wait forecast the site actor runs after every append, and a snapshot's round trip
+//! (take, encode, decode, restore: what a start from a snapshot does), each against copying that
+//! state once as the baseline. Compare as ratios.
 //!
 //! cargo bench -p madoguchi-server --bench estimate
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 use madoguchi::config::Config;
 use madoguchi::core::estimate::forecast;
-use madoguchi::core::{Learner, SiteState, TicketId, Timestamp};
+use madoguchi::core::{Learner, SiteSnapshot, SiteState, TicketId, Timestamp};
 use madoguchi::sim::{Observer, Scenario, Sim};
 
 /// Keeps the state at the issue with the most residents waiting.
@@ -43,6 +44,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("baseline: clone the state", |b| b.iter(|| state.clone()));
     group.bench_function(format!("forecast, {waiting} waiting"), |b| {
         b.iter(|| forecast(&state, &learner, now, 7))
+    });
+    group.bench_function("snapshot round trip", |b| {
+        b.iter(|| {
+            let snapshot = SiteSnapshot::take(&state, Some(now));
+            let json = serde_json::to_vec(&snapshot).expect("a snapshot encodes");
+            let back: SiteSnapshot = serde_json::from_slice(&json).expect("and decodes");
+            back.restore(state.config.clone()).expect("and fits")
+        })
     });
     group.finish();
 }
