@@ -849,22 +849,25 @@ impl Runner {
                 return Some((own, h));
             }
         }
-        let heads: Vec<(usize, (u8, u64))> = c
-            .serves
-            .iter()
-            .filter_map(|&l| head(l).map(|h| (l, h)))
-            .collect();
-        if let Some(best) = heads
-            .iter()
-            .filter(|(_, h)| h.0 == 0)
-            .min_by_key(|(_, h)| h.1)
-        {
-            return Some(*best);
+        // One pass over the profile's lines, without allocating (this runs at every step): the
+        // priority head waiting longest, the first line with someone, the longest-waiting head.
+        let mut priority: Option<(usize, (u8, u64))> = None;
+        let mut first: Option<(usize, (u8, u64))> = None;
+        let mut oldest: Option<(usize, (u8, u64))> = None;
+        for &l in &c.serves {
+            let Some(h) = head(l) else { continue };
+            if h.0 == 0 && priority.is_none_or(|(_, p)| h.1 < p.1) {
+                priority = Some((l, h));
+            }
+            first = first.or(Some((l, h)));
+            if oldest.is_none_or(|(_, o)| h.1 < o.1) {
+                oldest = Some((l, h));
+            }
         }
-        match c.strategy {
-            Strategy::ProfileOrder => heads.first().copied(),
-            Strategy::LongestWait => heads.iter().min_by_key(|(_, h)| h.1).copied(),
-        }
+        priority.or(match c.strategy {
+            Strategy::ProfileOrder => first,
+            Strategy::LongestWait => oldest,
+        })
     }
 }
 
@@ -1090,11 +1093,9 @@ fn staffed_time(state: &SiteState, target: &Target, now: Timestamp, work: f64) -
     hi
 }
 
-/// A standard normal draw (Box–Muller).
+/// A standard normal draw.
 fn normal(rng: &mut SmallRng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    rng.sample(rand_distr::StandardNormal)
 }
 
 /// The standard normal distribution function (via erfc, Numerical Recipes' Chebyshev fit,
