@@ -1,5 +1,7 @@
-//! Issuing tickets: the pure core alone (the baseline), and through a site actor that appends
-//! each ticket to the SQLite event log as one durable transaction. Compare the two as a ratio.
+//! Issuing tickets: the pure core alone (decide + apply, the baseline); the SQLite append path
+//! alone (one event per durable transaction, fsync as configured); through a site actor one at a
+//! time (each ticket its own transaction); and sixteen at once through the actor (group commit:
+//! those queued behind one append share the next). Compare them as ratios.
 //!
 //! cargo bench -p madoguchi-server --bench issue
 
@@ -97,7 +99,41 @@ fn bench(c: &mut Criterion) {
             async move { handle.command(issue(n)).await.unwrap() }
         })
     });
+    let append_db = dir.path().join("append.db");
+    let append_log = SqliteLog::open(&append_db).unwrap();
+    let mut append_state = SiteState::new(site.clone());
+    let mut m = 0u64;
+    group.bench_function("sqlite_append", |b| {
+        b.iter(|| {
+            m += 1;
+            let events = decide(&append_state, &issue(m), Utc::now()).unwrap();
+            let seq = append_state.seq;
+            rt.block_on(append_log.append(&site.id, seq, &events))
+                .unwrap();
+            for e in &events {
+                append_state.apply(e);
+            }
+        })
+    });
     group.finish();
+
+    let mut together = c.benchmark_group("issue_16_at_once");
+    together.throughput(Throughput::Elements(16));
+    together.sample_size(20);
+    together.bench_function("sqlite_actor", |b| {
+        b.to_async(&rt).iter(|| {
+            let handle = handle.clone();
+            let first = counter.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                let issues = (first..first + 16).map(|n| {
+                    let handle = handle.clone();
+                    async move { handle.command(issue(n)).await.unwrap() }
+                });
+                futures_util::future::join_all(issues).await
+            }
+        })
+    });
+    together.finish();
 }
 
 criterion_group!(benches, bench);
