@@ -488,7 +488,8 @@ struct LineRun {
     /// Residents without priority who joined so far, and how many of them were called.
     joined: u32,
     joined_called: u32,
-    next_arrival: f64,
+    /// Arrivals are counted up to this time.
+    until: f64,
     /// The next of the line's followed joins still to come.
     next_join: usize,
     /// Followed joins in line: (followed index, when, how many joined before them).
@@ -572,6 +573,8 @@ impl Runner {
         let mut lines = Vec::new();
         let mut line_of = HashMap::new();
         let mut ids = Vec::new();
+        // Plans repeat: each one's mean is worked out once per run of the forecast.
+        let mut means: HashMap<&[ProcedureCode], f64> = HashMap::new();
         let mut targets: Vec<Target> = state.waiting.keys().cloned().collect();
         for q in &state.config.queues {
             let t = Target::Queue(q.id.clone());
@@ -594,7 +597,9 @@ impl Runner {
                     Entry {
                         rank: k.rank,
                         order: k.order,
-                        mean: learner.plan_mean(&state.config, &t.procedures),
+                        mean: *means
+                            .entry(t.procedures.as_slice())
+                            .or_insert_with(|| learner.plan_mean(&state.config, &t.procedures)),
                         follow,
                     }
                 })
@@ -694,13 +699,13 @@ impl Runner {
         let mut recorded = vec![false; self.followed];
         for _ in 0..runs {
             lines.clear();
-            for line in &self.lines {
+            for _ in &self.lines {
                 lines.push(LineRun {
                     next: 0,
                     joined_priority: 0,
                     joined: 0,
                     joined_called: 0,
-                    next_arrival: exponential(&mut rng, line.rate),
+                    until: 0.0,
                     next_join: 0,
                     in_line: Default::default(),
                 });
@@ -747,9 +752,12 @@ impl Runner {
                         .iter()
                         .chain(&c.serves)
                         .map(|&l| {
-                            let joins = &self.lines[l].joins;
-                            let join = joins.get(lines[l].next_join).map_or(f64::INFINITY, |j| j.0);
-                            lines[l].next_arrival.min(join)
+                            let line = &self.lines[l];
+                            let join = line
+                                .joins
+                                .get(lines[l].next_join)
+                                .map_or(f64::INFINITY, |j| j.0);
+                            (t + exponential(&mut rng, line.rate)).min(join)
                         })
                         .fold(f64::INFINITY, f64::min);
                     free[i] = c.availability.next_open(next);
@@ -799,26 +807,16 @@ impl Runner {
     }
 
     /// Lets residents join line `l` up to time `t`, the followed joins among them in order.
+    /// Those who join are only counted (a Poisson number per interval, priority and not apart),
+    /// so a busy line costs the same as a quiet one.
     fn arrive(&self, rng: &mut SmallRng, l: usize, run: &mut LineRun, t: f64) {
         let line = &self.lines[l];
-        loop {
-            let join = line.joins.get(run.next_join).filter(|j| j.0 <= t);
-            match join {
-                Some(&(at, f)) if at <= run.next_arrival => {
-                    run.in_line.push_back((f, at, run.joined));
-                    run.next_join += 1;
-                }
-                _ if run.next_arrival <= t => {
-                    if rng.random::<f64>() < line.priority {
-                        run.joined_priority += 1;
-                    } else {
-                        run.joined += 1;
-                    }
-                    run.next_arrival += exponential(rng, line.rate);
-                }
-                _ => break,
-            }
+        while let Some(&(at, f)) = line.joins.get(run.next_join).filter(|j| j.0 <= t) {
+            count_arrivals(rng, line, run, at);
+            run.in_line.push_back((f, at, run.joined));
+            run.next_join += 1;
         }
+        count_arrivals(rng, line, run, t);
     }
 
     /// The line counter `i` calls from next, and the key of whom it calls, by the core's rules:
@@ -868,6 +866,27 @@ impl Runner {
             Strategy::ProfileOrder => first,
             Strategy::LongestWait => oldest,
         })
+    }
+}
+
+/// Counts the residents joining `line` from `run.until` to `to`.
+fn count_arrivals(rng: &mut SmallRng, line: &Line, run: &mut LineRun, to: f64) {
+    if to <= run.until {
+        return;
+    }
+    let mean = line.rate * (to - run.until);
+    run.until = to;
+    if mean > 0.0 {
+        run.joined_priority += poisson(rng, mean * line.priority);
+        run.joined += poisson(rng, mean * (1.0 - line.priority));
+    }
+}
+
+/// A Poisson draw of mean `mean` (0 for none).
+fn poisson(rng: &mut SmallRng, mean: f64) -> u32 {
+    match rand_distr::Poisson::new(mean) {
+        Ok(d) if mean > 0.0 => rng.sample::<f64, _>(d).min(f64::from(u32::MAX / 2)) as u32,
+        _ => 0,
     }
 }
 
