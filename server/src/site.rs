@@ -868,9 +868,9 @@ impl Actor {
         }
     }
 
-    /// Applies one event to the state and returns what it gives the projection: visit records it
-    /// ended or changed, and a print job.
-    fn fold(&mut self, event: &Event) -> (Vec<VisitRecord>, Option<NewJob>) {
+    /// Applies one event to the state and returns the visit records it ended or changed (print
+    /// jobs are made by the caller, with the estimates of the seq it stops at).
+    fn fold(&mut self, event: &Event) -> Vec<VisitRecord> {
         if let Event::DayStarted { .. } = event {
             self.tickets.remove(self.state.by_token.keys());
         }
@@ -882,11 +882,10 @@ impl Actor {
         let at = event.at();
         // The latest event's time (see `now`: a far-ahead outlier is not kept as a floor).
         self.last_at = Some(at);
-        let records = changed
+        changed
             .iter()
             .filter_map(|t| VisitRecord::from_ticket(&self.state.config, t))
-            .collect();
-        (records, job_for(&self.state, event))
+            .collect()
     }
 
     /// Runs the wait predictor on the current state (see `core::estimate`): a bounded amount of
@@ -928,7 +927,7 @@ impl Actor {
         let mut issued = Vec::new();
         let live = self.live.receiver_count() > 0;
         for (i, event) in events.iter().enumerate() {
-            let (changed, _) = self.fold(event);
+            let changed = self.fold(event);
             match event {
                 Event::TicketIssued { queue, .. } => {
                     self.metrics
@@ -1017,10 +1016,10 @@ impl Actor {
                     self.apply_live(std::slice::from_ref(&stored.event)).await;
                     continue;
                 }
-                let (changed, job) = self.fold(&stored.event);
+                let changed = self.fold(&stored.event);
                 if stored.seq > checkpoint {
                     records.extend(changed);
-                    jobs.extend(job);
+                    jobs.extend(job_for(&self.state, &stored.event));
                 }
             }
             if !live && self.state.seq > checkpoint {
