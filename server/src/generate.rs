@@ -23,8 +23,8 @@ use rand::{Rng, SeedableRng};
 use crate::config::{Config, SiteConfig};
 use crate::core::{
     decide, plan_for, route, CancelReason, Command, CounterId, CounterState, DispenserId,
-    DomainError, Event, IssueCommand, PlanRequest, ProcedureCode, QueueId, SiteState, Target,
-    TicketId, TicketSelector, TicketStatus, Timestamp, VisitRecord,
+    DomainError, Event, IssueCommand, PlanRequest, ProcedureCode, QueueId, SiteState, TicketId,
+    TicketSelector, TicketStatus, Timestamp, VisitRecord,
 };
 use crate::log::{EventLog, SqliteLog};
 use crate::printers::job_for;
@@ -566,21 +566,7 @@ impl Sim {
                 };
                 let token = ticket.token.clone();
                 let transfer = if ticket.steps.len() == 1 && self.rng.random_bool(0.12) {
-                    let here = match &ticket.step().target {
-                        Target::Queue(q) => Some(q.clone()),
-                        Target::Counter(_) => None,
-                    };
-                    let elsewhere: Vec<QueueId> = self
-                        .config
-                        .queues
-                        .iter()
-                        .filter(|q| Some(&q.id) != here.as_ref())
-                        .filter(|q| ticket.procedures.iter().any(|p| q.procedures.contains(p)))
-                        .map(|q| q.id.clone())
-                        .collect();
-                    (!elsewhere.is_empty()).then(|| {
-                        Target::Queue(elsewhere[self.rng.random_range(0..elsewhere.len())].clone())
-                    })
+                    crate::sim::transfer_target(&self.config, ticket, &mut self.rng)
                 } else {
                     None
                 };

@@ -424,27 +424,12 @@ impl Sim {
                     return self.after(1.0, Action::Idle(i));
                 };
                 let t = &self.state.tickets[&id];
-                let transfer = if t.steps.len() == 1
-                    && self.rng.random_bool(self.scenario.transfer_share)
-                {
-                    let here = match &t.step().target {
-                        Target::Queue(q) => Some(q.clone()),
-                        Target::Counter(_) => None,
+                let transfer =
+                    if t.steps.len() == 1 && self.rng.random_bool(self.scenario.transfer_share) {
+                        transfer_target(&self.config, t, &mut self.rng)
+                    } else {
+                        None
                     };
-                    let elsewhere: Vec<QueueId> = self
-                        .config
-                        .queues
-                        .iter()
-                        .filter(|q| Some(&q.id) != here.as_ref())
-                        .filter(|q| t.procedures.iter().any(|p| q.procedures.contains(p)))
-                        .map(|q| q.id.clone())
-                        .collect();
-                    (!elsewhere.is_empty()).then(|| {
-                        Target::Queue(elsewhere[self.rng.random_range(0..elsewhere.len())].clone())
-                    })
-                } else {
-                    None
-                };
                 let transferred = transfer.is_some();
                 let _ = self.run(
                     Command::Complete {
@@ -600,6 +585,28 @@ impl Sim {
             Err(_) => self.report.refused += 1,
         }
     }
+}
+
+/// Another queue for a finished first step, picked at random among those that handle one of
+/// its procedures; `None` if there is none (shared with `madoguchi generate`).
+pub(crate) fn transfer_target(
+    config: &SiteConfig,
+    ticket: &crate::core::Ticket,
+    rng: &mut StdRng,
+) -> Option<Target> {
+    let here = match &ticket.step().target {
+        Target::Queue(q) => Some(q),
+        Target::Counter(_) => None,
+    };
+    let elsewhere: Vec<&QueueId> = config
+        .queues
+        .iter()
+        .filter(|q| Some(&q.id) != here)
+        .filter(|q| ticket.procedures.iter().any(|p| q.procedures.contains(p)))
+        .map(|q| &q.id)
+        .collect();
+    (!elsewhere.is_empty())
+        .then(|| Target::Queue(elsewhere[rng.random_range(0..elsewhere.len())].clone()))
 }
 
 /// Consecutive weekdays from `first`.
