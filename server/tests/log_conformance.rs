@@ -122,6 +122,77 @@ mod suite {
         assert_eq!(seqs, (1..=u64::from(ROUNDS)).collect::<Vec<_>>());
     }
 
+    /// Many sites appending at once through one handle, two writers racing per site each round:
+    /// one append per site and round wins, and each site's log holds exactly its winners' events
+    /// (a backend that commits several sites' appends together must keep them apart).
+    pub(super) async fn many_sites_append_at_once(log: Arc<dyn EventLog>) {
+        const SITES: u32 = 40;
+        const ROUNDS: u32 = 10;
+        let mut won: Vec<Vec<Event>> = vec![Vec::new(); SITES as usize];
+        for round in 0..ROUNDS {
+            let mut tasks = Vec::new();
+            for n in 0..SITES {
+                for racer in 0..2u32 {
+                    let log = log.clone();
+                    let s = site(&format!("many-{n}"));
+                    let batch = events(n * 10_000 + round * 10 + racer, 1 + racer);
+                    tasks.push(tokio::spawn(async move {
+                        let result = log.append(&s, won_seq(round), &batch).await;
+                        (n, batch, result)
+                    }));
+                }
+            }
+            let mut winners = vec![0; SITES as usize];
+            for t in tasks {
+                let (n, batch, result) = t.await.unwrap();
+                match result {
+                    Ok(_) => {
+                        winners[n as usize] += 1;
+                        won[n as usize].extend(batch);
+                    }
+                    Err(LogError::Conflict { .. }) => {}
+                    Err(e) => panic!("round {round}: site {n} failed: {e}"),
+                }
+            }
+            assert!(
+                winners.iter().all(|w| *w == 1),
+                "round {round}: {winners:?}"
+            );
+            // Every site is at the same seq again before the next round.
+            for n in 0..SITES {
+                let s = site(&format!("many-{n}"));
+                let last = log.last_seq(&s).await.unwrap();
+                let want = won[n as usize].len() as u64;
+                assert_eq!(last, want, "site {n} after round {round}");
+                // Pad to a common seq so the next round's racers expect the same one.
+                if last < won_seq(round + 1) {
+                    let pad = events(n * 10_000 + 5_000 + round, 1);
+                    log.append(&s, last, &pad).await.unwrap();
+                    won[n as usize].extend(pad);
+                }
+            }
+        }
+        for n in 0..SITES {
+            let s = site(&format!("many-{n}"));
+            let all = log.read(&s, 0, 1_000).await.unwrap();
+            assert_eq!(
+                all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (1..=all.len() as u64).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                all.into_iter().map(|e| e.event).collect::<Vec<_>>(),
+                won[n as usize],
+                "site {n}"
+            );
+        }
+    }
+
+    /// The seq every site is at when `round` starts: each round adds two events (one winner's
+    /// one or two, padded to two).
+    fn won_seq(round: u32) -> u64 {
+        u64::from(round) * 2
+    }
+
     pub(super) async fn large_reads_page_in_order(log: &dyn EventLog) {
         let s = site("bulk");
         let mut seq = 0;
@@ -163,6 +234,12 @@ mod sqlite {
     async fn stale_expected_seq_conflicts() {
         let dir = tempfile::tempdir().unwrap();
         suite::stale_expected_seq_conflicts(open(&dir).as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_sites_append_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        suite::many_sites_append_at_once(open(&dir)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,7 +23,7 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// Another writer appended first; read what it wrote, decide again and retry.
     #[error("another writer appended first: expected seq {expected}, the log is at {actual}")]

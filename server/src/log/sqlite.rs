@@ -6,15 +6,33 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{EventLog, LogError, StoredEvent};
 use crate::core::{Event, SiteId};
 
+/// The embedded event log. Reads share one connection; appends go to one writer thread for the
+/// whole file, which commits the appends of every site that are waiting together, in one
+/// transaction and one fsync (cross-site group commit): sites never wait in line for each
+/// other's fsync, and the file keeps one writer.
 #[derive(Clone)]
 pub struct SqliteLog {
-    conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    writer: mpsc::UnboundedSender<Append>,
     path: PathBuf,
 }
+
+/// One site's append, waiting for the writer.
+struct Append {
+    site: String,
+    expected_seq: u64,
+    /// (at, kind, body) of each event, serialized by the caller.
+    rows: Vec<(String, &'static str, String)>,
+    reply: oneshot::Sender<Result<u64, LogError>>,
+}
+
+/// Appends the writer commits together, at most (a bound on one transaction's size).
+const WRITER_MAX: usize = 256;
 
 /// Opens a connection with the settings every madoguchi connection uses.
 pub(crate) fn open_db(path: &Path) -> rusqlite::Result<Connection> {
@@ -44,8 +62,15 @@ impl SqliteLog {
             ) WITHOUT ROWID;",
         )
         .map_err(unavailable)?;
+        let writer_conn = open_db(path).map_err(unavailable)?;
+        let (writer, appends) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("madoguchi-log-writer".into())
+            .spawn(move || write_loop(writer_conn, appends))
+            .map_err(unavailable)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(conn)),
+            writer,
             path: path.to_owned(),
         })
     }
@@ -54,12 +79,12 @@ impl SqliteLog {
         &self.path
     }
 
-    /// Runs `f` on the connection off the async runtime.
+    /// Runs `f` on the reading connection off the async runtime.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
-        let conn = self.conn.clone();
+        let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut conn)
@@ -67,6 +92,97 @@ impl SqliteLog {
         .await
         .map_err(unavailable)?
     }
+}
+
+/// The writer thread: takes every append waiting, commits them in one transaction, answers each.
+/// Ends when the last handle to the log is dropped.
+fn write_loop(mut conn: Connection, mut appends: mpsc::UnboundedReceiver<Append>) {
+    while let Some(first) = appends.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < WRITER_MAX {
+            match appends.try_recv() {
+                Ok(append) => batch.push(append),
+                Err(_) => break,
+            }
+        }
+        let results = commit_all(&mut conn, &batch);
+        for (append, result) in batch.into_iter().zip(results) {
+            let _ = append.reply.send(result);
+        }
+    }
+}
+
+/// One transaction for all of `batch`: each append under its own savepoint, so one that
+/// conflicts is undone alone and the others commit.
+fn commit_all(conn: &mut Connection, batch: &[Append]) -> Vec<Result<u64, LogError>> {
+    let all_fail = |e: LogError| batch.iter().map(|_| Err(e.clone())).collect();
+    // IMMEDIATE takes the write lock first, so the seq checks and the inserts are one step even
+    // against another process on the same file.
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return all_fail(unavailable(e)),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for append in batch {
+        let result = match tx.savepoint() {
+            Ok(mut sp) => {
+                let result = insert(&sp, append);
+                if result.is_ok() {
+                    if let Err(e) = sp.commit() {
+                        results.push(Err(unavailable(e)));
+                        continue;
+                    }
+                } else {
+                    let _ = sp.rollback();
+                }
+                result
+            }
+            Err(e) => Err(unavailable(e)),
+        };
+        results.push(result);
+    }
+    if let Err(e) = tx.commit() {
+        let e = unavailable(e);
+        // Nothing was written: what would have been appended fails; a conflict stays one.
+        return results
+            .into_iter()
+            .map(|r| match r {
+                Ok(_) => Err(e.clone()),
+                other => other,
+            })
+            .collect();
+    }
+    results
+}
+
+/// Inserts one append's rows after checking the site's log is at its expected seq.
+fn insert(conn: &Connection, append: &Append) -> Result<u64, LogError> {
+    let expected_seq = append.expected_seq;
+    let actual = last_seq(conn, &append.site).map_err(unavailable)?;
+    if actual != expected_seq {
+        return Err(LogError::Conflict {
+            expected: expected_seq,
+            actual,
+        });
+    }
+    let mut seq = expected_seq;
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (site, seq, at, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(unavailable)?;
+    for (at, kind, body) in &append.rows {
+        seq += 1;
+        stmt.execute(params![append.site, seq as i64, at, kind, body])
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => LogError::Conflict {
+                    expected: expected_seq,
+                    actual: seq,
+                },
+                _ => unavailable(e),
+            })?;
+    }
+    Ok(seq)
 }
 
 fn last_seq(conn: &Connection, site: &str) -> rusqlite::Result<u64> {
@@ -86,51 +202,25 @@ impl EventLog for SqliteLog {
         expected_seq: u64,
         events: &[Event],
     ) -> Result<u64, LogError> {
-        let site = site.to_string();
-        let rows: Vec<(String, &'static str, String)> = events
+        let rows = events
             .iter()
             .map(|e| {
                 let body = serde_json::to_string(e).map_err(unavailable)?;
                 Ok((e.at().to_rfc3339(), e.kind(), body))
             })
             .collect::<Result<_, LogError>>()?;
-        self.with(move |conn| {
-            // IMMEDIATE takes the write lock first, so the seq check and the insert are one step
-            // even against another process on the same file.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
-            let actual = last_seq(&tx, &site).map_err(unavailable)?;
-            if actual != expected_seq {
-                return Err(LogError::Conflict {
-                    expected: expected_seq,
-                    actual,
-                });
-            }
-            let mut seq = expected_seq;
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO events (site, seq, at, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(unavailable)?;
-                for (at, kind, body) in &rows {
-                    seq += 1;
-                    insert
-                        .execute(params![site, seq as i64, at, kind, body])
-                        .map_err(|e| match e.sqlite_error_code() {
-                            Some(rusqlite::ErrorCode::ConstraintViolation) => LogError::Conflict {
-                                expected: expected_seq,
-                                actual: seq,
-                            },
-                            _ => unavailable(e),
-                        })?;
-                }
-            }
-            tx.commit().map_err(unavailable)?;
-            Ok(seq)
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Append {
+                site: site.to_string(),
+                expected_seq,
+                rows,
+                reply,
+            })
+            .map_err(|_| unavailable("the log writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the log writer has stopped"))?
     }
 
     async fn read(
@@ -173,6 +263,9 @@ impl EventLog for SqliteLog {
     }
 
     async fn ping(&self) -> Result<(), LogError> {
+        if self.writer.is_closed() {
+            return Err(unavailable("the log writer has stopped"));
+        }
         self.with(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
                 .optional()

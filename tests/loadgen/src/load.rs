@@ -313,6 +313,60 @@ pub(crate) async fn dispense(
     stats
 }
 
+/// `clients` dispensers issuing back to back (each waits for its answer) for `seconds`.
+pub(crate) async fn dispense_closed(
+    shared: Arc<Shared>,
+    plans: Vec<Value>,
+    clients: usize,
+    seconds: f64,
+    run_id: String,
+) -> IssueStats {
+    let mut stats = IssueStats::default();
+    if clients == 0 || seconds <= 0.0 || plans.is_empty() {
+        return stats;
+    }
+    let start_us = now_us();
+    let end_us = start_us + (seconds * 1e6) as u64;
+    let mut tasks = JoinSet::new();
+    for c in 0..clients {
+        let shared = shared.clone();
+        let plans = plans.clone();
+        let run_id = run_id.clone();
+        tasks.spawn(async move {
+            let s = &shared;
+            let mut mine = IssueStats::default();
+            let mut i = 0usize;
+            while now_us() < end_us {
+                let body = &plans[(c + i * clients) % plans.len()];
+                let key = format!("{run_id}-c{c}-{i}");
+                let issued = issue(&s.api, &s.site, &s.dispenser_token, body, &key).await;
+                if issued.ok {
+                    s.issued.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    s.issue_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                mine.add(issued);
+                i += 1;
+            }
+            mine
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let mine = done.expect("an issuing client does not panic");
+        stats.ok += mine.ok;
+        stats.replayed += mine.replayed;
+        stats.errors += mine.errors;
+        stats.latencies_us.extend(mine.latencies_us);
+        for e in mine.first_errors {
+            if stats.first_errors.len() < 5 {
+                stats.first_errors.push(e);
+            }
+        }
+    }
+    stats.elapsed_s = (now_us() - start_us) as f64 / 1e6;
+    stats
+}
+
 #[derive(Default, Debug)]
 pub(crate) struct CounterStats {
     /// Tickets this counter called: their numbers.

@@ -60,6 +60,12 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 10.0)]
     issue_rate: f64,
 
+    /// Closed loop instead: this many dispenser clients, each issuing its next ticket as soon
+    /// as the previous one is answered, for --duration (--issue-rate is then ignored). This
+    /// measures the durable issuance rate the server sustains.
+    #[arg(long, default_value_t = 0)]
+    issuers: usize,
+
     /// The site to load.
     #[arg(long, default_value = "chuo")]
     site: String,

@@ -43,6 +43,8 @@ pub(crate) struct Report {
     pub(crate) duration_s: f64,
     pub(crate) issued_dispensers: u64,
     pub(crate) issue_rate_asked: f64,
+    /// Closed-loop dispenser clients (0: open loop at `issue_rate_asked`).
+    pub(crate) issuers: usize,
     /// Calls made by the counter loops.
     pub(crate) calls: u64,
     /// Phone tickets called during the run.
@@ -133,11 +135,15 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  issue         {} acknowledged ({} by dispensers at {:.1}/s, asked {:.1}/s)  p50 {}  p99 {}",
+            "  issue         {} acknowledged ({} by dispensers at {:.1}/s, {})  p50 {}  p99 {}",
             self.issued,
             self.issued_dispensers,
             self.issue_per_s,
-            self.issue_rate_asked,
+            if self.issuers > 0 {
+                format!("{} clients back to back", self.issuers)
+            } else {
+                format!("asked {:.1}/s", self.issue_rate_asked)
+            },
             ms(self.issue_p50_ms),
             ms(self.issue_p99_ms)
         );

@@ -202,13 +202,23 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
             Duration::from_millis(cli.counter_pause_ms),
         ));
     }
-    let dispenser = tokio::spawn(load::dispense(
-        shared.clone(),
-        site.served_plans.clone(),
-        cli.issue_rate,
-        cli.duration,
-        run_id.clone(),
-    ));
+    let dispenser = if cli.issuers > 0 {
+        tokio::spawn(load::dispense_closed(
+            shared.clone(),
+            site.served_plans.clone(),
+            cli.issuers,
+            cli.duration,
+            run_id.clone(),
+        ))
+    } else {
+        tokio::spawn(load::dispense(
+            shared.clone(),
+            site.served_plans.clone(),
+            cli.issue_rate,
+            cli.duration,
+            run_id.clone(),
+        ))
+    };
     let reporter = {
         let shared = shared.clone();
         let lobby_progress = lobby_progress.clone();
@@ -287,6 +297,7 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
         counters: site.counters.len(),
         duration_s: round3(load_s),
         issue_rate_asked: cli.issue_rate,
+        issuers: cli.issuers,
         ..Report::default()
     };
     r.issued = phone_issues.ok + dispensed.ok;
