@@ -33,6 +33,10 @@ const GROUP_MAX: usize = 64;
 pub const SNAPSHOT_EVERY: u64 = 10_000;
 /// How long a stopping site waits for its projection writer and its last snapshot, each.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
+/// The wait forecast runs again only once this many times its last duration has passed, so it
+/// takes at most about a tenth of a busy actor's time (a forecast takes about a millisecond with
+/// a hundred waiting: in a quiet hall every append gets its own).
+const FORECAST_SPACING: u32 = 10;
 
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -356,6 +360,8 @@ struct Actor {
     snapshot_seq: u64,
     /// The snapshot being written, if any.
     snapshot_task: Option<tokio::task::JoinHandle<()>>,
+    /// When the latest wait forecast ran and how long it took.
+    forecast_pace: Option<(std::time::Instant, Duration)>,
 }
 
 /// What every site actor shares.
@@ -468,6 +474,7 @@ impl Actor {
             snapshots,
             snapshot_seq: 0,
             snapshot_task: None,
+            forecast_pace: None,
         };
         let started = std::time::Instant::now();
         let checkpoint = actor
@@ -680,6 +687,12 @@ impl Actor {
                         tracing::warn!(site = %self.state.config.id, error = %e, "could not start the business day");
                     }
                 }
+                // The last appends of a burst kept an earlier forecast: make it now.
+                _ = tokio::time::sleep_until(self.next_forecast()), if self.estimates_stale() => {
+                    let now = self.now();
+                    self.refresh_estimates(now);
+                    self.tell_watchers();
+                }
             }
             self.maybe_snapshot("periodic");
         }
@@ -889,18 +902,41 @@ impl Actor {
     }
 
     /// Runs the wait predictor on the current state (see `core::estimate`): a bounded amount of
-    /// work per event, seeded by the seq, so one seq always shows one set of estimates.
+    /// work per event, seeded by the day, so one seq always shows one set of estimates.
     ///
     /// The runs share their random numbers through the day, and an estimate moves only when it
     /// moves by more than the noise of the runs (see `core::estimate::settle`): a phone is told
     /// about its ticket when something changed for it, not after every event at the site.
     fn refresh_estimates(&mut self, at: Timestamp) {
+        let started = std::time::Instant::now();
         let seed = self
             .state
             .day
             .map_or(0, |d| chrono::Datelike::num_days_from_ce(&d) as u64);
         let fresh = crate::core::estimate::forecast(&self.state, &self.learner, at, seed);
         self.state.estimates.0 = crate::core::estimate::settle(&self.state.estimates.0, fresh);
+        self.forecast_pace = Some((started, started.elapsed()));
+    }
+
+    /// Whether the append being applied gets a fresh forecast: when [`FORECAST_SPACING`] times
+    /// the last one's duration has passed. In a burst the appends in between keep the latest
+    /// forecast, and the tickets they issue get an interim estimate from it
+    /// (`SiteState::position`), so the forecast never holds a burst back; once the spacing has
+    /// passed the run loop makes the forecast the last of them missed.
+    fn forecast_due(&self) -> bool {
+        tokio::time::Instant::now() >= self.next_forecast()
+    }
+
+    fn next_forecast(&self) -> tokio::time::Instant {
+        match self.forecast_pace {
+            Some((at, took)) => tokio::time::Instant::from_std(at) + took * FORECAST_SPACING,
+            None => tokio::time::Instant::now(),
+        }
+    }
+
+    /// The estimates shown are from before the latest append.
+    fn estimates_stale(&self) -> bool {
+        self.state.estimates.0.seq < self.state.seq
     }
 
     /// Stores visit records and print jobs up to the current seq, then wakes the printer agents
@@ -926,6 +962,7 @@ impl Actor {
         let mut records = Vec::new();
         let mut issued = Vec::new();
         let live = self.live.receiver_count() > 0;
+        let mut last_board = None;
         for (i, event) in events.iter().enumerate() {
             let changed = self.fold(event);
             match event {
@@ -952,7 +989,7 @@ impl Actor {
                 changed.iter().for_each(|v| self.metrics.observe_visit(v));
             }
             records.extend(changed);
-            if i + 1 == events.len() {
+            if i + 1 == events.len() && self.forecast_due() {
                 self.refresh_estimates(event.at());
             }
             if live {
@@ -963,6 +1000,7 @@ impl Actor {
                     event: &public,
                     board: &board,
                 }));
+                last_board = Some(board);
             }
         }
         // Print jobs with the estimates of this seq, each under its own event's seq.
@@ -975,7 +1013,8 @@ impl Actor {
                 })
             })
             .collect();
-        self.metrics.observe_board(&site, &self.state.board());
+        let board = last_board.unwrap_or_else(|| self.state.board());
+        self.metrics.observe_board(&site, &board);
         self.tell_watchers();
         let batch = Batch {
             seq: self.state.seq,

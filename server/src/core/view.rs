@@ -1,9 +1,12 @@
 //! Read models computed from the state: the live board, ticket views, the public event feed
 //! (numbers only, never a token) and visit records for the stay-time KPI.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use super::model::SiteConfig;
+use super::state::WaitKey;
 use super::{
     CancelReason, CounterId, CounterState, Event, LifeEventId, PrinterId, PrinterState,
     ProcedureCode, QueueId, SiteState, Target, Ticket, TicketId, TicketNumber, TicketStatus,
@@ -248,11 +251,41 @@ impl SiteState {
         ahead.map(|t| u64::from(t.planned_service_s)).sum::<u64>() / self.servers(target)
     }
 
-    /// The estimates computed by the site's owner, if any: for this seq, or (between the events
-    /// of one append, before they are recomputed) for a moment before; a ticket without one gets
-    /// the naive estimate.
+    /// The estimates computed by the site's owner, if any: for this seq, or for an earlier one
+    /// (between the events of one append, or while a burst of commands defers the forecast; see
+    /// `site::Actor::refresh_estimates`). Tickets issued since get [`Self::wait_in_line`]'s interim.
     fn current_estimates(&self) -> Option<&super::Estimates> {
         (self.estimates.0.seq > 0 && self.estimates.0.seq <= self.seq).then_some(&self.estimates.0)
+    }
+
+    /// The estimated wait of the ticket at `key` in `line`: the latest forecast's, or for a
+    /// ticket it has not seen (issued since), an interim one: the forecast of the nearest ticket
+    /// ahead that it saw (or of someone joining the line then), plus the planned service from
+    /// there on shared among the open counters serving the line. Without any forecast, the naive
+    /// estimate.
+    fn wait_in_line(&self, target: &Target, line: &BTreeSet<WaitKey>, key: &WaitKey) -> u64 {
+        let Some(estimates) = self.current_estimates() else {
+            return self.naive_wait(target, line.range(..key).map(|k| &self.tickets[&k.ticket]));
+        };
+        if let Some(e) = estimates.tickets.get(&key.ticket) {
+            return *e;
+        }
+        let mut planned = 0;
+        let mut anchor = None;
+        for k in line.range(..key).rev() {
+            if let Some(e) = estimates.tickets.get(&k.ticket) {
+                anchor = Some(*e);
+            }
+            planned += u64::from(self.tickets[&k.ticket].planned_service_s);
+            if anchor.is_some() {
+                break;
+            }
+        }
+        let anchor = anchor.or_else(|| estimates.lines.get(target).copied());
+        match anchor {
+            Some(anchor) => anchor + planned / self.servers(target),
+            None => self.naive_wait(target, line.range(..key).map(|k| &self.tickets[&k.ticket])),
+        }
     }
 
     /// Place in line (1 = next) and estimated wait of a waiting ticket.
@@ -263,15 +296,8 @@ impl SiteState {
         let target = &t.step().target;
         let key = t.wait_key();
         let line = self.waiting.get(target)?;
-        let ahead = line.range(..key).count();
-        let estimate = self
-            .current_estimates()
-            .and_then(|e| e.tickets.get(&t.id).copied())
-            .unwrap_or_else(|| {
-                let key = t.wait_key();
-                self.naive_wait(target, line.range(..key).map(|k| &self.tickets[&k.ticket]))
-            });
-        Some((ahead + 1, estimate))
+        let ahead = line.range(..&key).count();
+        Some((ahead + 1, self.wait_in_line(target, line, &key)))
     }
 
     /// The resident's own ticket as the phone page shows it, without ids or tokens.
@@ -338,18 +364,15 @@ impl SiteState {
                     waiting: line.map_or(0, |l| l.len()),
                     // The estimate of the latest ticket in the line (so the lobby and that
                     // ticket agree), or for someone joining an empty line.
-                    estimated_wait_s: self
-                        .current_estimates()
-                        .and_then(|e| {
-                            let last = line
-                                .into_iter()
-                                .flatten()
-                                .rev()
-                                .find(|k| k.rank == 1)
-                                .and_then(|k| e.tickets.get(&k.ticket));
-                            last.or_else(|| e.lines.get(&target)).copied()
-                        })
-                        .unwrap_or_else(|| self.naive_wait(&target, tickets())),
+                    estimated_wait_s: match line
+                        .and_then(|l| l.iter().rev().find(|k| k.rank == 1).map(|k| (l, k)))
+                    {
+                        Some((line, last)) => self.wait_in_line(&target, line, last),
+                        None => self
+                            .current_estimates()
+                            .and_then(|e| e.lines.get(&target).copied())
+                            .unwrap_or_else(|| self.naive_wait(&target, tickets())),
+                    },
                     oldest_since: tickets().map(|t| t.step().enqueued_at).min(),
                 }
             })
