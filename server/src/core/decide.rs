@@ -333,7 +333,7 @@ fn pick_next(state: &SiteState, counter: &CounterId) -> Option<TicketId> {
     if let Some(k) = state
         .waiting
         .get(&Target::Counter(counter.clone()))
-        .and_then(|line| line.first())
+        .and_then(|line| line.get_min())
     {
         return Some(k.ticket.clone());
     }
@@ -345,7 +345,7 @@ fn pick_next(state: &SiteState, counter: &CounterId) -> Option<TicketId> {
             state
                 .waiting
                 .get(&Target::Queue(q.clone()))
-                .and_then(|line| line.first())
+                .and_then(|line| line.get_min())
         })
         .collect();
     let best = heads

@@ -1037,7 +1037,7 @@ pub fn predict(
         }
         Predictor::Les => learner.last_entered.get(target).copied().unwrap_or(0.0),
         Predictor::Hol => line
-            .first()
+            .get_min()
             .filter(|k| k.ticket != *ticket)
             .map_or(0.0, |k| {
                 secs(state.tickets[&k.ticket].step().enqueued_at, now).max(0.0)

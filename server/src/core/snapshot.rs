@@ -5,7 +5,7 @@
 //! to the events, the state or `apply`) and a fingerprint of the parts of the site configuration
 //! the state starts from. Either differing means a full replay.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -42,13 +42,13 @@ pub struct SiteSnapshot {
 pub struct StateData {
     day: Option<NaiveDate>,
     next_value: BTreeMap<QueueId, u32>,
-    tickets: HashMap<TicketId, Ticket>,
-    by_number: HashMap<TicketNumber, TicketId>,
-    by_token: HashMap<String, TicketId>,
+    tickets: imbl::HashMap<TicketId, Ticket>,
+    by_number: imbl::HashMap<TicketNumber, TicketId>,
+    by_token: imbl::HashMap<String, TicketId>,
     #[serde(with = "pairs")]
-    idempotency: HashMap<(Option<DispenserId>, String), TicketId>,
+    idempotency: imbl::HashMap<(Option<DispenserId>, String), TicketId>,
     #[serde(with = "pairs")]
-    waiting: BTreeMap<Target, BTreeSet<WaitKey>>,
+    waiting: BTreeMap<Target, imbl::OrdSet<WaitKey>>,
     counters: Vec<Counter>,
     recent_calls: VecDeque<RecentCall>,
     printers: BTreeMap<PrinterId, (PrinterState, Option<Timestamp>)>,

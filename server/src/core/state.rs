@@ -1,6 +1,6 @@
 //! The state of one site and how events change it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -128,14 +128,14 @@ pub struct SiteState {
     /// The next number value per queue, for the current day.
     pub next_value: BTreeMap<QueueId, u32>,
     /// The current day's tickets, open or ended.
-    pub tickets: HashMap<TicketId, Ticket>,
-    pub by_number: HashMap<TicketNumber, TicketId>,
-    pub by_token: HashMap<String, TicketId>,
+    pub tickets: imbl::HashMap<TicketId, Ticket>,
+    pub by_number: imbl::HashMap<TicketNumber, TicketId>,
+    pub by_token: imbl::HashMap<String, TicketId>,
     /// Tickets by `Idempotency-Key`, scoped to the dispenser that sent it: another kiosk reusing
     /// a key gets a ticket of its own, never this one.
-    pub idempotency: HashMap<(Option<DispenserId>, String), TicketId>,
+    pub idempotency: imbl::HashMap<(Option<DispenserId>, String), TicketId>,
     /// Waiting tickets per line, best first.
-    pub waiting: BTreeMap<Target, BTreeSet<WaitKey>>,
+    pub waiting: BTreeMap<Target, imbl::OrdSet<WaitKey>>,
     pub counters: Vec<Counter>,
     pub recent_calls: VecDeque<RecentCall>,
     /// The printers of this site's dispensers, with their last reported state and since when.
@@ -148,7 +148,7 @@ pub struct SiteState {
 /// The estimates a state's views show: derived from the state and the time they were made, so
 /// two states are equal whatever estimates they hold.
 #[derive(Debug, Clone, Default)]
-pub struct EstimateCache(pub super::Estimates);
+pub struct EstimateCache(pub Arc<super::Estimates>);
 
 impl PartialEq for EstimateCache {
     fn eq(&self, _: &Self) -> bool {
@@ -180,10 +180,10 @@ impl SiteState {
             seq: 0,
             day: None,
             next_value: BTreeMap::new(),
-            tickets: HashMap::new(),
-            by_number: HashMap::new(),
-            by_token: HashMap::new(),
-            idempotency: HashMap::new(),
+            tickets: Default::default(),
+            by_number: Default::default(),
+            by_token: Default::default(),
+            idempotency: Default::default(),
             waiting: BTreeMap::new(),
             counters,
             recent_calls: VecDeque::new(),

@@ -1,8 +1,6 @@
 //! Read models computed from the state: the live board, ticket views, the public event feed
 //! (numbers only, never a token) and visit records for the stay-time KPI.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 
 use super::model::SiteConfig;
@@ -62,7 +60,9 @@ pub struct BoardQueue {
     pub waiting: usize,
     /// Estimated wait for a ticket issued now.
     pub estimated_wait_s: u64,
-    /// When the longest-waiting ticket of this queue began to wait.
+    /// When the longest wait at the head of this queue's line began: the earlier of the first
+    /// priority ticket's and the first other ticket's (a ticket put back after a no-show keeps
+    /// its first wait's start, but counts only once it is at the head again).
     #[schema(value_type = Option<String>, format = DateTime)]
     pub oldest_since: Option<Timestamp>,
 }
@@ -263,7 +263,7 @@ impl SiteState {
     /// ahead that it saw (or of someone joining the line then), plus the planned service from
     /// there on shared among the open counters serving the line. Without any forecast, the naive
     /// estimate.
-    fn wait_in_line(&self, target: &Target, line: &BTreeSet<WaitKey>, key: &WaitKey) -> u64 {
+    fn wait_in_line(&self, target: &Target, line: &imbl::OrdSet<WaitKey>, key: &WaitKey) -> u64 {
         let Some(estimates) = self.current_estimates() else {
             return self.naive_wait(target, line.range(..key).map(|k| &self.tickets[&k.ticket]));
         };
@@ -373,7 +373,16 @@ impl SiteState {
                             .and_then(|e| e.lines.get(&target).copied())
                             .unwrap_or_else(|| self.naive_wait(&target, tickets())),
                     },
-                    oldest_since: tickets().map(|t| t.step().enqueued_at).min(),
+                    // The heads of the two ranks (priority, others): a line is ordered by rank,
+                    // then by when the ticket (re)joined it.
+                    oldest_since: line
+                        .into_iter()
+                        .flat_map(|l| {
+                            let others = l.iter().find(|k| k.rank == 1);
+                            l.get_min().into_iter().chain(others)
+                        })
+                        .map(|k| self.tickets[&k.ticket].step().enqueued_at)
+                        .min(),
                 }
             })
             .collect();
