@@ -664,6 +664,11 @@ async fn a_live_client_that_stops_reading_is_closed_and_the_others_miss_nothing(
     assert_eq!(seen[0].0, "snapshot");
     for pair in seen.windows(2) {
         let ((_, prev), (kind, seq)) = (&pair[0], &pair[1]);
+        // After a burst the estimates are refreshed without an event: a snapshot of the seq
+        // the client holds (docs/API.md). Anything else must be the next event.
+        if (kind.as_str(), *seq) == ("snapshot", *prev) {
+            continue;
+        }
         assert_eq!(
             (kind.as_str(), *seq),
             ("event", prev + 1),

@@ -33,10 +33,41 @@ const GROUP_MAX: usize = 64;
 pub const SNAPSHOT_EVERY: u64 = 10_000;
 /// How long a stopping site waits for its projection writer and its last snapshot, each.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
-/// The wait forecast runs again only once this many times its last duration has passed, so it
-/// takes at most about a tenth of a busy actor's time (a forecast takes about a millisecond with
-/// a hundred waiting: in a quiet hall every append gets its own).
+/// The wait forecast runs again only once this many times its last duration has passed, and
+/// [`FORECAST_GAP`] at least: so it takes at most about a tenth of a busy actor's time, and a
+/// city's sites together a few forecasts a second each. (A forecast takes about a millisecond
+/// with a hundred waiting; in a quiet hall every append gets its own.)
 const FORECAST_SPACING: u32 = 10;
+const FORECAST_GAP: Duration = Duration::from_millis(200);
+/// The share of one core the wait forecasts of all sites may take together, and the most they may
+/// take at once, in seconds of forecast time: past it, appends keep the latest forecast (with
+/// interim estimates for new tickets) until the budget refills.
+const FORECAST_BUDGET_SHARE: f64 = 0.25;
+const FORECAST_BUDGET_BURST: f64 = 0.25;
+
+/// The forecast time the process may still spend (a token bucket over every site's actor; the
+/// forecasts share the machine's cores with everything else).
+static FORECAST_BUDGET: std::sync::Mutex<Option<(std::time::Instant, f64)>> =
+    std::sync::Mutex::new(None);
+
+/// Whether the forecast budget has time left now.
+fn forecast_budget_left() -> bool {
+    let mut budget = FORECAST_BUDGET.lock().unwrap_or_else(|p| p.into_inner());
+    let now = std::time::Instant::now();
+    let (last, left) = budget.get_or_insert((now, FORECAST_BUDGET_BURST));
+    *left = (*left + now.duration_since(*last).as_secs_f64() * FORECAST_BUDGET_SHARE)
+        .min(FORECAST_BUDGET_BURST);
+    *last = now;
+    *left > 0.0
+}
+
+/// Takes a forecast's time from the budget (it may go below zero: the next ones wait).
+fn forecast_budget_spend(took: Duration) {
+    let mut budget = FORECAST_BUDGET.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, left)) = budget.as_mut() {
+        *left -= took.as_secs_f64();
+    }
+}
 
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -188,6 +219,8 @@ pub struct SiteStatus {
     snapshot_seq: std::sync::atomic::AtomicU64,
     /// Events the latest (re)build replayed from the log.
     replayed: std::sync::atomic::AtomicU64,
+    /// Commands sent to the actor and not yet taken: more than 0 while commands queue up.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for SiteStatus {
@@ -200,6 +233,7 @@ impl Default for SiteStatus {
             projected: watch::channel(0).0,
             snapshot_seq: Default::default(),
             replayed: Default::default(),
+            queued: Default::default(),
         }
     }
 }
@@ -253,10 +287,17 @@ impl SiteHandle {
     ) -> Result<Applied, SiteError> {
         self.ready()?;
         let (reply, rx) = oneshot::channel();
-        self.tx
+        use std::sync::atomic::Ordering::Relaxed;
+        self.status.queued.fetch_add(1, Relaxed);
+        if self
+            .tx
             .send(Request::Command { command, by, reply })
             .await
-            .map_err(|_| SiteError::Stopped)?;
+            .is_err()
+        {
+            self.status.queued.fetch_sub(1, Relaxed);
+            return Err(SiteError::Stopped);
+        }
         rx.await.map_err(|_| SiteError::Stopped)?
     }
 
@@ -362,6 +403,8 @@ struct Actor {
     snapshot_task: Option<tokio::task::JoinHandle<()>>,
     /// When the latest wait forecast ran and how long it took.
     forecast_pace: Option<(std::time::Instant, Duration)>,
+    /// Commands in the batch being applied.
+    batch_len: usize,
 }
 
 /// What every site actor shares.
@@ -475,6 +518,7 @@ impl Actor {
             snapshot_seq: 0,
             snapshot_task: None,
             forecast_pace: None,
+            batch_len: 0,
         };
         let started = std::time::Instant::now();
         let checkpoint = actor
@@ -670,6 +714,10 @@ impl Actor {
                                 Err(_) => break,
                             }
                         }
+                        self.status
+                            .queued
+                            .fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+                        self.batch_len = batch.len();
                         #[cfg(debug_assertions)]
                         batch.iter().for_each(|(c, _)| fault::panic_if_asked(c));
                         let results = self.commands(&batch).await;
@@ -683,14 +731,28 @@ impl Actor {
                     Some(request) => self.other(request),
                 },
                 _ = tick.tick() => {
+                    self.batch_len = 1;
                     if let Err(e) = self.command(Command::StartDay, None).await {
                         tracing::warn!(site = %self.state.config.id, error = %e, "could not start the business day");
                     }
                 }
-                // The last appends of a burst kept an earlier forecast: make it now.
+                // The last appends of a burst kept an earlier forecast: make it now, and show
+                // it (the lobby gets a snapshot of the same seq with the new estimates).
                 _ = tokio::time::sleep_until(self.next_forecast()), if self.estimates_stale() => {
+                    if !forecast_budget_left() {
+                        // Try again one gap later.
+                        self.forecast_pace = Some((std::time::Instant::now(), FORECAST_GAP / FORECAST_SPACING));
+                        continue;
+                    }
                     let now = self.now();
                     self.refresh_estimates(now);
+                    if self.live.receiver_count() > 0 {
+                        let board = self.state.board();
+                        let _ = self.live.send(live_text(&LiveMessage::Snapshot {
+                            seq: self.state.seq,
+                            board: &board,
+                        }));
+                    }
                     self.tell_watchers();
                 }
             }
@@ -914,22 +976,38 @@ impl Actor {
             .day
             .map_or(0, |d| chrono::Datelike::num_days_from_ce(&d) as u64);
         let fresh = crate::core::estimate::forecast(&self.state, &self.learner, at, seed);
-        self.state.estimates.0 = crate::core::estimate::settle(&self.state.estimates.0, fresh);
-        self.forecast_pace = Some((started, started.elapsed()));
+        self.state.estimates.0 = Arc::new(crate::core::estimate::settle(
+            &self.state.estimates.0,
+            fresh,
+        ));
+        let took = started.elapsed();
+        forecast_budget_spend(took);
+        self.forecast_pace = Some((started, took));
     }
 
-    /// Whether the append being applied gets a fresh forecast: when [`FORECAST_SPACING`] times
-    /// the last one's duration has passed. In a burst the appends in between keep the latest
-    /// forecast, and the tickets they issue get an interim estimate from it
-    /// (`SiteState::position`), so the forecast never holds a burst back; once the spacing has
-    /// passed the run loop makes the forecast the last of them missed.
+    /// Whether the append being applied gets a fresh forecast: while the process's forecast
+    /// budget (a quarter of a core) lasts, always for a command alone (a hall where commands come
+    /// one at a time: each answer, print and board shows a forecast of its own seq). While
+    /// commands queue up (several in this batch, or more waiting), only once
+    /// [`FORECAST_SPACING`] times the last one's duration (and [`FORECAST_GAP`]) has passed: the
+    /// appends in between keep the latest forecast, and the tickets they issue get an interim
+    /// estimate from it (`SiteState::position`), so the forecast never holds a burst back; once
+    /// the spacing has passed the run loop makes the forecast the last of them missed.
     fn forecast_due(&self) -> bool {
-        tokio::time::Instant::now() >= self.next_forecast()
+        let busy = self.batch_len > 1
+            || self
+                .status
+                .queued
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0;
+        (!busy || tokio::time::Instant::now() >= self.next_forecast()) && forecast_budget_left()
     }
 
     fn next_forecast(&self) -> tokio::time::Instant {
         match self.forecast_pace {
-            Some((at, took)) => tokio::time::Instant::from_std(at) + took * FORECAST_SPACING,
+            Some((at, took)) => {
+                tokio::time::Instant::from_std(at) + (took * FORECAST_SPACING).max(FORECAST_GAP)
+            }
             None => tokio::time::Instant::now(),
         }
     }
