@@ -104,6 +104,8 @@ async fn feed(app: &AppState, handle: SiteHandle, socket: WebSocket) {
         app.config().limits.live_send_timeout,
         app.shutdown_signal(),
     );
+    let stopping = out.stopping();
+    tokio::pin!(stopping);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let end = 'session: loop {
@@ -133,7 +135,7 @@ async fn feed(app: &AppState, handle: SiteHandle, socket: WebSocket) {
                     Some(Ok(_)) => Ok(()),
                 },
                 _ = ping.tick() => out.ping().await,
-                () = out.shutdown() => Err(End::Shutdown),
+                () = &mut stopping => Err(End::Shutdown),
             };
             if let Err(end) = sent {
                 break 'session end;
@@ -205,6 +207,8 @@ async fn follow_ticket(
         app.config().limits.live_send_timeout,
         app.shutdown_signal(),
     );
+    let stopping = out.stopping();
+    tokio::pin!(stopping);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut changed = true;
@@ -230,7 +234,7 @@ async fn follow_ticket(
                 Some(Ok(_)) => Ok(()),
             },
             _ = ping.tick() => out.ping().await,
-            () = out.shutdown() => Err(End::Shutdown),
+            () = &mut stopping => Err(End::Shutdown),
         };
         if let Err(end) = step {
             break end;

@@ -174,6 +174,8 @@ async fn run(app: &AppState, agent: &PrinterId, sites: &[SiteHandle], socket: We
         app.shutdown_signal(),
     );
     let mut debounce = Debounce::new(app.config().limits.printer_state_debounce);
+    let stopping = out.stopping();
+    tokio::pin!(stopping);
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut sent: HashSet<String> = HashSet::new();
     let end = loop {
@@ -236,7 +238,7 @@ async fn run(app: &AppState, agent: &PrinterId, sites: &[SiteHandle], socket: We
                 if *owner.borrow() != me { Err(End::Replaced) } else { Ok(()) }
             }
             _ = ping.tick() => out.ping().await,
-            () = out.shutdown() => Err(End::Shutdown),
+            () = &mut stopping => Err(End::Shutdown),
         };
         if let Err(end) = step {
             break end;

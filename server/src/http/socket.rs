@@ -109,10 +109,18 @@ impl Outbox {
     }
 
     /// Sends one message within the time limit; shutdown interrupts a blocked send.
+    ///
+    /// Most sends complete at once (the kernel takes the frame): those arm no timer and wait on
+    /// nothing shared, so a call fanned out to thousands of sockets costs each little more than
+    /// the write itself.
     pub(super) async fn send(&mut self, message: Message) -> Result<(), End> {
+        let mut send = self.sink.send(message);
+        if let Some(sent) = futures_util::FutureExt::now_or_never(&mut send) {
+            return sent.map_err(|_| End::Gone);
+        }
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
-            sent = tokio::time::timeout(self.limit, self.sink.send(message)) => match sent {
+            sent = tokio::time::timeout(self.limit, send) => match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::Gone),
                 Err(_) => Err(End::Stalled),
@@ -134,10 +142,13 @@ impl Outbox {
         self.send(Message::Ping(Vec::new().into())).await
     }
 
-    /// Resolves when the server begins to shut down.
-    pub(super) async fn shutdown(&self) {
+    /// Resolves when the server begins to shut down. Made once per socket and polled in its
+    /// loop (pinned), so the socket waits on the shutdown signal once, not once per message.
+    pub(super) fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut shutdown = self.shutdown.clone();
-        let _ = shutdown.wait_for(|stop| *stop).await;
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        }
     }
 
     /// Ends the socket: a close frame fitting `end`, delivered if the client takes it soon.
