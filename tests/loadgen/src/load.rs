@@ -313,16 +313,17 @@ pub(crate) async fn dispense(
     stats
 }
 
-/// `clients` dispensers issuing back to back (each waits for its answer) for `seconds`.
+/// `clients` dispensers issuing back to back (each waits for its answer) for `seconds`; client
+/// `c` issues at `targets[c % targets.len()]` (a site and its plans).
 pub(crate) async fn dispense_closed(
     shared: Arc<Shared>,
-    plans: Vec<Value>,
+    targets: Vec<(String, Vec<Value>)>,
     clients: usize,
     seconds: f64,
     run_id: String,
 ) -> IssueStats {
     let mut stats = IssueStats::default();
-    if clients == 0 || seconds <= 0.0 || plans.is_empty() {
+    if clients == 0 || seconds <= 0.0 || targets.iter().any(|(_, p)| p.is_empty()) {
         return stats;
     }
     let start_us = now_us();
@@ -330,7 +331,7 @@ pub(crate) async fn dispense_closed(
     let mut tasks = JoinSet::new();
     for c in 0..clients {
         let shared = shared.clone();
-        let plans = plans.clone();
+        let (site, plans) = targets[c % targets.len()].clone();
         let run_id = run_id.clone();
         tasks.spawn(async move {
             let s = &shared;
@@ -339,7 +340,7 @@ pub(crate) async fn dispense_closed(
             while now_us() < end_us {
                 let body = &plans[(c + i * clients) % plans.len()];
                 let key = format!("{run_id}-c{c}-{i}");
-                let issued = issue(&s.api, &s.site, &s.dispenser_token, body, &key).await;
+                let issued = issue(&s.api, &site, &s.dispenser_token, body, &key).await;
                 if issued.ok {
                     s.issued.fetch_add(1, Ordering::Relaxed);
                 } else {

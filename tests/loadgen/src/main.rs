@@ -66,6 +66,12 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 0)]
     issuers: usize,
 
+    /// With --issuers: the sites they issue at, round robin (`all`: every site of
+    /// GET /api/v1/sites), e.g. to measure appends of several sites sharing one database file.
+    /// Default: --site.
+    #[arg(long, requires = "issuers")]
+    issue_sites: Option<String>,
+
     /// The site to load.
     #[arg(long, default_value = "chuo")]
     site: String,

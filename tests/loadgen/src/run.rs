@@ -203,9 +203,13 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
         ));
     }
     let dispenser = if cli.issuers > 0 {
+        let targets = match cli.issue_sites.as_deref() {
+            None => vec![(site.id.clone(), site.served_plans.clone())],
+            Some(list) => issue_targets(&api, list, &cli).await?,
+        };
         tokio::spawn(load::dispense_closed(
             shared.clone(),
-            site.served_plans.clone(),
+            targets,
             cli.issuers,
             cli.duration,
             run_id.clone(),
@@ -478,4 +482,31 @@ async fn phones_match_server(
         );
     }
     unmatched.len() as u64
+}
+
+/// The sites of `--issue-sites` (`all`: every site the server has) with the plans a dispenser
+/// issues there (every queue a single procedure routes to).
+async fn issue_targets(
+    api: &Api,
+    list: &str,
+    cli: &crate::Cli,
+) -> Result<Vec<(String, Vec<Value>)>> {
+    let ids: Vec<String> = if list == "all" {
+        let answer = api.get("/api/v1/sites", &cli.floor_token).await?;
+        answer.body["sites"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect()
+    } else {
+        list.split(',').map(|s| s.trim().to_owned()).collect()
+    };
+    let mut targets = Vec::new();
+    for id in ids {
+        let site = Site::prepare(api, &id, 0, cli).await?;
+        targets.push((site.id, site.served_plans));
+    }
+    progress!("issuing at {} sites", targets.len());
+    Ok(targets)
 }
