@@ -264,28 +264,23 @@ impl SiteState {
     /// there on shared among the open counters serving the line. Without any forecast, the naive
     /// estimate.
     fn wait_in_line(&self, target: &Target, line: &imbl::OrdSet<WaitKey>, key: &WaitKey) -> u64 {
-        let Some(estimates) = self.current_estimates() else {
-            return self.naive_wait(target, line.range(..key).map(|k| &self.tickets[&k.ticket]));
-        };
-        if let Some(e) = estimates.tickets.get(&key.ticket) {
+        let estimates = self.current_estimates();
+        if let Some(e) = estimates.and_then(|e| e.tickets.get(&key.ticket)) {
             return *e;
         }
+        // Back from the ticket to the nearest one the forecast saw, adding up planned service;
+        // with none, the walk covers the whole line ahead: the naive estimate.
         let mut planned = 0;
         let mut anchor = None;
         for k in line.range(..key).rev() {
-            if let Some(e) = estimates.tickets.get(&k.ticket) {
-                anchor = Some(*e);
-            }
             planned += u64::from(self.tickets[&k.ticket].planned_service_s);
+            anchor = estimates.and_then(|e| e.tickets.get(&k.ticket)).copied();
             if anchor.is_some() {
                 break;
             }
         }
-        let anchor = anchor.or_else(|| estimates.lines.get(target).copied());
-        match anchor {
-            Some(anchor) => anchor + planned / self.servers(target),
-            None => self.naive_wait(target, line.range(..key).map(|k| &self.tickets[&k.ticket])),
-        }
+        let anchor = anchor.or_else(|| estimates.and_then(|e| e.lines.get(target)).copied());
+        anchor.unwrap_or(0) + planned / self.servers(target)
     }
 
     /// Place in line (1 = next) and estimated wait of a waiting ticket.
