@@ -21,6 +21,7 @@ pub mod log;
 pub mod maintenance;
 pub mod metrics;
 pub mod net;
+pub mod pace;
 pub mod printers;
 pub mod projection;
 pub mod projector;

@@ -33,42 +33,6 @@ const GROUP_MAX: usize = 64;
 pub const SNAPSHOT_EVERY: u64 = 10_000;
 /// How long a stopping site waits for its projection writer and its last snapshot, each.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
-/// The wait forecast runs again only once this many times its last duration has passed, and
-/// [`FORECAST_GAP`] at least: so it takes at most about a tenth of a busy actor's time, and a
-/// city's sites together a few forecasts a second each. (A forecast takes about a millisecond
-/// with a hundred waiting; in a quiet hall every append gets its own.)
-const FORECAST_SPACING: u32 = 10;
-const FORECAST_GAP: Duration = Duration::from_millis(200);
-/// The share of one core the wait forecasts of all sites may take together, and the most they may
-/// take at once, in seconds of forecast time: past it, appends keep the latest forecast (with
-/// interim estimates for new tickets) until the budget refills.
-const FORECAST_BUDGET_SHARE: f64 = 0.25;
-const FORECAST_BUDGET_BURST: f64 = 0.25;
-
-/// The forecast time the process may still spend (a token bucket over every site's actor; the
-/// forecasts share the machine's cores with everything else).
-static FORECAST_BUDGET: std::sync::Mutex<Option<(std::time::Instant, f64)>> =
-    std::sync::Mutex::new(None);
-
-/// Whether the forecast budget has time left now.
-fn forecast_budget_left() -> bool {
-    let mut budget = FORECAST_BUDGET.lock().unwrap_or_else(|p| p.into_inner());
-    let now = std::time::Instant::now();
-    let (last, left) = budget.get_or_insert((now, FORECAST_BUDGET_BURST));
-    *left = (*left + now.duration_since(*last).as_secs_f64() * FORECAST_BUDGET_SHARE)
-        .min(FORECAST_BUDGET_BURST);
-    *last = now;
-    *left > 0.0
-}
-
-/// Takes a forecast's time from the budget (it may go below zero: the next ones wait).
-fn forecast_budget_spend(took: Duration) {
-    let mut budget = FORECAST_BUDGET.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, left)) = budget.as_mut() {
-        *left -= took.as_secs_f64();
-    }
-}
-
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
@@ -401,9 +365,9 @@ struct Actor {
     snapshot_seq: u64,
     /// The snapshot being written, if any.
     snapshot_task: Option<tokio::task::JoinHandle<()>>,
-    /// When the latest wait forecast ran and how long it took.
-    forecast_pace: Option<(std::time::Instant, Duration)>,
-    /// Commands in the batch being applied.
+    /// How often the wait forecast runs.
+    pace: crate::pace::ForecastPace,
+    /// Commands in the batch being decided and applied (set by `commands`).
     batch_len: usize,
 }
 
@@ -517,7 +481,7 @@ impl Actor {
             snapshots,
             snapshot_seq: 0,
             snapshot_task: None,
-            forecast_pace: None,
+            pace: Default::default(),
             batch_len: 0,
         };
         let started = std::time::Instant::now();
@@ -717,7 +681,6 @@ impl Actor {
                         self.status
                             .queued
                             .fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
-                        self.batch_len = batch.len();
                         #[cfg(debug_assertions)]
                         batch.iter().for_each(|(c, _)| fault::panic_if_asked(c));
                         let results = self.commands(&batch).await;
@@ -731,17 +694,14 @@ impl Actor {
                     Some(request) => self.other(request),
                 },
                 _ = tick.tick() => {
-                    self.batch_len = 1;
                     if let Err(e) = self.command(Command::StartDay, None).await {
                         tracing::warn!(site = %self.state.config.id, error = %e, "could not start the business day");
                     }
                 }
                 // The last appends of a burst kept an earlier forecast: make it now, and show
                 // it (the lobby gets a snapshot of the same seq with the new estimates).
-                _ = tokio::time::sleep_until(self.next_forecast()), if self.estimates_stale() => {
-                    if !forecast_budget_left() {
-                        // Try again one gap later.
-                        self.forecast_pace = Some((std::time::Instant::now(), FORECAST_GAP / FORECAST_SPACING));
+                _ = tokio::time::sleep_until(self.pace.next()), if self.estimates_stale() => {
+                    if !self.pace.deferred_may_run() {
                         continue;
                     }
                     let now = self.now();
@@ -833,6 +793,7 @@ impl Actor {
             Appended(Option<crate::core::TicketId>),
         }
         let site = self.state.config.id.clone();
+        self.batch_len = batch.len();
         for _ in 0..MAX_ATTEMPTS {
             let now = self.now();
             let mut scratch: Option<SiteState> = None;
@@ -970,29 +931,24 @@ impl Actor {
     /// moves by more than the noise of the runs (see `core::estimate::settle`): a phone is told
     /// about its ticket when something changed for it, not after every event at the site.
     fn refresh_estimates(&mut self, at: Timestamp) {
-        let started = std::time::Instant::now();
         let seed = self
             .state
             .day
             .map_or(0, |d| chrono::Datelike::num_days_from_ce(&d) as u64);
-        let fresh = crate::core::estimate::forecast(&self.state, &self.learner, at, seed);
+        let (state, learner) = (&self.state, &self.learner);
+        let fresh = self
+            .pace
+            .run(|| crate::core::estimate::forecast(state, learner, at, seed));
         self.state.estimates.0 = Arc::new(crate::core::estimate::settle(
             &self.state.estimates.0,
             fresh,
         ));
-        let took = started.elapsed();
-        forecast_budget_spend(took);
-        self.forecast_pace = Some((started, took));
     }
 
-    /// Whether the append being applied gets a fresh forecast: while the process's forecast
-    /// budget (a quarter of a core) lasts, always for a command alone (a hall where commands come
-    /// one at a time: each answer, print and board shows a forecast of its own seq). While
-    /// commands queue up (several in this batch, or more waiting), only once
-    /// [`FORECAST_SPACING`] times the last one's duration (and [`FORECAST_GAP`]) has passed: the
-    /// appends in between keep the latest forecast, and the tickets they issue get an interim
-    /// estimate from it (`SiteState::position`), so the forecast never holds a burst back; once
-    /// the spacing has passed the run loop makes the forecast the last of them missed.
+    /// Whether the append being applied gets a fresh forecast (see `crate::pace`): busy when
+    /// several commands were decided together or more wait. The appends in between keep the
+    /// latest forecast, and the tickets they issue get an interim estimate from it
+    /// (`SiteState::position`); the run loop makes the forecast the last of them missed.
     fn forecast_due(&self) -> bool {
         let busy = self.batch_len > 1
             || self
@@ -1000,16 +956,7 @@ impl Actor {
                 .queued
                 .load(std::sync::atomic::Ordering::Relaxed)
                 > 0;
-        (!busy || tokio::time::Instant::now() >= self.next_forecast()) && forecast_budget_left()
-    }
-
-    fn next_forecast(&self) -> tokio::time::Instant {
-        match self.forecast_pace {
-            Some((at, took)) => {
-                tokio::time::Instant::from_std(at) + (took * FORECAST_SPACING).max(FORECAST_GAP)
-            }
-            None => tokio::time::Instant::now(),
-        }
+        self.pace.due(busy)
     }
 
     /// The estimates shown are from before the latest append.
