@@ -263,9 +263,26 @@ impl IssueStats {
             }
         } else {
             self.errors += 1;
-            if self.first_errors.len() < 5 {
-                self.first_errors.extend(issued.error);
-            }
+            self.note_error(issued.error);
+        }
+    }
+
+    /// Adds another client's tallies to these.
+    fn merge(&mut self, other: IssueStats) {
+        self.ok += other.ok;
+        self.replayed += other.replayed;
+        self.errors += other.errors;
+        self.latencies_us.extend(other.latencies_us);
+        other
+            .first_errors
+            .into_iter()
+            .for_each(|e| self.note_error(Some(e)));
+    }
+
+    /// Keeps the first few error texts.
+    fn note_error(&mut self, error: Option<String>) {
+        if self.first_errors.len() < 5 {
+            self.first_errors.extend(error);
         }
     }
 }
@@ -353,16 +370,7 @@ pub(crate) async fn dispense_closed(
         });
     }
     while let Some(done) = tasks.join_next().await {
-        let mine = done.expect("an issuing client does not panic");
-        stats.ok += mine.ok;
-        stats.replayed += mine.replayed;
-        stats.errors += mine.errors;
-        stats.latencies_us.extend(mine.latencies_us);
-        for e in mine.first_errors {
-            if stats.first_errors.len() < 5 {
-                stats.first_errors.push(e);
-            }
-        }
+        stats.merge(done.expect("an issuing client does not panic"));
     }
     stats.elapsed_s = (now_us() - start_us) as f64 / 1e6;
     stats
