@@ -1,5 +1,6 @@
-//! The baseline: a bare tokio-tungstenite broadcast server on 127.0.0.1:0 that sends a message
-//! of the size of madoguchi's call event to the same number of sockets, at the feed's event rate.
+//! The baseline: a bare tokio-tungstenite broadcast server on 127.0.0.1:0 that sends madoguchi's
+//! call event as the lobby received it (its seq replaced: same size, same bytes to parse) to the
+//! same number of sockets, at the feed's event rate.
 //! What madoguchi adds over plain fan-out on this machine is the ratio of the two p99s.
 //!
 //! The loadgen starts it as a child process (its own binary with a hidden flag), so its peak
@@ -26,8 +27,9 @@ use crate::http::{self, ConnectError};
 use crate::lobby::LiveMsg;
 use crate::stats::micros;
 
-/// The child: serves until its stdin closes. Prints its port on stdout first.
-pub(crate) fn serve(size: usize) -> Result<()> {
+/// The child: serves until its stdin closes. Prints its port on stdout first. Its first stdin
+/// line is the message template (see [`message`]), each later one the seq of a message to send.
+pub(crate) fn serve() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -71,11 +73,12 @@ pub(crate) fn serve(size: usize) -> Result<()> {
             }
         });
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        let template = lines.next_line().await?.unwrap_or_default();
         while let Some(line) = lines.next_line().await? {
             let Ok(seq) = line.trim().parse::<u64>() else {
                 continue;
             };
-            let _ = tx.send(Message::text(message(seq, size)));
+            let _ = tx.send(Message::text(message(seq, &template)));
         }
         Ok(())
     })
@@ -90,8 +93,21 @@ fn server_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
+/// The message for `seq`: `template` (a live-feed event, one line of JSON) with its top-level
+/// seq replaced; a template of another shape gives a padded message of its size instead.
+fn message(seq: u64, template: &str) -> String {
+    const HEAD: &str = r#"{"type":"event","seq":"#;
+    if let Some(rest) = template.strip_prefix(HEAD) {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 {
+            return format!("{HEAD}{seq}{}", &rest[digits..]);
+        }
+    }
+    padded(seq, template.len())
+}
+
 /// `{"type":"event","seq":N,"pad":"xxxx"}`, exactly `size` bytes (or the shortest such message).
-fn message(seq: u64, size: usize) -> String {
+fn padded(seq: u64, size: usize) -> String {
     let head = format!(r#"{{"type":"event","seq":{seq},"pad":""#);
     let tail = r#""}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
@@ -116,18 +132,17 @@ pub(crate) struct Baseline {
 }
 
 /// Runs the baseline: `n` sockets, messages of `size` bytes at `rate` a second for `seconds`.
+/// Sends `template` (seq replaced) to `n` sockets at `offsets` (µs from the first send) and
+/// measures each socket's receipt of the messages marked `true` (the calls of the feed).
 pub(crate) async fn measure(
     n: usize,
-    size: usize,
-    rate: f64,
-    seconds: f64,
+    template: &str,
+    offsets: &[(u64, bool)],
     concurrency: usize,
 ) -> Result<Baseline> {
     let exe = std::env::current_exe().context("the loadgen's own path")?;
     let mut child = tokio::process::Command::new(exe)
         .arg("--baseline-serve")
-        .arg("--baseline-size")
-        .arg(size.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -141,8 +156,14 @@ pub(crate) async fn measure(
         Ok(Ok(Some(line))) => line.trim().parse().context("the baseline's port")?,
         _ => bail!("the baseline server did not start"),
     };
+    stdin
+        .write_all(format!("{}\n", template.replace('\n', " ")).as_bytes())
+        .await
+        .context("write to the baseline server")?;
+    let size = template.len();
     let url = format!("ws://127.0.0.1:{port}/");
-    let count = ((rate * seconds).round() as usize).max(1);
+    let count = offsets.len();
+    let timed: Arc<Vec<bool>> = Arc::new(offsets.iter().map(|(_, t)| *t).collect());
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
     let received = Arc::new(AtomicUsize::new(0));
     let opened = Arc::new(AtomicUsize::new(0));
@@ -160,6 +181,7 @@ pub(crate) async fn measure(
             gate.clone(),
         );
         let mut stop = stop_rx.clone();
+        let timed = timed.clone();
         sockets.spawn(async move {
             let mut latencies: Vec<u32> = Vec::with_capacity(sent.len());
             let ws = {
@@ -188,7 +210,9 @@ pub(crate) async fn measure(
                             serde_json::from_str::<LiveMsg>(text.as_str())
                         {
                             if let Some(s) = sent.get(seq as usize) {
-                                latencies.push(micros(s.load(Ordering::Relaxed), at));
+                                if timed[seq as usize] {
+                                    latencies.push(micros(s.load(Ordering::Relaxed), at));
+                                }
                                 received.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -205,13 +229,13 @@ pub(crate) async fn measure(
     }
     let open = opened.load(Ordering::Relaxed);
     progress!(
-        "baseline: {open}/{n} sockets open on 127.0.0.1:{port}; {count} messages of {size} bytes at {rate:.1}/s"
+        "baseline: {open}/{n} sockets open on 127.0.0.1:{port}; {count} messages of {size} bytes on the feed's schedule"
     );
     let child_pid = pid.map(|p| p.to_string()).unwrap_or_default();
     let cpu_before = crate::report::cpu_s(&child_pid);
     let start = tokio::time::Instant::now();
-    for (i, at) in sent.iter().enumerate() {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+    for (i, (at, (offset, _))) in sent.iter().zip(offsets).enumerate() {
+        tokio::time::sleep_until(start + Duration::from_micros(*offset)).await;
         at.store(now_us(), Ordering::Relaxed);
         stdin
             .write_all(format!("{i}\n").as_bytes())
@@ -239,7 +263,7 @@ pub(crate) async fn measure(
         let (_, latencies) = done.expect("a baseline socket does not panic");
         all.extend(latencies);
     }
-    result.missing = expected.saturating_sub(all.len()) as u64;
+    result.missing = expected.saturating_sub(received.load(Ordering::Relaxed)) as u64;
     result.p50_ms = crate::stats::percentile_ms(&mut all, 50.0);
     result.p99_ms = crate::stats::percentile_ms(&mut all, 99.0);
     drop(stdin);
@@ -255,9 +279,22 @@ pub(crate) async fn measure(
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_template_event_gets_its_seq_replaced() {
+        let template =
+            r#"{"type":"event","seq":17,"event":{"kind":"ticket_called"},"board":{"seq":17}}"#;
+        let m = super::message(123456, template);
+        assert_eq!(
+            m,
+            r#"{"type":"event","seq":123456,"event":{"kind":"ticket_called"},"board":{"seq":17}}"#
+        );
+        // Anything else: a padded message of the template's size.
+        assert_eq!(super::message(5, &"y".repeat(300)).len(), 300);
+    }
+
+    #[test]
     fn message_has_the_asked_size() {
         for size in [64, 1000, 2345] {
-            let m = super::message(42, size);
+            let m = super::padded(42, size);
             assert_eq!(m.len(), size);
             let v: serde_json::Value = serde_json::from_str(&m).unwrap();
             assert_eq!(v["seq"], 42);

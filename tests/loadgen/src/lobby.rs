@@ -89,6 +89,8 @@ pub(crate) struct LobbyProgress {
     pub(crate) settled: AtomicUsize,
     /// Size in bytes of a `ticket_called` event message as received (0 until one arrives).
     pub(crate) call_event_bytes: AtomicUsize,
+    /// That message's text: the bare broadcast sends it (with its own seq).
+    pub(crate) call_event_text: std::sync::Mutex<Option<String>>,
 }
 
 impl LobbyProgress {
@@ -98,6 +100,7 @@ impl LobbyProgress {
             alive: (0..n).map(|_| AtomicBool::new(false)).collect(),
             settled: AtomicUsize::new(0),
             call_event_bytes: AtomicUsize::new(0),
+            call_event_text: std::sync::Mutex::new(None),
         }
     }
 
@@ -188,6 +191,9 @@ pub(crate) struct LobbyStats {
     pub(crate) latencies_us: Vec<u32>,
     /// Calls that arrived before their counter loop had its answer: (key, arrival).
     pub(crate) pending: Vec<(String, u64)>,
+    /// Socket 0 only: when each event arrived (µs) and whether it was a call: the feed's
+    /// schedule, which the bare broadcast replays, timing the same (call) messages.
+    pub(crate) arrivals: Vec<(u64, bool)>,
 }
 
 /// Opens socket `index` and follows the feed until `stop` turns true.
@@ -255,6 +261,13 @@ pub(crate) async fn run_socket(
                 false
             }
             "event" => {
+                if index == 0 {
+                    let call = msg
+                        .event
+                        .as_ref()
+                        .is_some_and(|e| e.kind == "ticket_called");
+                    stats.arrivals.push((at, call));
+                }
                 let resync = stats.feed.event(seq);
                 if let Some(event) = msg.event.as_ref().filter(|e| e.kind == "ticket_called") {
                     stats.calls_seen += 1;
@@ -269,6 +282,11 @@ pub(crate) async fn run_socket(
                         progress
                             .call_event_bytes
                             .store(text.len(), Ordering::Relaxed);
+                        progress
+                            .call_event_text
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert_with(|| text.to_string());
                     }
                 }
                 resync

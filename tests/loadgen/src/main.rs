@@ -136,17 +136,13 @@ pub(crate) struct Cli {
     /// Internal: run as the baseline broadcast server (the load run starts it as a child).
     #[arg(long, hide = true)]
     baseline_serve: bool,
-
-    /// Internal: the baseline's message size in bytes.
-    #[arg(long, hide = true, default_value_t = 2048)]
-    baseline_size: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     clock::start();
     if cli.baseline_serve {
-        return report_err(baseline::serve(cli.baseline_size));
+        return report_err(baseline::serve());
     }
     if cli.sqlite_floor {
         let dir = cli.data.clone().expect("clap requires --data");

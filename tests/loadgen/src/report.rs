@@ -21,8 +21,9 @@ pub(crate) struct Report {
     /// event, over all (call, socket) pairs.
     pub(crate) call_to_screen_p50_ms: Option<f64>,
     pub(crate) call_to_screen_p99_ms: Option<f64>,
-    /// The bare broadcast baseline: send to each socket's receipt, messages of the call event's
-    /// size, the same number of sockets, at the feed's event rate.
+    /// The bare broadcast baseline: send to each socket's receipt of the call messages, with
+    /// madoguchi's own call event (its seq replaced), the same number of sockets, on the feed's
+    /// schedule as socket 0 saw it (its first `--baseline-seconds`).
     pub(crate) baseline_p99_ms: Option<f64>,
     /// `call_to_screen_p99_ms / baseline_p99_ms`.
     pub(crate) ratio_p99: Option<f64>,

@@ -285,8 +285,22 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
     let rss_kb = cli.server_pid.and_then(|pid| vm_kb(pid, "VmHWM"));
     let _ = stop_tx.send(true);
     let mut lobby_stats: Vec<LobbyStats> = Vec::with_capacity(n);
+    let mut schedule: Vec<(u64, bool)> = Vec::new();
     while let Some(done) = lobby_tasks.join_next().await {
-        lobby_stats.push(done.context("a lobby socket")?);
+        let mut stats = done.context("a lobby socket")?;
+        if !stats.arrivals.is_empty() {
+            // Socket 0's: the load phase's events, as offsets from its first.
+            let during: Vec<(u64, bool)> = stats
+                .arrivals
+                .drain(..)
+                .filter(|(at, _)| *at >= load_start)
+                .collect();
+            schedule = during
+                .iter()
+                .map(|(at, call)| (at - during[0].0, *call))
+                .collect();
+        }
+        lobby_stats.push(stats);
     }
     let mut phone_stats = Vec::new();
     while let Some(done) = phone_tasks.join_next().await {
@@ -394,16 +408,28 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
 
     // 5. The baseline.
     let baseline_seconds = cli.baseline_seconds.unwrap_or(cli.duration.min(5.0));
-    if r.sockets > 0 && r.call_event_bytes > 0 && baseline_seconds > 0.0 {
-        let rate = r.events_per_s.clamp(1.0, 2000.0);
-        let b = crate::baseline::measure(
-            r.sockets,
-            r.call_event_bytes,
-            rate,
-            baseline_seconds,
-            cli.connect_concurrency,
-        )
-        .await?;
+    let call_event = lobby_progress
+        .call_event_text
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(call_event) = call_event.filter(|_| r.sockets > 0 && baseline_seconds > 0.0) {
+        // The feed's own schedule (bursts and all) for the first seconds of the load, or its
+        // mean rate if socket 0 saw no events.
+        let horizon_us = (baseline_seconds * 1e6) as u64;
+        let mut offsets: Vec<(u64, bool)> = schedule
+            .into_iter()
+            .filter(|(o, _)| *o < horizon_us)
+            .collect();
+        if !offsets.iter().any(|(_, call)| *call) {
+            let rate = r.events_per_s.clamp(1.0, 2000.0);
+            let count = ((rate * baseline_seconds).round() as u64).max(1);
+            offsets = (0..count)
+                .map(|i| ((i as f64 * 1e6 / rate) as u64, true))
+                .collect();
+        }
+        let b = crate::baseline::measure(r.sockets, &call_event, &offsets, cli.connect_concurrency)
+            .await?;
         r.baseline_sockets = b.sockets;
         r.baseline_messages = b.messages;
         r.baseline_missing = b.missing;
