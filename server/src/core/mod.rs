@@ -21,7 +21,7 @@ pub use ids::*;
 pub use snapshot::{
     config_fingerprint, SiteSnapshot, SnapshotMismatch, StateData, SNAPSHOT_FORMAT,
 };
-pub use state::{Counter, EstimateCache, SiteState, Step, Ticket, WaitKey};
+pub use state::{Counter, EstimateCache, IdMap, SiteState, Step, Ticket, WaitKey};
 pub use view::{
     BoardCounter, BoardPrinter, BoardQueue, BoardTicket, BoardView, CounterView, PhoneSite,
     PhoneView, PublicEvent, RecentCallView, TicketView, VisitRecord, VisitStep,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::model::SiteConfig;
-use super::state::{Counter, RecentCall, SiteState, Ticket, WaitKey};
+use super::state::{Counter, IdMap, RecentCall, SiteState, Ticket, WaitKey};
 use super::{
     CounterId, CounterState, DispenserId, PrinterId, PrinterState, Profile, QueueId, SiteId,
     Target, TicketId, TicketNumber, Timestamp,
@@ -42,9 +42,9 @@ pub struct SiteSnapshot {
 pub struct StateData {
     day: Option<NaiveDate>,
     next_value: BTreeMap<QueueId, u32>,
-    tickets: imbl::HashMap<TicketId, Ticket>,
-    by_number: imbl::HashMap<TicketNumber, TicketId>,
-    by_token: imbl::HashMap<String, TicketId>,
+    tickets: IdMap<TicketId, Ticket>,
+    by_number: IdMap<TicketNumber, TicketId>,
+    by_token: IdMap<String, TicketId>,
     #[serde(with = "pairs")]
     idempotency: imbl::HashMap<(Option<DispenserId>, String), TicketId>,
     #[serde(with = "pairs")]

@@ -13,6 +13,16 @@ use super::{
     Timestamp,
 };
 
+/// A persistent map keyed by what the server makes itself (ticket ids, numbers, tokens): hashed
+/// with FxHash, several times faster than SipHash on these short keys. Keys a client chooses (the
+/// idempotency keys) keep the randomly seeded hasher.
+pub type IdMap<K, V> = imbl::GenericHashMap<
+    K,
+    V,
+    std::hash::BuildHasherDefault<rustc_hash::FxHasher>,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
+
 /// How many recent calls the board remembers.
 const RECENT_CALLS: usize = 10;
 
@@ -128,9 +138,9 @@ pub struct SiteState {
     /// The next number value per queue, for the current day.
     pub next_value: BTreeMap<QueueId, u32>,
     /// The current day's tickets, open or ended.
-    pub tickets: imbl::HashMap<TicketId, Ticket>,
-    pub by_number: imbl::HashMap<TicketNumber, TicketId>,
-    pub by_token: imbl::HashMap<String, TicketId>,
+    pub tickets: IdMap<TicketId, Ticket>,
+    pub by_number: IdMap<TicketNumber, TicketId>,
+    pub by_token: IdMap<String, TicketId>,
     /// Tickets by `Idempotency-Key`, scoped to the dispenser that sent it: another kiosk reusing
     /// a key gets a ticket of its own, never this one.
     pub idempotency: imbl::HashMap<(Option<DispenserId>, String), TicketId>,
