@@ -86,6 +86,7 @@ fn bench(c: &mut Criterion) {
         clock: Arc::new(Utc::now),
         tickets: Default::default(),
         snapshots: None,
+        runtime: None,
     };
     let (handle, _task) = rt
         .block_on(madoguchi::site::start(site.clone(), deps))

@@ -45,6 +45,8 @@ pub async fn run(
             .with_context(|| format!("cannot open the snapshots in {}", db.display()))?,
     );
     let metrics = Metrics::new();
+    let sites_runtime =
+        site::SitesRuntime::new().context("cannot start the site actors' runtime")?;
     let deps = SiteDeps {
         log: log.clone(),
         store: visits.clone(),
@@ -53,6 +55,7 @@ pub async fn run(
         metrics,
         tickets: site::TicketIndex::default(),
         snapshots: Some(snapshots),
+        runtime: Some(sites_runtime.handle()),
     };
 
     let mut handles = Vec::new();
@@ -113,6 +116,7 @@ pub async fn run(
     {
         tracing::warn!("site actors still busy after 5 s; stopping anyway");
     }
+    drop(sites_runtime);
     tracing::info!("stopped");
     Ok(())
 }

@@ -383,6 +383,48 @@ pub struct SiteDeps {
     /// Where snapshots of the sites' states are kept; without one every start replays the
     /// whole log.
     pub snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// The runtime the site actors (and their projection writers and snapshots) run on; `None`:
+    /// the caller's. The server gives them one of their own (see [`SitesRuntime`]).
+    pub runtime: Option<tokio::runtime::Handle>,
+}
+
+/// A runtime for the site actors alone, beside the one serving HTTP and the sockets.
+///
+/// A call fans out to thousands of sockets, each a task on the serving runtime; an actor on that
+/// runtime would wait behind all of them each time it wakes (a command arrives, its append is
+/// durable), so the next call would reach the screens a fan-out or two late. On a runtime of
+/// their own, woken actors run at once; the operating system shares the cores between the two.
+pub struct SitesRuntime(Option<tokio::runtime::Runtime>);
+
+impl SitesRuntime {
+    /// As many worker threads as the machine has cores.
+    pub fn new() -> std::io::Result<Self> {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("madoguchi-sites")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives until dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for SitesRuntime {
+    /// Stops without waiting (it may be dropped on another runtime, where blocking is not
+    /// allowed); the server has waited for the actors by then.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Rebuilds a site's state from the log, brings its visit records up to date, and starts its
@@ -393,9 +435,18 @@ pub async fn start(
     deps: SiteDeps,
 ) -> Result<(SiteHandle, tokio::task::JoinHandle<()>), SiteError> {
     let status = Arc::new(SiteStatus::default());
-    let actor = Actor::rebuild(config.clone(), deps.clone(), status.clone()).await?;
+    let runtime = deps
+        .runtime
+        .clone()
+        .unwrap_or_else(tokio::runtime::Handle::current);
+    // Rebuilt on the actor's runtime, so its projection writer runs there too.
+    let rebuild = Actor::rebuild(config.clone(), deps.clone(), status.clone());
+    let actor = runtime
+        .spawn(rebuild)
+        .await
+        .map_err(|e| SiteError::Unavailable(format!("the site's rebuild failed: {e}")))??;
     let (tx, rx) = mpsc::channel(1024);
-    let task = tokio::spawn(supervise(actor, config.clone(), deps, status.clone(), rx));
+    let task = runtime.spawn(supervise(actor, config.clone(), deps, status.clone(), rx));
     Ok((SiteHandle { config, tx, status }, task))
 }
 
@@ -463,6 +514,7 @@ impl Actor {
             clock,
             tickets,
             snapshots,
+            runtime: _,
         } = deps;
         let mut actor = Actor {
             state: SiteState::new(config.clone()),

@@ -1489,6 +1489,7 @@ mod http {
             clock,
             tickets: Default::default(),
             snapshots: None,
+            runtime: None,
         };
         let (handle, _task) = site::start(chuo(&config), deps.clone()).await.unwrap();
         let mut numbers = HashMap::new();

@@ -70,6 +70,7 @@ impl Data {
             snapshots: snapshots.then(|| {
                 Arc::new(SqliteSnapshots::open(&self.db).unwrap()) as Arc<dyn SnapshotStore>
             }),
+            runtime: None,
         }
     }
 

@@ -472,6 +472,7 @@ mod tests {
             clock: Arc::new(chrono::Utc::now),
             tickets: Default::default(),
             snapshots: None,
+            runtime: None,
         };
         let mut handles = Vec::new();
         for site_config in &config.sites {
