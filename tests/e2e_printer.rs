@@ -19,7 +19,7 @@ use vprinter::{Status, VirtualPrinter};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn issue_at_kiosk(server: &Server, i: usize) -> Value {
-    let body = if i % 2 == 0 {
+    let body = if i.is_multiple_of(2) {
         json!({"procedures": ["shoumei"], "dispenser": "kiosk-1"})
     } else {
         json!({"life_event": "moving_in", "dispenser": "kiosk-1",

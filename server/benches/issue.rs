@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
         let mut n = 0u64;
         b.iter(|| {
             n += 1;
-            if n % 90_000 == 0 {
+            if n.is_multiple_of(90_000) {
                 state = SiteState::new(site.clone());
             }
             let events = decide(&state, &issue(n), Utc::now()).unwrap();

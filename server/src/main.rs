@@ -30,9 +30,17 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, env = "MADOGUCHI_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Directory for the event log and visit records (created if missing).
+        /// Directory for the event log and visit records (created if missing). With a Redis
+        /// store: this instance's visit records, print jobs and snapshots.
         #[arg(long, env = "MADOGUCHI_DATA", default_value = "./data")]
         data: PathBuf,
+        /// Where the event log lives: `sqlite` (the file in the data directory), or a Redis URL
+        /// `redis://[:PASSWORD@]HOST:PORT/DB` shared by several server instances.
+        #[arg(long, env = "MADOGUCHI_STORE", default_value = "sqlite")]
+        store: String,
+        /// Prefix of every Redis key, so several deployments can share one Redis.
+        #[arg(long, env = "MADOGUCHI_REDIS_PREFIX", default_value = madoguchi::log::DEFAULT_REDIS_PREFIX)]
+        redis_prefix: String,
     },
     /// Check a configuration file: print a summary, or every error with file, field and reason.
     CheckConfig {
@@ -196,9 +204,11 @@ fn main() -> ExitCode {
             config,
             listen,
             data,
+            store,
+            redis_prefix,
         } => {
             init_tracing();
-            match serve(config, listen, data) {
+            match serve(config, listen, data, &store, &redis_prefix) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("madoguchi: {e:#}");
@@ -219,7 +229,14 @@ fn init_tracing() {
         .init();
 }
 
-fn serve(config_path: PathBuf, listen: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
+fn serve(
+    config_path: PathBuf,
+    listen: SocketAddr,
+    data: PathBuf,
+    store: &str,
+    redis_prefix: &str,
+) -> anyhow::Result<()> {
+    let store = madoguchi::server::Store::parse(store, redis_prefix)?;
     let config = Config::load(&config_path).map_err(|e| {
         anyhow::anyhow!(
             "{e}\n(run `madoguchi check-config {}` for details)",
@@ -248,6 +265,7 @@ fn serve(config_path: PathBuf, listen: SocketAddr, data: PathBuf) -> anyhow::Res
         madoguchi::server::run(
             config,
             &data,
+            &store,
             listener,
             madoguchi::server::shutdown_signal(),
         )

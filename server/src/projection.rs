@@ -399,7 +399,7 @@ impl ProjectionStore {
                 }
                 add(&mut acc, &v);
                 n += 1;
-                if n % CANCEL_EVERY == 0 && cancelled.load(Ordering::Relaxed) {
+                if n.is_multiple_of(CANCEL_EVERY) && cancelled.load(Ordering::Relaxed) {
                     return Err(StoreError("the request went away".into()));
                 }
             }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::{router, AppState};
-use crate::log::{EventLog, SnapshotStore, SqliteLog, SqliteSnapshots};
+use crate::log::{EventLog, RedisLog, SnapshotStore, SqliteLog, SqliteSnapshots};
 use crate::metrics::Metrics;
 use crate::net;
 use crate::printers::PrinterHub;
@@ -24,20 +24,69 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "madoguchi.db";
 
+/// Where the event log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded SQLite file in the data directory: one server instance, nothing else to run.
+    Sqlite,
+    /// Redis, shared by several server instances; every key starts with `prefix`. The data
+    /// directory then holds this instance's own projections (visit records, print jobs) and
+    /// snapshots.
+    Redis { url: String, prefix: String },
+}
+
+impl Store {
+    /// `sqlite` (or empty), or a Redis URL `redis://[:PASSWORD@]HOST:PORT/DB` (`rediss://` for
+    /// TLS).
+    pub fn parse(store: &str, prefix: &str) -> anyhow::Result<Store> {
+        match store.trim() {
+            "" | "sqlite" => Ok(Store::Sqlite),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Ok(Store::Redis {
+                    url: url.to_owned(),
+                    prefix: prefix.to_owned(),
+                })
+            }
+            other => anyhow::bail!(
+                "unknown store {:?}: use `sqlite` or a Redis URL such as redis://127.0.0.1:6379/0",
+                crate::log::redacted(other)
+            ),
+        }
+    }
+
+    /// How the store is named in logs (no password).
+    pub fn describe(&self, db: &Path) -> String {
+        match self {
+            Store::Sqlite => db.display().to_string(),
+            Store::Redis { url, prefix } => {
+                format!("{} (keys {prefix}…)", crate::log::redacted(url))
+            }
+        }
+    }
+}
+
 /// Runs the server on `listener` until `shutdown` completes, then drains connections.
 pub async fn run(
     config: Config,
     data_dir: &Path,
+    store: &Store,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let db = data_dir.join(DB_FILE);
-    let log: Arc<dyn EventLog> = Arc::new(
-        SqliteLog::open(&db)
-            .with_context(|| format!("cannot open the event log {}", db.display()))?,
-    );
+    let log: Arc<dyn EventLog> = match store {
+        Store::Sqlite => Arc::new(
+            SqliteLog::open(&db)
+                .with_context(|| format!("cannot open the event log {}", db.display()))?,
+        ),
+        Store::Redis { url, prefix } => Arc::new(
+            RedisLog::connect(url, prefix)
+                .await
+                .context("cannot open the event log in Redis")?,
+        ),
+    };
     let visits = ProjectionStore::open(&db)
         .with_context(|| format!("cannot open the visit records in {}", db.display()))?;
     let snapshots: Arc<dyn SnapshotStore> = Arc::new(
@@ -85,7 +134,7 @@ pub async fn run(
     });
     let app = router(state);
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data = %db.display(), "madoguchi is serving");
+    tracing::info!(%addr, data = %data_dir.display(), store = %store.describe(&db), "madoguchi is serving");
     tracing::info!(
         open_files = fd_limit,
         connections = cap,

@@ -369,6 +369,8 @@ struct Actor {
     pace: crate::pace::ForecastPace,
     /// Commands in the batch being decided and applied (set by `commands`).
     batch_len: usize,
+    /// Other instances append to this site's log too (it is followed).
+    shared: bool,
 }
 
 /// What every site actor shares.
@@ -535,6 +537,7 @@ impl Actor {
             snapshot_task: None,
             pace: Default::default(),
             batch_len: 0,
+            shared: false,
         };
         let started = std::time::Instant::now();
         let checkpoint = actor
@@ -708,8 +711,21 @@ impl Actor {
         // Starts a new business day at the reset time even when nobody issues a ticket.
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What other server instances append to this site's log (a shared backend only).
+        let mut follow = self.log.follow(&self.state.config.id);
+        self.shared = follow.is_some();
         loop {
             tokio::select! {
+                // Another instance appended: apply its events as if they were ours (state, live
+                // feed, phones, projections), in seq order.
+                seq = log_grew(&mut follow) => {
+                    if seq > self.state.seq {
+                        let from = self.state.seq;
+                        if let Err(e) = self.catch_up(from, true).await {
+                            tracing::warn!(site = %self.state.config.id, error = %e, "cannot read what other instances appended; trying again when the log grows");
+                        }
+                    }
+                }
                 request = rx.recv() => match request {
                     None => break,
                     Some(Request::Command { command, by, reply }) => {
@@ -866,6 +882,32 @@ impl Actor {
                         }
                         events.extend(new);
                         decided.push(Decided::Appended(subject));
+                    }
+                }
+            }
+            if events.is_empty() && self.shared {
+                // Nothing to append, so no conflict tells whether another instance has moved
+                // the site on (a ticket issued there a moment ago, which a call-next here must
+                // see): ask the log, and decide again on what it holds.
+                match self.log.last_seq(&site).await {
+                    Ok(last) if last > self.state.seq => {
+                        let seq = self.state.seq;
+                        if let Err(e) = self.catch_up(seq, true).await {
+                            let message = e.to_string();
+                            return batch
+                                .iter()
+                                .map(|_| Err(SiteError::Unavailable(message.clone())))
+                                .collect();
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let message = e.to_string();
+                        return batch
+                            .iter()
+                            .map(|_| Err(SiteError::Unavailable(message.clone())))
+                            .collect();
                     }
                 }
             }
@@ -1119,17 +1161,16 @@ impl Actor {
             }
             let mut records = Vec::new();
             let mut jobs = Vec::new();
-            for stored in &page {
-                if stored.seq != self.state.seq + 1 {
+            for (want, stored) in (self.state.seq + 1..).zip(&page) {
+                if stored.seq != want {
                     return Err(LogError::Corrupt {
                         site: site.to_string(),
                         seq: stored.seq,
-                        reason: format!("expected seq {}", self.state.seq + 1),
+                        reason: format!("expected seq {want}"),
                     }
                     .into());
                 }
                 if live {
-                    self.apply_live(std::slice::from_ref(&stored.event)).await;
                     continue;
                 }
                 let changed = self.fold(&stored.event);
@@ -1138,7 +1179,14 @@ impl Actor {
                     jobs.extend(job_for(&self.state, &stored.event));
                 }
             }
-            if !live && self.state.seq > checkpoint {
+            if live {
+                // Applied together, as a batch of our own would be (one forecast, paced).
+                let events: Vec<Event> = page.into_iter().map(|stored| stored.event).collect();
+                self.batch_len = events.len();
+                self.apply_live(&events).await;
+                continue;
+            }
+            if self.state.seq > checkpoint {
                 self.project(records, jobs)
                     .await
                     .map_err(|e| SiteError::Unavailable(e.to_string()))?;
@@ -1226,6 +1274,18 @@ fn decide_one(
         events.iter_mut().for_each(|e| e.stamp(operator));
     }
     Ok(Err(events))
+}
+
+/// The seq a followed log has grown to; never resolves without a follower (or once it is gone).
+async fn log_grew(follow: &mut Option<watch::Receiver<u64>>) -> u64 {
+    if let Some(rx) = follow {
+        if rx.changed().await.is_ok() {
+            return *rx.borrow_and_update();
+        }
+        // The follower ended: nothing more to wait for.
+        *follow = None;
+    }
+    std::future::pending().await
 }
 
 fn live_text(message: &LiveMessage<'_>) -> LiveText {

@@ -8,6 +8,9 @@ use chrono::{TimeZone, Utc};
 use madoguchi::core::{CounterId, CounterState, Event, SiteId};
 use madoguchi::log::{EventLog, LogError, SqliteLog};
 
+#[path = "../../tests/common/redis.rs"]
+mod test_redis;
+
 fn site(name: &str) -> SiteId {
     name.parse().unwrap()
 }
@@ -264,5 +267,152 @@ mod sqlite {
         let again = open(&dir);
         assert_eq!(again.last_seq(&s).await.unwrap(), 3);
         assert_eq!(again.read(&s, 0, 10).await.unwrap().len(), 3);
+    }
+}
+
+/// The same suite against a real Redis (`REDIS_URL`, or a `redis-server` the test starts), each
+/// test under a key prefix of its own; several handles are several connections, as several
+/// server instances would have.
+mod redis {
+    use super::*;
+    use madoguchi::log::RedisLog;
+
+    use super::test_redis::{prefix, TestRedis};
+
+    async fn open(redis: &TestRedis, prefix: &str) -> Arc<dyn EventLog> {
+        Arc::new(RedisLog::connect(&redis.url, prefix).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn append_and_read() {
+        let Some(redis) = TestRedis::get("append_and_read") else {
+            return;
+        };
+        let log = open(&redis, &prefix("append_and_read")).await;
+        suite::append_and_read(log.as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn stale_expected_seq_conflicts() {
+        let Some(redis) = TestRedis::get("stale_expected_seq_conflicts") else {
+            return;
+        };
+        let log = open(&redis, &prefix("stale")).await;
+        suite::stale_expected_seq_conflicts(log.as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_sites_append_at_once() {
+        let Some(redis) = TestRedis::get("many_sites_append_at_once") else {
+            return;
+        };
+        let log = open(&redis, &prefix("many")).await;
+        suite::many_sites_append_at_once(log).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appenders_never_both_win() {
+        let Some(redis) = TestRedis::get("concurrent_appenders_never_both_win") else {
+            return;
+        };
+        let prefix = prefix("race");
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            handles.push(open(&redis, &prefix).await);
+        }
+        suite::concurrent_appenders_never_both_win(handles).await;
+    }
+
+    #[tokio::test]
+    async fn large_reads_page_in_order() {
+        let Some(redis) = TestRedis::get("large_reads_page_in_order") else {
+            return;
+        };
+        let log = open(&redis, &prefix("bulk")).await;
+        suite::large_reads_page_in_order(log.as_ref()).await;
+    }
+
+    /// Key prefixes keep deployments apart on one Redis.
+    #[tokio::test]
+    async fn prefixes_keep_deployments_apart() {
+        let Some(redis) = TestRedis::get("prefixes_keep_deployments_apart") else {
+            return;
+        };
+        let (a, b) = (
+            open(&redis, &prefix("apart-a")).await,
+            open(&redis, &prefix("apart-b")).await,
+        );
+        let s = site("chuo");
+        a.append(&s, 0, &events(1, 3)).await.unwrap();
+        assert_eq!(b.last_seq(&s).await.unwrap(), 0);
+        assert!(b.read(&s, 0, 10).await.unwrap().is_empty());
+        assert_eq!(b.append(&s, 0, &events(7, 1)).await.unwrap(), 1);
+        assert_eq!(a.last_seq(&s).await.unwrap(), 3);
+    }
+
+    /// A follower hears of another handle's appends (and of its own), never of a seq that is
+    /// not in the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_hear_other_writers() {
+        let Some(redis) = TestRedis::get("followers_hear_other_writers") else {
+            return;
+        };
+        let prefix = prefix("follow");
+        let (writer, reader) = (open(&redis, &prefix).await, open(&redis, &prefix).await);
+        let s = site("follow");
+        let mut follow = reader.follow(&s).expect("a shared log can be followed");
+        let mut seq = 0;
+        for round in 0..20u32 {
+            seq = writer.append(&s, seq, &events(round * 3, 3)).await.unwrap();
+            let heard = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                follow.wait_for(|last| *last >= seq),
+            )
+            .await
+            .expect("the follower hears the append")
+            .map(|last| *last)
+            .unwrap();
+            assert_eq!(heard, seq, "round {round}");
+            assert_eq!(reader.read(&s, seq - 3, 10).await.unwrap().len(), 3);
+        }
+    }
+
+    /// Events of a newer format than this version knows are refused, not misread.
+    #[tokio::test]
+    async fn newer_event_format_is_refused() {
+        let Some(redis) = TestRedis::get("newer_event_format_is_refused") else {
+            return;
+        };
+        let prefix = prefix("format");
+        let log = open(&redis, &prefix).await;
+        let s = site("format");
+        log.append(&s, 0, &events(1, 1)).await.unwrap();
+        // A newer version's event, written as it would write it.
+        let client = ::redis::Client::open(redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let newer = madoguchi::log::EVENT_FORMAT + 1;
+        let _: () = ::redis::cmd("XADD")
+            .arg(format!("{prefix}{{format}}:events"))
+            .arg("2-0")
+            .arg("v")
+            .arg(newer)
+            .arg("e")
+            .arg(r#"{"kind":"from_the_future"}"#)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = ::redis::cmd("SET")
+            .arg(format!("{prefix}{{format}}:seq"))
+            .arg(2)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match log.read(&s, 0, 10).await {
+            Err(LogError::NewerFormat { seq, format, .. }) => {
+                assert_eq!((seq, format), (2, newer));
+            }
+            other => panic!("expected the newer format to be refused, got {other:?}"),
+        }
+        assert_eq!(log.read(&s, 0, 1).await.unwrap().len(), 1);
     }
 }

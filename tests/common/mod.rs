@@ -109,6 +109,14 @@ impl Server {
         Self::spawn(data, config, addr, Command::new(binary())).await
     }
 
+    /// Starts with more arguments after the usual ones (e.g. `--store redis://…`).
+    pub async fn start_args(data: &Path, config: &Path, args: &[&str]) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut command = Command::new(binary());
+        command.args(["serve"]).args(args);
+        Self::spawn_serve(data, config, addr, command).await
+    }
+
     /// Starts the binary through a wrapper: `wrapper` is a program and its arguments, run with
     /// the binary's path and arguments after them; it must `exec` them (so the process id stays
     /// the server's). E.g. `["bash", "-c", "ulimit -n 400; exec \"$0\" \"$@\""]`.
@@ -121,10 +129,20 @@ impl Server {
     }
 
     async fn spawn(data: &Path, config: &Path, addr: SocketAddr, mut command: Command) -> Server {
+        command.arg("serve");
+        Self::spawn_serve(data, config, addr, command).await
+    }
+
+    /// Spawns `command` (the binary and `serve` with any arguments already given) on `data`.
+    async fn spawn_serve(
+        data: &Path,
+        config: &Path,
+        addr: SocketAddr,
+        mut command: Command,
+    ) -> Server {
         let log = data.with_extension(format!("{}.log", addr.port()));
         let out = std::fs::File::create(&log).unwrap();
         let child = command
-            .arg("serve")
             .arg("--config")
             .arg(config)
             .arg("--listen")

@@ -4,17 +4,24 @@
 //! One trait, several backends, one conformance suite (`tests/log_conformance.rs`). Beside the
 //! log, a [`SnapshotStore`] keeps recent snapshots of each site's state (`snapshot.rs`).
 
+mod redis;
 mod snapshot;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::{redacted, RedisLog, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
 pub use snapshot::{SnapshotStore, SqliteSnapshots, KEEP_SNAPSHOTS};
 pub(crate) use sqlite::open_db;
 pub use sqlite::SqliteLog;
 
 use crate::core::{Event, SiteId};
+
+/// The format of the events this version writes. It goes up with a change to `Event` that an
+/// older version would read wrongly; during a rolling upgrade the older instances refuse events
+/// of a newer format ([`LogError::NewerFormat`]) instead of misreading them.
+pub const EVENT_FORMAT: u32 = 1;
 
 /// An event with its position in its site's log (1 for the first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +38,12 @@ pub enum LogError {
     /// The log cannot be read or written right now.
     #[error("event log unavailable: {0}")]
     Unavailable(String),
+    /// A stored event was written by a newer version of madoguchi, in a format this one does
+    /// not know.
+    #[error(
+        "event {seq} of site {site} is in event format {format}, newer than this version knows ({EVENT_FORMAT}): upgrade this instance"
+    )]
+    NewerFormat { site: String, seq: u64, format: u32 },
     /// A stored event cannot be decoded (written by a newer version, or damaged).
     #[error("cannot decode event {seq} of site {site}: {reason}")]
     Corrupt {
@@ -64,4 +77,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Whether the backend answers; used by `/readyz`.
     async fn ping(&self) -> Result<(), LogError>;
+
+    /// Follows what other writers append to the site's log: a receiver of the site's last seq
+    /// as the backend learns it, which changes when the log grows (by anyone's append; the site
+    /// actor reads what it has not applied). `None` when no other process appends to this log
+    /// (the embedded SQLite file has one server).
+    fn follow(&self, _site: &SiteId) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

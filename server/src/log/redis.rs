@@ -1,0 +1,285 @@
+//! The shared backend: every site's event log in Redis, so several server instances serve the
+//! same sites and any one of them may die.
+//!
+//! Per site, under a key prefix (default `madoguchi:`) and the `{site}` hash tag (Redis Cluster
+//! keeps a site's keys in one slot):
+//! - `{prefix}{site}:events`: a stream, one entry per event, entry id `<seq>-0`, fields `v` (the
+//!   event format, [`EVENT_FORMAT`]) and `e` (the event as JSON, as the SQLite log stores it);
+//! - `{prefix}{site}:seq`: the seq of the site's last event (kept when the stream is trimmed).
+//!
+//! An append is one Lua script: it checks the expected seq and adds the whole batch, so two
+//! instances can never both append seq N and a batch is all or nothing.
+//!
+//! Other instances' appends are followed by one task per site holding its own connection, which
+//! waits in `XREAD BLOCK` for entries past the seq it knows and publishes the site's new last seq
+//! ([`EventLog::follow`]); the site actor then reads and applies what it has not seen.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
+use tokio::sync::watch;
+
+use super::{EventLog, LogError, StoredEvent, EVENT_FORMAT};
+use crate::core::{Event, SiteId};
+
+/// The key prefix unless configured.
+pub const DEFAULT_PREFIX: &str = "madoguchi:";
+/// How long one command may take before the log counts as unavailable.
+const RESPONSE_LIMIT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+const CONNECT_LIMIT: Duration = Duration::from_secs(2);
+/// How long a follower's blocking read waits before it looks again.
+const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
+
+/// Checks the expected seq and appends the batch. KEYS: stream, seq. ARGV: expected seq, event
+/// format, then each event's JSON. Returns {1, new last seq} or {0, actual last seq}.
+const APPEND: &str = r"
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last ~= tonumber(ARGV[1]) then
+  return {0, last}
+end
+if #ARGV < 3 then
+  return {1, last}
+end
+for i = 3, #ARGV do
+  last = last + 1
+  redis.call('XADD', KEYS[1], string.format('%d-0', last), 'v', ARGV[2], 'e', ARGV[i])
+end
+redis.call('SET', KEYS[2], string.format('%d', last))
+return {1, last}
+";
+
+/// The event log in Redis.
+#[derive(Clone)]
+pub struct RedisLog {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: String,
+    append: Script,
+}
+
+/// A site's keys.
+#[derive(Clone)]
+struct Keys {
+    events: String,
+    seq: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("redis: {e}"))
+}
+
+/// A Redis URL with its password replaced, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl RedisLog {
+    /// Connects to `url` (`redis://[:PASSWORD@]HOST:PORT/DB`); every key starts with `prefix`.
+    /// Fails if Redis does not answer now; once connected, lost connections are made again by
+    /// themselves (commands meanwhile fail as unavailable).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, LogError> {
+        let client = Client::open(url).map_err(|e| {
+            LogError::Unavailable(format!("not a Redis URL ({}): {e}", redacted(url)))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_LIMIT))
+            .set_connection_timeout(Some(CONNECT_LIMIT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| {
+                LogError::Unavailable(format!("cannot reach Redis at {}: {e}", redacted(url)))
+            })?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            append: Script::new(APPEND),
+        })
+    }
+
+    fn keys(&self, site: &SiteId) -> Keys {
+        Keys {
+            events: format!("{}{{{}}}:events", self.prefix, site.as_str()),
+            seq: format!("{}{{{}}}:seq", self.prefix, site.as_str()),
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisLog {
+    async fn append(
+        &self,
+        site: &SiteId,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<u64, LogError> {
+        let keys = self.keys(site);
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(&keys.events)
+            .key(&keys.seq)
+            .arg(expected_seq)
+            .arg(EVENT_FORMAT);
+        for event in events {
+            let json = serde_json::to_string(event).map_err(unavailable)?;
+            invocation.arg(json);
+        }
+        let mut conn = self.conn.clone();
+        let (ok, last): (u8, u64) = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if ok == 1 {
+            Ok(last)
+        } else {
+            Err(LogError::Conflict {
+                expected: expected_seq,
+                actual: last,
+            })
+        }
+    }
+
+    async fn read(
+        &self,
+        site: &SiteId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        let keys = self.keys(site);
+        let mut conn = self.conn.clone();
+        let rows: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg(&keys.events)
+            .arg(format!("({after}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(id, fields)| decode(site, &id, fields))
+            .collect()
+    }
+
+    async fn last_seq(&self, site: &SiteId) -> Result<u64, LogError> {
+        let mut conn = self.conn.clone();
+        let last: Option<u64> = conn.get(self.keys(site).seq).await.map_err(unavailable)?;
+        Ok(last.unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<(), LogError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn follow(&self, site: &SiteId) -> Option<watch::Receiver<u64>> {
+        let (tx, rx) = watch::channel(0);
+        tokio::spawn(follow(self.client.clone(), self.keys(site), tx));
+        Some(rx)
+    }
+}
+
+/// One stream entry back into a stored event.
+fn decode(site: &SiteId, id: &str, fields: Vec<String>) -> Result<StoredEvent, LogError> {
+    let corrupt = |seq: u64, reason: String| LogError::Corrupt {
+        site: site.to_string(),
+        seq,
+        reason,
+    };
+    let seq = id
+        .split_once('-')
+        .and_then(|(seq, _)| seq.parse::<u64>().ok())
+        .ok_or_else(|| corrupt(0, format!("entry id {id:?} is not <seq>-0")))?;
+    let mut format = None;
+    let mut body = None;
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match name.as_str() {
+            "v" => format = value.parse::<u32>().ok(),
+            "e" => body = Some(value),
+            _ => {}
+        }
+    }
+    let format = format.ok_or_else(|| corrupt(seq, "no event format".into()))?;
+    if format > EVENT_FORMAT {
+        return Err(LogError::NewerFormat {
+            site: site.to_string(),
+            seq,
+            format,
+        });
+    }
+    let body = body.ok_or_else(|| corrupt(seq, "no event".into()))?;
+    let event = serde_json::from_str(&body).map_err(|e| corrupt(seq, e.to_string()))?;
+    Ok(StoredEvent { seq, event })
+}
+
+/// Publishes the site's last seq on `tx` whenever it grows, until every receiver is gone: waits
+/// on a connection of its own (a blocking read would hold up any other command on it) for
+/// entries past the seq it knows, then reads the seq key. Reconnects with backoff when Redis goes
+/// away, and reads the seq again on reconnecting, so nothing appended meanwhile is missed.
+async fn follow(client: Client, keys: Keys, tx: watch::Sender<u64>) {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_LIMIT))
+        .set_response_timeout(Some(FOLLOW_BLOCK + RESPONSE_LIMIT));
+    let mut wait = Duration::from_millis(100);
+    while !tx.is_closed() {
+        let mut conn = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(key = %keys.seq, error = %e, "log follower cannot connect; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        wait = Duration::from_millis(100);
+        loop {
+            let last: Option<u64> = match conn.get(&keys.seq).await {
+                Ok(last) => last,
+                Err(_) => break,
+            };
+            let last = last.unwrap_or(0);
+            tx.send_if_modified(|known| {
+                let grew = last > *known;
+                if grew {
+                    *known = last;
+                }
+                grew
+            });
+            if tx.is_closed() {
+                return;
+            }
+            let waited: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(FOLLOW_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&keys.events)
+                .arg(format!("{last}-0"))
+                .query_async(&mut conn)
+                .await;
+            if waited.is_err() {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Several server instances on one Redis (`serve --store redis://…`): the real binaries, a real
+//! `redis-server` (or `REDIS_URL`), real sockets. Every instance follows the shared log: a ticket
+//! issued on one is called on another, numbers stay unique and gapless across instances, and a
+//! lobby socket on one sees every event made on the other, in order, even when the other dies.
+
+mod common;
+#[path = "common/redis.rs"]
+mod test_redis;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use test_redis::{prefix, TestRedis};
+use tokio_tungstenite::tungstenite::Message;
+
+/// An instance of the demo configuration on the shared Redis, with its own data directory.
+async fn instance(dir: &tempfile::TempDir, name: &str, redis: &TestRedis, prefix: &str) -> Server {
+    Server::start_args(
+        &dir.path().join(name),
+        &repo_path("config/demo.toml"),
+        &["--store", &redis.url, "--redis-prefix", prefix],
+    )
+    .await
+}
+
+/// The seq of the demo site's last event, read from Redis itself.
+async fn last_seq(redis: &TestRedis, prefix: &str) -> u64 {
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(format!("{prefix}{{chuo}}:seq"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    seq.unwrap_or(0)
+}
+
+/// A lobby socket's messages as (type, seq), collected by a task of its own.
+struct Lobby {
+    seen: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+impl Lobby {
+    async fn open(server: &Server) -> Lobby {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(server.ws_url("/api/v1/sites/chuo/live"))
+                .await
+                .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        // The snapshot first, so the socket is subscribed before the test goes on.
+        let first = loop {
+            if let Some(Ok(Message::Text(text))) = ws.next().await {
+                break serde_json::from_str::<Value>(&text).unwrap();
+            }
+        };
+        assert_eq!(first["type"], "snapshot");
+        seen.lock()
+            .unwrap()
+            .push(("snapshot".into(), first["seq"].as_u64().unwrap()));
+        let into = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Text(text) = message {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    into.lock().unwrap().push((
+                        v["type"].as_str().unwrap().to_owned(),
+                        v["seq"].as_u64().unwrap(),
+                    ));
+                }
+            }
+        });
+        Lobby { seen }
+    }
+
+    /// Waits until the socket has had an event of `seq`, then checks that it saw every seq from
+    /// its snapshot on, once and in order (a snapshot may repeat the seq it follows: new
+    /// estimates, nothing else).
+    async fn saw_every_seq_to(&self, seq: u64) {
+        eventually(
+            "the lobby socket reaches the last seq",
+            Duration::from_secs(20),
+            || {
+                let seen = self.seen.clone();
+                async move {
+                    seen.lock()
+                        .unwrap()
+                        .last()
+                        .filter(|(_, s)| *s >= seq)
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        let seen = self.seen.lock().unwrap().clone();
+        let mut at = seen[0].1;
+        for (kind, s) in &seen[1..] {
+            match kind.as_str() {
+                "event" => {
+                    assert_eq!(*s, at + 1, "an event out of order or missed: {seen:?}");
+                    at = *s;
+                }
+                "snapshot" => assert_eq!(*s, at, "a snapshot of another seq: {seen:?}"),
+                other => panic!("unexpected live message {other}"),
+            }
+        }
+        assert_eq!(at, seq);
+    }
+}
+
+fn certificate() -> Value {
+    json!({"procedures": ["shoumei"]})
+}
+
+fn number_value(ticket: &Value) -> u32 {
+    let number = ticket["number"].as_str().unwrap();
+    assert!(number.starts_with('C'), "{ticket}");
+    number[1..].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_sites() {
+    let Some(redis) = TestRedis::get("two_instances_share_the_sites") else {
+        return;
+    };
+    let prefix = prefix("two_instances");
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(&dir, "a", &redis, &prefix).await;
+    let b = instance(&dir, "b", &redis, &prefix).await;
+    let lobby_b = Lobby::open(&b).await;
+
+    // Issued on A, called on B, completed on A.
+    let first = a.issue(certificate()).await;
+    let (status, called) = b.counter("6", "call-next", None).await;
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(called["ticket"]["id"], first["id"], "{called}");
+    let (status, started) = b.counter("6", "start", None).await;
+    assert_eq!(status, 200, "{started}");
+    let (status, done) = a.counter("6", "complete", None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["ticket"]["id"], first["id"], "{done}");
+    assert_eq!(done["ticket"]["status"], "done", "{done}");
+
+    // 500 tickets at once through both instances: 500 distinct numbers, no gaps.
+    let servers = [&a, &b];
+    let replies: Vec<(u16, Value)> = futures_util::stream::iter(0..500)
+        .map(|i| {
+            servers[i % 2].post(
+                "/api/v1/sites/chuo/tickets",
+                Some(DISPENSER),
+                Some(certificate()),
+            )
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut numbers: Vec<u32> = replies
+        .iter()
+        .map(|(status, reply)| {
+            assert_eq!(*status, 201, "{reply}");
+            number_value(&reply["ticket"])
+        })
+        .collect();
+    numbers.push(number_value(&first));
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=501).collect::<Vec<_>>());
+
+    // The lobby on B saw every event, whichever instance made it, in order.
+    let last = last_seq(&redis, &prefix).await;
+    assert!(last >= 504, "{last}");
+    lobby_b.saw_every_seq_to(last).await;
+    // And both boards agree.
+    eventually("both boards agree", Duration::from_secs(10), || async {
+        let (ba, bb) = (a.board().await, b.board().await);
+        (without_estimates(ba.clone()) == without_estimates(bb)).then_some(())
+    })
+    .await;
+    assert_eq!(a.waiting_total().await, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_killed_the_other_serves_on() {
+    let Some(redis) = TestRedis::get("an_instance_killed_the_other_serves_on") else {
+        return;
+    };
+    let prefix = prefix("killed");
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = instance(&dir, "a", &redis, &prefix).await;
+    let b = instance(&dir, "b", &redis, &prefix).await;
+    let lobby_b = Lobby::open(&b).await;
+    let mut issued = Vec::new();
+    for _ in 0..20 {
+        issued.push(number_value(&a.issue(certificate()).await));
+    }
+    a.kill9();
+    for _ in 0..20 {
+        issued.push(number_value(&b.issue(certificate()).await));
+    }
+    let (status, called) = b.counter("6", "call-next", None).await;
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(number_value(&called["ticket"]), 1, "the first issued on A");
+    issued.sort_unstable();
+    assert_eq!(issued, (1..=40).collect::<Vec<_>>());
+    lobby_b
+        .saw_every_seq_to(last_seq(&redis, &prefix).await)
+        .await;
+}
