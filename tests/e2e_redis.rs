@@ -207,3 +207,167 @@ async fn an_instance_killed_the_other_serves_on() {
         .saw_every_seq_to(last_seq(&redis, &prefix).await)
         .await;
 }
+
+/// Every `TicketIssued` in the site's stream: (ticket id, idempotency key).
+async fn issued_in_log(redis: &TestRedis, prefix: &str) -> Vec<(String, Option<String>)> {
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let rows: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(format!("{prefix}{{chuo}}:events"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter_map(|(_, fields)| {
+            let body = fields
+                .chunks(2)
+                .find(|f| f[0] == "e")
+                .map(|f| f[1].clone())?;
+            let event: Value = serde_json::from_str(&body).unwrap();
+            (event["type"] == "ticket_issued").then(|| {
+                (
+                    event["ticket"].as_str().unwrap().to_owned(),
+                    event["idempotency_key"].as_str().map(str::to_owned),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Redis killed (SIGKILL) and restarted with its AOF (`appendfsync always`) while two instances
+/// issue: requests meanwhile answer 503 with `Retry-After`, `/readyz` fails, and both instances
+/// resume by themselves once Redis is back. Every acknowledged ticket is in the log exactly once,
+/// retries with the same `Idempotency-Key` included, and the lobby on B saw every seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_loses_nothing_acknowledged() {
+    let Some(mut redis) = TestRedis::own("redis_restarted_loses_nothing_acknowledged", true) else {
+        return;
+    };
+    let prefix = prefix("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(&dir, "a", &redis, &prefix).await;
+    let b = instance(&dir, "b", &redis, &prefix).await;
+    let lobby_b = Lobby::open(&b).await;
+
+    /// Issues with `key` until acknowledged, on `server`; returns the ticket and the 503s seen.
+    async fn issue_until_acknowledged(server: &Server, key: &str) -> (Value, u32) {
+        let mut refused = 0;
+        loop {
+            let reply = server
+                .http
+                .post(server.url("/api/v1/sites/chuo/tickets"))
+                .bearer_auth(DISPENSER)
+                .header("Idempotency-Key", key)
+                .json(&certificate())
+                .send()
+                .await
+                .unwrap();
+            let status = reply.status().as_u16();
+            let retry_after = reply.headers().get("retry-after").cloned();
+            let body: Value = reply.json().await.unwrap();
+            match status {
+                201 | 200 => return (body["ticket"].clone(), refused),
+                503 => {
+                    assert!(retry_after.is_some(), "a 503 says when to retry: {body}");
+                    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("issue {key}: {other} {body}"),
+            }
+        }
+    }
+
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        acknowledged.push(
+            issue_until_acknowledged(server, &format!("before-{i}"))
+                .await
+                .0,
+        );
+    }
+    redis.kill();
+    // While Redis is away: not ready, and a kiosk's issue is refused with a time to retry.
+    for server in [&a, &b] {
+        eventually(
+            "/readyz fails without Redis",
+            Duration::from_secs(10),
+            || async {
+                let r = server.http.get(server.url("/readyz")).send().await.unwrap();
+                (r.status() == 503).then_some(())
+            },
+        )
+        .await;
+    }
+    let during = tokio::spawn({
+        let (a_url, key) = (a.url(""), "during-0".to_owned());
+        async move {
+            // The same client keeps retrying across the outage with one key.
+            let http = reqwest::Client::new();
+            let mut refused = 0;
+            loop {
+                let reply = http
+                    .post(format!("{a_url}/api/v1/sites/chuo/tickets"))
+                    .bearer_auth(DISPENSER)
+                    .header("Idempotency-Key", &key)
+                    .json(&certificate())
+                    .send()
+                    .await
+                    .unwrap();
+                match reply.status().as_u16() {
+                    201 | 200 => {
+                        let body: Value = reply.json().await.unwrap();
+                        return (body["ticket"].clone(), refused);
+                    }
+                    503 => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => panic!("{other}"),
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    redis.start();
+    let (ticket, refused) = during.await.unwrap();
+    assert!(refused > 0, "the issue during the outage was refused first");
+    acknowledged.push(ticket);
+    // Both instances resume without a restart.
+    for i in 0..20 {
+        let server = if i % 2 == 0 { &b } else { &a };
+        acknowledged.push(
+            issue_until_acknowledged(server, &format!("after-{i}"))
+                .await
+                .0,
+        );
+    }
+    for server in [&a, &b] {
+        let r = server.http.get(server.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // Every acknowledged ticket is in the log, once; no key issued twice.
+    let logged = issued_in_log(&redis, &prefix).await;
+    let ids: std::collections::HashSet<&str> = logged.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), logged.len(), "a ticket logged twice");
+    for ticket in &acknowledged {
+        assert!(
+            ids.contains(ticket["id"].as_str().unwrap()),
+            "lost: {ticket}"
+        );
+    }
+    let keys: Vec<&str> = logged.iter().filter_map(|(_, k)| k.as_deref()).collect();
+    let distinct: std::collections::HashSet<&str> = keys.iter().copied().collect();
+    assert_eq!(keys.len(), distinct.len(), "a key issued twice: {keys:?}");
+    assert_eq!(logged.len(), 41);
+    let mut numbers: Vec<u32> = acknowledged.iter().map(number_value).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=41).collect::<Vec<_>>());
+    lobby_b
+        .saw_every_seq_to(last_seq(&redis, &prefix).await)
+        .await;
+}

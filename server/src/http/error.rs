@@ -148,7 +148,12 @@ impl From<SiteError> for ApiError {
                 retry_after: Some(1),
                 ..ApiError::unavailable(e)
             },
-            other => ApiError::unavailable(other),
+            // The event log (Redis, or the disk) does not answer: nothing was recorded unless
+            // the log took it, in which case a retry with the same `Idempotency-Key` gets it.
+            SiteError::Unavailable(_) => Self {
+                retry_after: Some(2),
+                ..ApiError::unavailable(e)
+            },
         }
     }
 }
