@@ -732,18 +732,22 @@ async fn the_resident_rates_a_finished_visit_once() {
     assert_eq!(status, 409, "only once");
     // The visit record is written by the projection writer just after the reply.
     let db = server.data.join("madoguchi.db");
-    let stored = eventually("the rating in the visit record", Duration::from_secs(10), || {
-        let db = db.clone();
-        async move {
-            let conn = rusqlite::Connection::open(&db).unwrap();
-            conn.query_row(
-                "SELECT satisfaction FROM visits WHERE outcome = 'done'",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .unwrap()
-        }
-    })
+    let stored = eventually(
+        "the rating in the visit record",
+        Duration::from_secs(10),
+        || {
+            let db = db.clone();
+            async move {
+                let conn = rusqlite::Connection::open(&db).unwrap();
+                conn.query_row(
+                    "SELECT satisfaction FROM visits WHERE outcome = 'done'",
+                    [],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .unwrap()
+            }
+        },
+    )
     .await;
     assert_eq!(stored, 4);
 }

@@ -8,7 +8,26 @@ use madoguchi_wire::{I18n, PrintJob};
 use tokio::sync::watch;
 
 use crate::core::{Event, PrinterId, SiteState};
-use crate::projection::NewJob;
+use crate::projection::{FinishedJob, NewJob};
+
+/// The print job an event finished, if it is a `PrintJobFinished`.
+pub fn finished_for(event: &Event) -> Option<FinishedJob> {
+    let Event::PrintJobFinished {
+        printer,
+        job,
+        outcome,
+        at,
+    } = event
+    else {
+        return None;
+    };
+    Some(FinishedJob {
+        agent: printer.clone(),
+        job: job.to_string(),
+        outcome: *outcome,
+        at: *at,
+    })
+}
 
 /// The print job for an event, given the state just after it, if the event issued a ticket at a
 /// dispenser with a printer.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
 
 use crate::core::{PrinterId, Target, TicketNumber, Timestamp, VisitRecord, VisitStep};
@@ -23,14 +23,24 @@ pub struct NewJob {
     pub job: PrintJob,
 }
 
+/// A print job an agent finished (a `PrintJobFinished` event).
+#[derive(Debug, Clone)]
+pub struct FinishedJob {
+    pub agent: PrinterId,
+    pub job: String,
+    pub outcome: JobOutcome,
+    pub at: Timestamp,
+}
+
 /// What a run of events gives the stored projections: the visit records they ended or changed
-/// (in order; a later copy of a visit replaces an earlier one) and their print jobs, and the seq
-/// of the last of those events, where the checkpoint moves.
+/// (in order; a later copy of a visit replaces an earlier one), their print jobs and the jobs
+/// they finished, and the seq of the last of those events, where the checkpoint moves.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub seq: u64,
     pub visits: Vec<VisitRecord>,
     pub jobs: Vec<NewJob>,
+    pub finished: Vec<FinishedJob>,
 }
 
 impl Batch {
@@ -39,10 +49,11 @@ impl Batch {
         self.seq = self.seq.max(later.seq);
         self.visits.extend(later.visits);
         self.jobs.extend(later.jobs);
+        self.finished.extend(later.finished);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.visits.is_empty() && self.jobs.is_empty()
+        self.visits.is_empty() && self.jobs.is_empty() && self.finished.is_empty()
     }
 }
 
@@ -52,6 +63,15 @@ pub struct StoreError(String);
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+/// How a job's outcome is stored.
+pub fn outcome_name(outcome: JobOutcome) -> &'static str {
+    match outcome {
+        JobOutcome::Printed => "printed",
+        JobOutcome::Expired => "expired",
+        JobOutcome::Uncertain => "uncertain",
+    }
 }
 
 /// Read-only connections at once for the KPI and the CSV export. Requests beyond wait (without
@@ -245,8 +265,13 @@ impl ProjectionStore {
         visits: Vec<VisitRecord>,
         jobs: Vec<NewJob>,
     ) -> Result<(), StoreError> {
-        self.record_batch(site, Arc::new(Batch { seq, visits, jobs }))
-            .await
+        let batch = Batch {
+            seq,
+            visits,
+            jobs,
+            finished: Vec::new(),
+        };
+        self.record_batch(site, Arc::new(batch)).await
     }
 
     /// [`Self::record`] of a batch the caller keeps (to try again after a failure).
@@ -269,6 +294,20 @@ impl ProjectionStore {
                         j.seq as i64,
                         j.job.issued_at.to_rfc3339(),
                         body
+                    ],
+                )
+                .map_err(err)?;
+            }
+            // A job finished once stays as it ended (an agent may report it again).
+            for f in &batch.finished {
+                tx.execute(
+                    "UPDATE print_jobs SET outcome = ?1, done_at = ?2
+                     WHERE id = ?3 AND agent = ?4 AND outcome IS NULL",
+                    params![
+                        outcome_name(f.outcome),
+                        f.at.to_rfc3339(),
+                        f.job,
+                        f.agent.as_str()
                     ],
                 )
                 .map_err(err)?;
@@ -346,28 +385,21 @@ impl ProjectionStore {
         .await
     }
 
-    /// Records how a job ended. Returns false if the job is unknown to this agent or had
-    /// already ended (a duplicate report, which is harmless).
-    pub async fn finish_job(
+    /// The site of `agent`'s job `job` if it is stored and not finished; `None` for a job this
+    /// store does not know or that has ended (a report of it again is a duplicate).
+    pub async fn unfinished_job_site(
         &self,
         agent: &PrinterId,
         job: &str,
-        outcome: JobOutcome,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let (agent, job) = (agent.to_string(), job.to_owned());
-        let outcome = match outcome {
-            JobOutcome::Printed => "printed",
-            JobOutcome::Expired => "expired",
-            JobOutcome::Uncertain => "uncertain",
-        };
         self.with(move |conn| {
-            conn.execute(
-                "UPDATE print_jobs SET outcome = ?1, done_at = ?2
-                 WHERE id = ?3 AND agent = ?4 AND outcome IS NULL",
-                params![outcome, at.to_rfc3339(), job, agent],
+            conn.query_row(
+                "SELECT site FROM print_jobs WHERE id = ?1 AND agent = ?2 AND outcome IS NULL",
+                params![job, agent],
+                |r| r.get(0),
             )
-            .map(|n| n > 0)
+            .optional()
             .map_err(err)
         })
         .await

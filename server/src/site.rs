@@ -16,7 +16,7 @@ use crate::core::{
 };
 use crate::log::{EventLog, LogError, SnapshotStore};
 use crate::metrics::Metrics;
-use crate::printers::{job_for, PrinterHub};
+use crate::printers::{finished_for, job_for, PrinterHub};
 use crate::projection::{Batch, NewJob, ProjectionStore};
 use crate::projector::Projector;
 
@@ -157,6 +157,10 @@ enum Request {
     },
     Model {
         reply: oneshot::Sender<SiteModel>,
+    },
+    /// Catch up with what other instances appended, then answer with the seq reached.
+    Sync {
+        reply: oneshot::Sender<Result<u64, SiteError>>,
     },
 }
 
@@ -328,6 +332,18 @@ impl SiteHandle {
             .await
             .map_err(|_| SiteError::Stopped)?;
         rx.await.map_err(|_| SiteError::Stopped)
+    }
+
+    /// Brings the site up to the shared log's last seq (a no-op when only this instance
+    /// writes it) and returns the seq reached; the projections follow (see [`Self::settled`]).
+    pub async fn sync(&self) -> Result<u64, SiteError> {
+        self.ready()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Sync { reply })
+            .await
+            .map_err(|_| SiteError::Stopped)?;
+        rx.await.map_err(|_| SiteError::Stopped)?
     }
 
     /// A snapshot message and a receiver of every later message, with nothing in between.
@@ -755,9 +771,16 @@ impl Actor {
                         for (reply, result) in replies.into_iter().zip(results) {
                             let _ = reply.send(result);
                         }
-                        if let Some(request) = next {
-                            self.other(request);
+                        match next {
+                            Some(Request::Sync { reply }) => {
+                                let _ = reply.send(self.sync().await);
+                            }
+                            Some(request) => self.other(request),
+                            None => {}
                         }
+                    }
+                    Some(Request::Sync { reply }) => {
+                        let _ = reply.send(self.sync().await);
                     }
                     Some(request) => self.other(request),
                 },
@@ -788,10 +811,24 @@ impl Actor {
         }
     }
 
+    /// Applies what other instances appended up to the log's last seq, now.
+    async fn sync(&mut self) -> Result<u64, SiteError> {
+        if self.shared {
+            let last = self.log.last_seq(&self.state.config.id).await?;
+            if last > self.state.seq {
+                let from = self.state.seq;
+                self.catch_up(from, true).await?;
+            }
+        }
+        Ok(self.state.seq)
+    }
+
     /// A request other than a command: answered from the current state.
     fn other(&mut self, request: Request) {
         match request {
-            Request::Command { .. } => unreachable!("commands are batched by the run loop"),
+            Request::Command { .. } | Request::Sync { .. } => {
+                unreachable!("commands and syncs are handled by the run loop")
+            }
             Request::Query(f) => f(&self.state),
             Request::Subscribe { reply } => {
                 let board = self.state.board();
@@ -1060,14 +1097,10 @@ impl Actor {
 
     /// Stores visit records and print jobs up to the current seq, then wakes the printer agents
     /// (while rebuilding, before the projection writer starts).
-    async fn project(
-        &self,
-        records: Vec<VisitRecord>,
-        jobs: Vec<NewJob>,
-    ) -> Result<(), crate::projection::StoreError> {
-        let agents: Vec<_> = jobs.iter().map(|j| j.agent.clone()).collect();
+    async fn project(&self, batch: Batch) -> Result<(), crate::projection::StoreError> {
+        let agents: Vec<_> = batch.jobs.iter().map(|j| j.agent.clone()).collect();
         self.visits
-            .record(self.state.config.id.as_str(), self.state.seq, records, jobs)
+            .record_batch(self.state.config.id.as_str(), Arc::new(batch))
             .await?;
         agents.iter().for_each(|a| self.printers.notify(a));
         Ok(())
@@ -1080,6 +1113,7 @@ impl Actor {
         let site = self.state.config.id.to_string();
         let mut records = Vec::new();
         let mut issued = Vec::new();
+        let mut finished = Vec::new();
         let live = self.live.receiver_count() > 0;
         let mut last_board = None;
         for (i, event) in events.iter().enumerate() {
@@ -1101,6 +1135,7 @@ impl Actor {
                     self.metrics
                         .observe_printer(&site, printer.as_str(), *state)
                 }
+                Event::PrintJobFinished { .. } => finished.extend(finished_for(event)),
                 _ => {}
             }
             // A rating changes a record already counted when the visit ended.
@@ -1139,6 +1174,7 @@ impl Actor {
             seq: self.state.seq,
             visits: records,
             jobs,
+            finished,
         };
         if !batch.is_empty() {
             if let Some(projector) = &self.projector {
@@ -1159,8 +1195,7 @@ impl Actor {
             if page.is_empty() {
                 return Ok(());
             }
-            let mut records = Vec::new();
-            let mut jobs = Vec::new();
+            let mut batch = Batch::default();
             for (want, stored) in (self.state.seq + 1..).zip(&page) {
                 if stored.seq != want {
                     return Err(LogError::Corrupt {
@@ -1175,8 +1210,9 @@ impl Actor {
                 }
                 let changed = self.fold(&stored.event);
                 if stored.seq > checkpoint {
-                    records.extend(changed);
-                    jobs.extend(job_for(&self.state, &stored.event));
+                    batch.visits.extend(changed);
+                    batch.jobs.extend(job_for(&self.state, &stored.event));
+                    batch.finished.extend(finished_for(&stored.event));
                 }
             }
             if live {
@@ -1187,7 +1223,8 @@ impl Actor {
                 continue;
             }
             if self.state.seq > checkpoint {
-                self.project(records, jobs)
+                batch.seq = self.state.seq;
+                self.project(batch)
                     .await
                     .map_err(|e| SiteError::Unavailable(e.to_string()))?;
             }

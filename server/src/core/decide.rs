@@ -255,6 +255,23 @@ fn decide_today(
                 at,
             }])
         }
+        // A report of a job the log does not hold (of another day, or made up) is recorded
+        // too: the projection ignores what it has no job for, and a report never fails.
+        Command::FinishPrintJob {
+            printer,
+            job,
+            outcome,
+        } => {
+            if !state.printers.contains_key(printer) {
+                return Err(DomainError::UnknownPrinter(printer.clone()));
+            }
+            Ok(vec![Event::PrintJobFinished {
+                printer: printer.clone(),
+                job: job.clone(),
+                outcome: *outcome,
+                at,
+            }])
+        }
         Command::SetProfile { counter, profile } => {
             let c = state
                 .counter(counter)

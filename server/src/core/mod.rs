@@ -13,7 +13,7 @@ mod view;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use madoguchi_wire::PrinterState;
+pub use madoguchi_wire::{JobOutcome, PrinterState};
 
 pub use decide::{business_day, decide, plan_for, route};
 pub use estimate::{Estimates, Learner, Predictor};
@@ -182,6 +182,12 @@ pub enum Command {
         printer: PrinterId,
         state: PrinterState,
     },
+    /// A printer agent reported how a print job (a ticket's) ended.
+    FinishPrintJob {
+        printer: PrinterId,
+        job: TicketId,
+        outcome: JobOutcome,
+    },
 }
 
 /// Everything that happens at a site. Events are facts: `apply` never fails on them.
@@ -270,6 +276,14 @@ pub enum Event {
         score: u8,
         at: Timestamp,
     },
+    /// A printer agent printed a ticket's job (or gave it up): in the log, so that an agent
+    /// reconnecting to any server instance is never sent that job again.
+    PrintJobFinished {
+        printer: PrinterId,
+        job: TicketId,
+        outcome: JobOutcome,
+        at: Timestamp,
+    },
 }
 
 /// Who changed the floor: the name and role of the token that asked (never the token).
@@ -331,7 +345,8 @@ impl Event {
             | Event::CounterStateChanged { at, .. }
             | Event::ProfileChanged { at, .. }
             | Event::PrinterStateChanged { at, .. }
-            | Event::SatisfactionGiven { at, .. } => *at,
+            | Event::SatisfactionGiven { at, .. }
+            | Event::PrintJobFinished { at, .. } => *at,
         }
     }
 
@@ -348,7 +363,8 @@ impl Event {
             Event::DayStarted { .. }
             | Event::CounterStateChanged { .. }
             | Event::ProfileChanged { .. }
-            | Event::PrinterStateChanged { .. } => None,
+            | Event::PrinterStateChanged { .. }
+            | Event::PrintJobFinished { .. } => None,
         }
     }
 
@@ -366,6 +382,7 @@ impl Event {
             Event::ProfileChanged { .. } => "profile_changed",
             Event::PrinterStateChanged { .. } => "printer_state_changed",
             Event::SatisfactionGiven { .. } => "satisfaction_given",
+            Event::PrintJobFinished { .. } => "print_job_finished",
         }
     }
 }

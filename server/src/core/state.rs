@@ -438,6 +438,8 @@ impl SiteState {
                     *p = (*state, Some(*at));
                 }
             }
+            // The print jobs are a projection of their own (`printers::finished_for`).
+            Event::PrintJobFinished { .. } => {}
         }
         ended
     }

@@ -476,6 +476,7 @@ impl SiteState {
                 p.printer_state = Some(*state);
             }
             Event::SatisfactionGiven { .. } => {}
+            Event::PrintJobFinished { printer, .. } => p.printer = Some(printer.clone()),
         }
         p
     }

@@ -178,6 +178,13 @@ async fn run(app: &AppState, agent: &PrinterId, sites: &[SiteHandle], socket: We
     tokio::pin!(stopping);
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut sent: HashSet<String> = HashSet::new();
+    // What other instances recorded (jobs, and jobs finished through them) is projected here
+    // before the first jobs go out, so a job printed through another instance is not sent.
+    for site in sites {
+        if site.sync().await.is_ok() {
+            site.settled(Duration::from_secs(2)).await;
+        }
+    }
     let end = loop {
         wake.mark_unchanged();
         match app.store().pending_jobs(agent).await {
@@ -224,7 +231,7 @@ async fn run(app: &AppState, agent: &PrinterId, sites: &[SiteHandle], socket: We
                         }
                         Ok(AgentMessage::Done { job, outcome }) => {
                             sent.remove(&job);
-                            finish_job(app, agent, &job, outcome).await;
+                            finish_job(app, agent, sites, &job, outcome).await;
                         }
                         Err(e) => tracing::warn!(printer = %agent, error = %e, "unreadable message from a printer agent"),
                     }
@@ -248,18 +255,40 @@ async fn run(app: &AppState, agent: &PrinterId, sites: &[SiteHandle], socket: We
     end
 }
 
+/// Records an agent's report of a finished job as an event in its site's log (every server
+/// instance then stops sending it). A report of a job this instance does not hold as
+/// unfinished — a repeat, or one another instance recorded already — changes nothing.
 async fn finish_job(
     app: &AppState,
     agent: &PrinterId,
+    sites: &[SiteHandle],
     job: &str,
     outcome: madoguchi_wire::JobOutcome,
 ) {
-    match app
-        .store()
-        .finish_job(agent, job, outcome, chrono::Utc::now())
-        .await
-    {
-        Ok(true) => {
+    let site = match app.store().unfinished_job_site(agent, job).await {
+        Ok(Some(site)) => site,
+        Ok(None) => {
+            tracing::debug!(printer = %agent, job = %job, "duplicate or unknown job report");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(printer = %agent, error = %e, "cannot look up a finished job");
+            return;
+        }
+    };
+    let Some(handle) = sites.iter().find(|s| s.config.id.as_str() == site) else {
+        return;
+    };
+    let Ok(job_id) = job.parse::<crate::core::TicketId>() else {
+        return;
+    };
+    let command = Command::FinishPrintJob {
+        printer: agent.clone(),
+        job: job_id,
+        outcome,
+    };
+    match handle.command(command).await {
+        Ok(_) => {
             app.metrics()
                 .print_jobs
                 .with_label_values(&[agent.as_str(), outcome_str(outcome)])
@@ -268,10 +297,9 @@ async fn finish_job(
                 tracing::warn!(printer = %agent, job = %job, outcome = outcome_str(outcome), "print job not printed");
             }
         }
-        Ok(false) => {
-            tracing::debug!(printer = %agent, job = %job, "duplicate or unknown job report")
+        Err(e) => {
+            tracing::error!(printer = %agent, job = %job, error = %e, "cannot record a finished job; the agent will report it again")
         }
-        Err(e) => tracing::error!(printer = %agent, error = %e, "cannot record a finished job"),
     }
 }
 
