@@ -21,9 +21,28 @@ async fn instance(dir: &tempfile::TempDir, name: &str, redis: &TestRedis, prefix
     Server::start_args(
         &dir.path().join(name),
         &repo_path("config/demo.toml"),
-        &["--store", &redis.url, "--redis-prefix", prefix],
+        &[
+            "--store",
+            &redis.url,
+            "--redis-prefix",
+            prefix,
+            "--server-name",
+            name,
+        ],
     )
     .await
+}
+
+/// The sum of a counter's series on an instance, each of which must carry its `server` label.
+async fn counter_sum(server: &Server, name: &str, label: &str) -> f64 {
+    let text = server.metrics().await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(|l| {
+            assert!(l.contains(&format!("server=\"{label}\"")), "{l}");
+            l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+        })
+        .sum()
 }
 
 /// The seq of the demo site's last event, read from Redis itself.
@@ -178,6 +197,18 @@ async fn two_instances_share_the_sites() {
     })
     .await;
     assert_eq!(a.waiting_total().await, 500);
+    // Each instance counts what it did: A issued the first ticket and every other one of the
+    // 500, B the rest; B made the call.
+    assert_eq!(
+        counter_sum(&a, "madoguchi_tickets_issued_total", "a").await,
+        251.0
+    );
+    assert_eq!(
+        counter_sum(&b, "madoguchi_tickets_issued_total", "b").await,
+        250.0
+    );
+    assert_eq!(counter_sum(&a, "madoguchi_calls_total", "a").await, 0.0);
+    assert_eq!(counter_sum(&b, "madoguchi_calls_total", "b").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -41,6 +41,10 @@ enum Cmd {
         /// Prefix of every Redis key, so several deployments can share one Redis.
         #[arg(long, env = "MADOGUCHI_REDIS_PREFIX", default_value = madoguchi::log::DEFAULT_REDIS_PREFIX)]
         redis_prefix: String,
+        /// This instance's name, in logs and (with a Redis store) as the `server` label of every
+        /// metric. Default: the host name and the port listened on, e.g. `ward-app-1:8080`.
+        #[arg(long, env = "MADOGUCHI_SERVER_NAME")]
+        server_name: Option<String>,
     },
     /// Check a configuration file: print a summary, or every error with file, field and reason.
     CheckConfig {
@@ -206,9 +210,11 @@ fn main() -> ExitCode {
             data,
             store,
             redis_prefix,
+            server_name,
         } => {
             init_tracing();
-            match serve(config, listen, data, &store, &redis_prefix) {
+            let server_name = server_name.unwrap_or_else(|| default_server_name(listen));
+            match serve(config, listen, data, &store, &redis_prefix, &server_name) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("madoguchi: {e:#}");
@@ -229,12 +235,24 @@ fn init_tracing() {
         .init();
 }
 
+/// The host name and the port: tells instances apart on a dashboard.
+fn default_server_name(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "madoguchi".to_owned());
+    format!("{host}:{}", listen.port())
+}
+
 fn serve(
     config_path: PathBuf,
     listen: SocketAddr,
     data: PathBuf,
     store: &str,
     redis_prefix: &str,
+    server_name: &str,
 ) -> anyhow::Result<()> {
     let store = madoguchi::server::Store::parse(store, redis_prefix)?;
     let config = Config::load(&config_path).map_err(|e| {
@@ -266,6 +284,7 @@ fn serve(
             config,
             &data,
             &store,
+            server_name,
             listener,
             madoguchi::server::shutdown_signal(),
         )

@@ -48,7 +48,20 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
+        Self::with_registry(Registry::new())
+    }
+
+    /// Metrics of one of several server instances sharing a store: every series carries
+    /// `server="<name>"`, and the counters count what this instance did (the gauges show the
+    /// site as this instance sees it, the same on every instance).
+    pub fn for_server(name: &str) -> Self {
+        let labels = std::collections::HashMap::from([("server".to_owned(), name.to_owned())]);
+        Self::with_registry(
+            Registry::new_custom(None, Some(labels)).expect("a valid constant label"),
+        )
+    }
+
+    fn with_registry(registry: Registry) -> Self {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry

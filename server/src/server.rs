@@ -70,6 +70,7 @@ pub async fn run(
     config: Config,
     data_dir: &Path,
     store: &Store,
+    server_name: &str,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -93,7 +94,10 @@ pub async fn run(
         SqliteSnapshots::open(&db)
             .with_context(|| format!("cannot open the snapshots in {}", db.display()))?,
     );
-    let metrics = Metrics::new();
+    let metrics = match store {
+        Store::Sqlite => Metrics::new(),
+        Store::Redis { .. } => Metrics::for_server(server_name),
+    };
     let sites_runtime =
         site::SitesRuntime::new().context("cannot start the site actors' runtime")?;
     let deps = SiteDeps {
@@ -134,7 +138,7 @@ pub async fn run(
     });
     let app = router(state);
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data = %data_dir.display(), store = %store.describe(&db), "madoguchi is serving");
+    tracing::info!(%addr, data = %data_dir.display(), store = %store.describe(&db), server = server_name, "madoguchi is serving");
     tracing::info!(
         open_files = fd_limit,
         connections = cap,

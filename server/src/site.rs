@@ -955,7 +955,7 @@ impl Actor {
                             .group_commit
                             .with_label_values(&[site.as_str()])
                             .observe(batch.len() as f64);
-                        self.apply_live(&events).await;
+                        self.apply_live(&events, true).await;
                     }
                     Err(LogError::Conflict { .. }) => {
                         // Another server instance appended first: catch up and decide again.
@@ -1109,7 +1109,10 @@ impl Actor {
     /// Applies events just appended: state, live feed, metrics, visit records, print jobs. The
     /// wait estimates are recomputed once, for the last of them: every view of that seq (replies,
     /// board, phone, printed tickets) shows them.
-    async fn apply_live(&mut self, events: &[Event]) {
+    ///
+    /// `own`: this instance appended them (else another instance did, and this one follows):
+    /// only its own events count in its metrics' counters.
+    async fn apply_live(&mut self, events: &[Event], own: bool) {
         let site = self.state.config.id.to_string();
         let mut records = Vec::new();
         let mut issued = Vec::new();
@@ -1120,13 +1123,15 @@ impl Actor {
             let changed = self.fold(event);
             match event {
                 Event::TicketIssued { queue, .. } => {
-                    self.metrics
-                        .tickets_issued
-                        .with_label_values(&[site.as_str(), queue.as_str()])
-                        .inc();
+                    if own {
+                        self.metrics
+                            .tickets_issued
+                            .with_label_values(&[site.as_str(), queue.as_str()])
+                            .inc();
+                    }
                     issued.push((event, self.state.seq));
                 }
-                Event::TicketCalled { counter, .. } => self
+                Event::TicketCalled { counter, .. } if own => self
                     .metrics
                     .calls
                     .with_label_values(&[site.as_str(), counter.as_str()])
@@ -1139,7 +1144,7 @@ impl Actor {
                 _ => {}
             }
             // A rating changes a record already counted when the visit ended.
-            if !matches!(event, Event::SatisfactionGiven { .. }) {
+            if own && !matches!(event, Event::SatisfactionGiven { .. }) {
                 changed.iter().for_each(|v| self.metrics.observe_visit(v));
             }
             records.extend(changed);
@@ -1219,7 +1224,7 @@ impl Actor {
                 // Applied together, as a batch of our own would be (one forecast, paced).
                 let events: Vec<Event> = page.into_iter().map(|stored| stored.event).collect();
                 self.batch_len = events.len();
-                self.apply_live(&events).await;
+                self.apply_live(&events, false).await;
                 continue;
             }
             if self.state.seq > checkpoint {
