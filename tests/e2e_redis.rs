@@ -197,6 +197,26 @@ async fn two_instances_share_the_sites() {
     })
     .await;
     assert_eq!(a.waiting_total().await, 500);
+    // Each instance keeps a copy of the whole log beside its projections (analysts, audit,
+    // backups): every seq, the same events as Redis holds.
+    for server in [&a, &b] {
+        eventually(
+            "the local copy of the log",
+            Duration::from_secs(10),
+            || async {
+                let conn = rusqlite::Connection::open(server.data.join("madoguchi.db")).unwrap();
+                let (n, max): (i64, i64) = conn
+                    .query_row(
+                        "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE site = 'chuo'",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .unwrap();
+                (n as u64 == last && max as u64 == last).then_some(())
+            },
+        )
+        .await;
+    }
     // Each instance counts what it did: A issued the first ticket and every other one of the
     // 500, B the rest; B made the call.
     assert_eq!(

@@ -41,6 +41,9 @@ pub struct Batch {
     pub visits: Vec<VisitRecord>,
     pub jobs: Vec<NewJob>,
     pub finished: Vec<FinishedJob>,
+    /// The events themselves with their seqs, for an instance on a shared log (Redis): its
+    /// local copy of the log's history (`events`), for analysts, the audit trail and backups.
+    pub events: Vec<(u64, crate::core::Event)>,
 }
 
 impl Batch {
@@ -50,10 +53,14 @@ impl Batch {
         self.visits.extend(later.visits);
         self.jobs.extend(later.jobs);
         self.finished.extend(later.finished);
+        self.events.extend(later.events);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.visits.is_empty() && self.jobs.is_empty() && self.finished.is_empty()
+        self.visits.is_empty()
+            && self.jobs.is_empty()
+            && self.finished.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -133,6 +140,8 @@ impl ProjectionStore {
         // The projection can always be rebuilt from the log; no need to sync every write.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
+        // The log's table: the log itself on SQLite, a copy of the shared log on Redis.
+        conn.execute_batch(crate::log::EVENTS_TABLE).map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS visits (
                 ticket_id TEXT PRIMARY KEY,
@@ -270,6 +279,7 @@ impl ProjectionStore {
             visits,
             jobs,
             finished: Vec::new(),
+            events: Vec::new(),
         };
         self.record_batch(site, Arc::new(batch)).await
     }
@@ -295,6 +305,15 @@ impl ProjectionStore {
                         j.job.issued_at.to_rfc3339(),
                         body
                     ],
+                )
+                .map_err(err)?;
+            }
+            for (seq, event) in &batch.events {
+                let (at, kind, body) = crate::log::event_row(event).map_err(err)?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO events (site, seq, at, kind, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![site, *seq as i64, at, kind, body],
                 )
                 .map_err(err)?;
             }

@@ -555,6 +555,7 @@ impl Actor {
             batch_len: 0,
             shared: false,
         };
+        actor.shared = actor.log.shared();
         let started = std::time::Instant::now();
         let checkpoint = actor
             .visits
@@ -729,7 +730,6 @@ impl Actor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // What other server instances append to this site's log (a shared backend only).
         let mut follow = self.log.follow(&self.state.config.id);
-        self.shared = follow.is_some();
         loop {
             tokio::select! {
                 // Another instance appended: apply its events as if they were ours (state, live
@@ -1117,10 +1117,14 @@ impl Actor {
         let mut records = Vec::new();
         let mut issued = Vec::new();
         let mut finished = Vec::new();
+        let mut copied = Vec::new();
         let live = self.live.receiver_count() > 0;
         let mut last_board = None;
         for (i, event) in events.iter().enumerate() {
             let changed = self.fold(event);
+            if self.shared {
+                copied.push((self.state.seq, event.clone()));
+            }
             match event {
                 Event::TicketIssued { queue, .. } => {
                     if own {
@@ -1180,6 +1184,7 @@ impl Actor {
             visits: records,
             jobs,
             finished,
+            events: copied,
         };
         if !batch.is_empty() {
             if let Some(projector) = &self.projector {
@@ -1218,6 +1223,9 @@ impl Actor {
                     batch.visits.extend(changed);
                     batch.jobs.extend(job_for(&self.state, &stored.event));
                     batch.finished.extend(finished_for(&stored.event));
+                    if self.shared {
+                        batch.events.push((stored.seq, stored.event.clone()));
+                    }
                 }
             }
             if live {

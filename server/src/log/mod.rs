@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::{redacted, RedisLog, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
 pub use snapshot::{SnapshotStore, SqliteSnapshots, KEEP_SNAPSHOTS};
-pub(crate) use sqlite::open_db;
 pub use sqlite::SqliteLog;
+pub(crate) use sqlite::{event_row, open_db, EVENTS_TABLE};
 
 use crate::core::{Event, SiteId};
 
@@ -84,5 +84,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// (the embedded SQLite file has one server).
     fn follow(&self, _site: &SiteId) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+
+    /// Several server instances append to this log (it is followed, and each instance keeps a
+    /// copy of it beside its projections).
+    fn shared(&self) -> bool {
+        false
     }
 }

@@ -187,6 +187,10 @@ impl EventLog for RedisLog {
             .map_err(unavailable)
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn follow(&self, site: &SiteId) -> Option<watch::Receiver<u64>> {
         let (tx, rx) = watch::channel(0);
         tokio::spawn(follow(self.client.clone(), self.keys(site), tx));

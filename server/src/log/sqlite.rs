@@ -34,6 +34,23 @@ struct Append {
 /// Appends the writer commits together, at most (a bound on one transaction's size).
 const WRITER_MAX: usize = 256;
 
+/// The table of the event log (also the local copy an instance on Redis keeps of the shared
+/// log, for analysts, the audit trail and backups).
+pub(crate) const EVENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS events (
+    site TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (site, seq)
+) WITHOUT ROWID;";
+
+/// An event as a row of `events`: (at, kind, JSON body).
+pub(crate) fn event_row(event: &Event) -> Result<(String, &'static str, String), LogError> {
+    let body = serde_json::to_string(event).map_err(unavailable)?;
+    Ok((event.at().to_rfc3339(), event.kind(), body))
+}
+
 /// Opens a connection with the settings every madoguchi connection uses.
 pub(crate) fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -51,17 +68,7 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
 impl SqliteLog {
     pub fn open(path: &Path) -> Result<Self, LogError> {
         let conn = open_db(path).map_err(unavailable)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS events (
-                site TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                at TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                body TEXT NOT NULL,
-                PRIMARY KEY (site, seq)
-            ) WITHOUT ROWID;",
-        )
-        .map_err(unavailable)?;
+        conn.execute_batch(EVENTS_TABLE).map_err(unavailable)?;
         let writer_conn = open_db(path).map_err(unavailable)?;
         let (writer, appends) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -204,10 +211,7 @@ impl EventLog for SqliteLog {
     ) -> Result<u64, LogError> {
         let rows = events
             .iter()
-            .map(|e| {
-                let body = serde_json::to_string(e).map_err(unavailable)?;
-                Ok((e.at().to_rfc3339(), e.kind(), body))
-            })
+            .map(event_row)
             .collect::<Result<_, LogError>>()?;
         let (reply, answer) = oneshot::channel();
         self.writer
