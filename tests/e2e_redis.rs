@@ -422,3 +422,126 @@ async fn redis_restarted_loses_nothing_acknowledged() {
         .saw_every_seq_to(last_seq(&redis, &prefix).await)
         .await;
 }
+
+/// `--public-only` (the internet-facing side) on the shared log: residents' pages, the phone
+/// channel, the board and the lobby work and see the internal instance's events; every other
+/// operation of the OpenAPI document, and the staff screens, answer 404 even with a valid token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_public_only_instance_serves_residents_and_nothing_else() {
+    let Some(redis) = TestRedis::get("a_public_only_instance") else {
+        return;
+    };
+    let prefix = prefix("public_only");
+    let dir = tempfile::tempdir().unwrap();
+    let inside = instance(&dir, "inside", &redis, &prefix).await;
+    let public = Server::start_args(
+        &dir.path().join("public"),
+        &repo_path("config/demo.toml"),
+        &[
+            "--store",
+            &redis.url,
+            "--redis-prefix",
+            &prefix,
+            "--public-only",
+        ],
+    )
+    .await;
+    let lobby = Lobby::open(&public).await;
+
+    // A ticket issued inside, followed and cancelled by its resident on the public side.
+    let ticket = inside.issue(certificate()).await;
+    let token = ticket["token"].as_str().unwrap();
+    let view = eventually(
+        "the phone view on the public side",
+        Duration::from_secs(10),
+        || async {
+            let (status, view) = public.get(&format!("/api/v1/tickets/{token}"), None).await;
+            (status == 200).then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(view["ticket"]["number"], ticket["number"], "{view}");
+    let (status, page) = public.get(&format!("/t/{token}"), None).await;
+    assert_eq!(status, 200, "{page}");
+    let (status, _) = public.get("/screens/lobby/chuo", None).await;
+    assert_eq!(status, 200);
+    let (status, board) = public.get("/api/v1/sites/chuo/board", None).await;
+    assert_eq!(status, 200, "{board}");
+    let (status, reply) = public
+        .post(&format!("/api/v1/tickets/{token}/cancel"), None, None)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    eventually(
+        "the cancel seen inside",
+        Duration::from_secs(10),
+        || async {
+            let (_, t) = inside.get(&format!("/api/v1/tickets/{token}"), None).await;
+            (t["ticket"]["status"] == "cancelled").then_some(())
+        },
+    )
+    .await;
+    lobby
+        .saw_every_seq_to(last_seq(&redis, &prefix).await)
+        .await;
+
+    // Everything else is absent on the public side, whatever the token.
+    let (status, doc) = inside.get("/api/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let mut refused = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{site}", "chuo")
+            .replace("{token}", token)
+            .replace("{counter}", "6")
+            .replace("{action}", "call-next")
+            .replace("{number}", ticket["number"].as_str().unwrap())
+            .replace("{agent}", "agent-1");
+        let public_route = [
+            "/healthz",
+            "/readyz",
+            "/api/v1/sites",
+            "/api/v1/sites/{site}/catalog",
+            "/api/v1/sites/{site}/board",
+            "/api/v1/sites/{site}/live",
+            "/api/v1/tickets/{token}",
+            "/api/v1/tickets/{token}/live",
+            "/api/v1/tickets/{token}/cancel",
+            "/api/v1/tickets/{token}/satisfaction",
+        ]
+        .contains(&path.as_str());
+        for method in ops.as_object().unwrap().keys() {
+            if public_route {
+                continue;
+            }
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            for token in [
+                None,
+                Some(FLOOR),
+                Some(COUNTER),
+                Some(DISPENSER),
+                Some(ANALYST),
+            ] {
+                let (status, body) = public
+                    .send(method.clone(), &concrete, token, Some(json!({})))
+                    .await;
+                assert_eq!(
+                    status, 404,
+                    "{method} {concrete} on the public side: {body}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 50, "{refused}");
+    for page in [
+        "/",
+        "/screens/kiosk/chuo",
+        "/screens/counter/chuo",
+        "/screens/floor/chuo",
+        "/screens/kpi/chuo",
+        "/metrics",
+    ] {
+        let (status, _) = public.get(page, Some(FLOOR)).await;
+        assert_eq!(status, 404, "{page} on the public side");
+    }
+}

@@ -45,6 +45,10 @@ enum Cmd {
         /// metric. Default: the host name and the port listened on, e.g. `ward-app-1:8080`.
         #[arg(long, env = "MADOGUCHI_SERVER_NAME")]
         server_name: Option<String>,
+        /// Serve only the public routes (phone pages and their channel, board, lobby), for the
+        /// internet-facing side of the city's network; everything with a token answers 404.
+        #[arg(long, env = "MADOGUCHI_PUBLIC_ONLY")]
+        public_only: bool,
     },
     /// Check a configuration file: print a summary, or every error with file, field and reason.
     CheckConfig {
@@ -211,10 +215,12 @@ fn main() -> ExitCode {
             store,
             redis_prefix,
             server_name,
+            public_only,
         } => {
             init_tracing();
             let server_name = server_name.unwrap_or_else(|| default_server_name(listen));
-            match serve(config, listen, data, &store, &redis_prefix, &server_name) {
+            let store = (store, redis_prefix);
+            match serve(config, listen, data, &store, &server_name, public_only) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("madoguchi: {e:#}");
@@ -250,9 +256,9 @@ fn serve(
     config_path: PathBuf,
     listen: SocketAddr,
     data: PathBuf,
-    store: &str,
-    redis_prefix: &str,
+    (store, redis_prefix): &(String, String),
     server_name: &str,
+    public_only: bool,
 ) -> anyhow::Result<()> {
     let store = madoguchi::server::Store::parse(store, redis_prefix)?;
     let config = Config::load(&config_path).map_err(|e| {
@@ -285,6 +291,7 @@ fn serve(
             &data,
             &store,
             server_name,
+            public_only,
             listener,
             madoguchi::server::shutdown_signal(),
         )

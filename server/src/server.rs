@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::http::{router, AppState};
+use crate::http::{public_router, router, AppState};
 use crate::log::{EventLog, RedisLog, SnapshotStore, SqliteLog, SqliteSnapshots};
 use crate::metrics::Metrics;
 use crate::net;
@@ -71,6 +71,7 @@ pub async fn run(
     data_dir: &Path,
     store: &Store,
     server_name: &str,
+    public_only: bool,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -136,7 +137,15 @@ pub async fn run(
             public.forget_quiet();
         }
     });
-    let app = router(state);
+    let app = if public_only {
+        tracing::info!(
+            routes = crate::http::PUBLIC_ROUTES.len(),
+            "public side only: serving the residents' and the lobby's routes (see docs/DEPLOY.md)"
+        );
+        public_router(state)
+    } else {
+        router(state)
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %data_dir.display(), store = %store.describe(&db), server = server_name, "madoguchi is serving");
     tracing::info!(

@@ -270,6 +270,49 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes a `serve --public-only` instance serves (by route pattern): what residents and the
+/// lobby screens reach from the internet — the phone page and its channel, a ticket's cancel and
+/// rating, the board, the live feed, the catalog and site list the screens load, their assets,
+/// and the health checks for the balancer. Nothing with a token: no kiosk, counter, floor,
+/// printer, KPI, audit, export, what-if or metrics.
+pub const PUBLIC_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/api/v1/sites",
+    "/api/v1/sites/{site}/catalog",
+    "/api/v1/sites/{site}/board",
+    "/api/v1/sites/{site}/live",
+    "/api/v1/tickets/{token}",
+    "/api/v1/tickets/{token}/live",
+    "/api/v1/tickets/{token}/cancel",
+    "/api/v1/tickets/{token}/satisfaction",
+    "/screens/lobby/{site}",
+    "/t/{token}",
+    "/assets/{*path}",
+];
+
+/// The API and screens of the public side only ([`PUBLIC_ROUTES`]); every other route answers
+/// 404 as if it did not exist.
+pub fn public_router(state: AppState) -> Router {
+    router(state).layer(middleware::from_fn(only_public))
+}
+
+async fn only_public(request: Request, next: Next) -> Response {
+    let public = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| PUBLIC_ROUTES.contains(&p.as_str()));
+    if public {
+        next.run(request).await
+    } else {
+        ApiError::not_found(
+            "not_found",
+            "この窓口では提供していません / not served on the public side; see docs/DEPLOY.md",
+        )
+        .into_response()
+    }
+}
+
 /// A handler that does not answer in time gets 503; streams and WebSockets run on once their
 /// answer has begun.
 async fn answer_within(limit: std::time::Duration, request: Request, next: Next) -> Response {
