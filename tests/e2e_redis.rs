@@ -545,3 +545,155 @@ async fn a_public_only_instance_serves_residents_and_nothing_else() {
         assert_eq!(status, 404, "{page} on the public side");
     }
 }
+
+/// The first entry left in the site's stream (its seq), and the stream's length.
+async fn stream_head(redis: &TestRedis, prefix: &str) -> (u64, u64) {
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}{{chuo}}:events");
+    let first: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let seq = first
+        .first()
+        .map(|(id, _)| id.split('-').next().unwrap().parse().unwrap())
+        .unwrap_or(0);
+    (seq, len)
+}
+
+/// Snapshots in Redis bound the streams: with no retention, the snapshot A writes when it stops
+/// trims the stream behind it. A third instance started late on an empty data directory starts
+/// from that snapshot and the trimmed stream, and shows the same board as the one that ran on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_instance_starts_from_the_shared_snapshot_and_the_trimmed_stream() {
+    let Some(redis) = TestRedis::get("a_late_instance") else {
+        return;
+    };
+    let prefix = prefix("late");
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &'static str| {
+        let (dir, redis, prefix) = (&dir, &redis, &prefix);
+        async move {
+            Server::start_args(
+                &dir.path().join(name),
+                &repo_path("config/demo.toml"),
+                &[
+                    "--store",
+                    &redis.url,
+                    "--redis-prefix",
+                    prefix,
+                    "--server-name",
+                    name,
+                    "--redis-retention-s",
+                    "0",
+                ],
+            )
+            .await
+        }
+    };
+    let mut a = start("a").await;
+    let b = start("b").await;
+    for i in 0..30 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        server.issue(certificate()).await;
+    }
+    let (status, _) = b.counter("6", "call-next", None).await;
+    assert_eq!(status, 200);
+    let at_stop = last_seq(&redis, &prefix).await;
+    // A stops: its shutdown snapshot goes to Redis and the stream is trimmed behind it.
+    assert!(a.terminate().await.success());
+    let (head, len) = stream_head(&redis, &prefix).await;
+    assert_eq!(head, at_stop, "trimmed up to the snapshot's own event");
+    assert_eq!(len, 1);
+    // Life goes on at B.
+    for _ in 0..5 {
+        b.issue(certificate()).await;
+    }
+    let (status, _) = b.counter("7", "call-next", None).await;
+    assert_eq!(status, 200);
+
+    // C starts late, on nothing of its own.
+    let c = start("c").await;
+    assert!(
+        c.output().contains("starting from the shared snapshot"),
+        "{}",
+        c.output()
+    );
+    eventually("C shows B's board", Duration::from_secs(10), || async {
+        let (bb, cb) = (b.board().await, c.board().await);
+        (without_estimates(bb) == without_estimates(cb)).then_some(())
+    })
+    .await;
+    assert_eq!(c.waiting_total().await, 33);
+    // And it serves: the next number follows on from B's.
+    let next = number_value(&c.issue(certificate()).await);
+    assert_eq!(next, 36);
+}
+
+/// Where the stream was trimmed and no snapshot fits (a counter was added, so every snapshot is
+/// of another configuration), an instance replays the history from its own copy of the log and
+/// the rest from the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_replays_from_its_own_copy_where_the_stream_was_trimmed() {
+    let Some(redis) = TestRedis::get("replays_from_its_own_copy") else {
+        return;
+    };
+    let prefix = prefix("own_copy");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("b");
+    let start = |config: std::path::PathBuf| {
+        let (data, redis, prefix) = (&data, &redis, &prefix);
+        async move {
+            Server::start_args(
+                data,
+                &config,
+                &[
+                    "--store",
+                    &redis.url,
+                    "--redis-prefix",
+                    prefix,
+                    "--redis-retention-s",
+                    "0",
+                ],
+            )
+            .await
+        }
+    };
+    let mut b = start(repo_path("config/demo.toml")).await;
+    for _ in 0..20 {
+        b.issue(certificate()).await;
+    }
+    let last = last_seq(&redis, &prefix).await;
+    assert!(b.terminate().await.success());
+    let (head, _) = stream_head(&redis, &prefix).await;
+    assert_eq!(head, last, "the stream is trimmed to the shutdown snapshot");
+
+    let changed = demo_config_with(
+        dir.path(),
+        "more-counters.toml",
+        "[[sites.counters]]\nid = \"11\"\nname = { ja = \"11番窓口\", en = \"Counter 11\" }\nqueues = [\"certificates\"]\n",
+    );
+    let b = start(changed).await;
+    assert_eq!(b.waiting_total().await, 20);
+    assert_eq!(number_value(&b.issue(certificate()).await), 21);
+    let catalog = b.get("/api/v1/sites/chuo/catalog", None).await.1;
+    assert!(
+        catalog["counters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "11"),
+        "{catalog}"
+    );
+}

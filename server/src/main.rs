@@ -45,6 +45,11 @@ enum Cmd {
         /// metric. Default: the host name and the port listened on, e.g. `ward-app-1:8080`.
         #[arg(long, env = "MADOGUCHI_SERVER_NAME")]
         server_name: Option<String>,
+        /// With a Redis store: how long (seconds) each site's stream keeps events behind a
+        /// snapshot before they are trimmed from Redis (every instance's own SQLite file keeps
+        /// the whole history). Default: 7 days.
+        #[arg(long, env = "MADOGUCHI_REDIS_RETENTION_S", default_value_t = madoguchi::server::DEFAULT_RETENTION.as_secs())]
+        redis_retention_s: u64,
         /// Serve only the public routes (phone pages and their channel, board, lobby), for the
         /// internet-facing side of the city's network; everything with a token answers 404.
         #[arg(long, env = "MADOGUCHI_PUBLIC_ONLY")]
@@ -215,11 +220,16 @@ fn main() -> ExitCode {
             store,
             redis_prefix,
             server_name,
+            redis_retention_s,
             public_only,
         } => {
             init_tracing();
             let server_name = server_name.unwrap_or_else(|| default_server_name(listen));
-            let store = (store, redis_prefix);
+            let store = (
+                store,
+                redis_prefix,
+                std::time::Duration::from_secs(redis_retention_s),
+            );
             match serve(config, listen, data, &store, &server_name, public_only) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -256,11 +266,11 @@ fn serve(
     config_path: PathBuf,
     listen: SocketAddr,
     data: PathBuf,
-    (store, redis_prefix): &(String, String),
+    (store, redis_prefix, retention): &(String, String, std::time::Duration),
     server_name: &str,
     public_only: bool,
 ) -> anyhow::Result<()> {
-    let store = madoguchi::server::Store::parse(store, redis_prefix)?;
+    let store = madoguchi::server::Store::parse(store, redis_prefix, *retention)?;
     let config = Config::load(&config_path).map_err(|e| {
         anyhow::anyhow!(
             "{e}\n(run `madoguchi check-config {}` for details)",

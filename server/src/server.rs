@@ -30,21 +30,30 @@ pub enum Store {
     /// The embedded SQLite file in the data directory: one server instance, nothing else to run.
     Sqlite,
     /// Redis, shared by several server instances; every key starts with `prefix`. The data
-    /// directory then holds this instance's own projections (visit records, print jobs) and
-    /// snapshots.
-    Redis { url: String, prefix: String },
+    /// directory then holds this instance's own projections (visit records, print jobs) and its
+    /// copy of the log; snapshots are kept in Redis, and each site's stream is trimmed behind
+    /// the newest snapshot older than `retention`.
+    Redis {
+        url: String,
+        prefix: String,
+        retention: Duration,
+    },
 }
+
+/// How long the shared log keeps events in Redis behind a snapshot, unless configured.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Store {
     /// `sqlite` (or empty), or a Redis URL `redis://[:PASSWORD@]HOST:PORT/DB` (`rediss://` for
     /// TLS).
-    pub fn parse(store: &str, prefix: &str) -> anyhow::Result<Store> {
+    pub fn parse(store: &str, prefix: &str, retention: Duration) -> anyhow::Result<Store> {
         match store.trim() {
             "" | "sqlite" => Ok(Store::Sqlite),
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 Ok(Store::Redis {
                     url: url.to_owned(),
                     prefix: prefix.to_owned(),
+                    retention,
                 })
             }
             other => anyhow::bail!(
@@ -58,7 +67,7 @@ impl Store {
     pub fn describe(&self, db: &Path) -> String {
         match self {
             Store::Sqlite => db.display().to_string(),
-            Store::Redis { url, prefix } => {
+            Store::Redis { url, prefix, .. } => {
                 format!("{} (keys {prefix}…)", crate::log::redacted(url))
             }
         }
@@ -78,23 +87,31 @@ pub async fn run(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let db = data_dir.join(DB_FILE);
-    let log: Arc<dyn EventLog> = match store {
-        Store::Sqlite => Arc::new(
-            SqliteLog::open(&db)
-                .with_context(|| format!("cannot open the event log {}", db.display()))?,
+    let (log, snapshots): (Arc<dyn EventLog>, Arc<dyn SnapshotStore>) = match store {
+        Store::Sqlite => (
+            Arc::new(
+                SqliteLog::open(&db)
+                    .with_context(|| format!("cannot open the event log {}", db.display()))?,
+            ),
+            Arc::new(
+                SqliteSnapshots::open(&db)
+                    .with_context(|| format!("cannot open the snapshots in {}", db.display()))?,
+            ),
         ),
-        Store::Redis { url, prefix } => Arc::new(
-            RedisLog::connect(url, prefix)
+        Store::Redis {
+            url,
+            prefix,
+            retention,
+        } => {
+            let log = RedisLog::connect(url, prefix)
                 .await
-                .context("cannot open the event log in Redis")?,
-        ),
+                .context("cannot open the event log in Redis")?;
+            let snapshots = log.snapshots(*retention);
+            (Arc::new(log), Arc::new(snapshots))
+        }
     };
     let visits = ProjectionStore::open(&db)
         .with_context(|| format!("cannot open the visit records in {}", db.display()))?;
-    let snapshots: Arc<dyn SnapshotStore> = Arc::new(
-        SqliteSnapshots::open(&db)
-            .with_context(|| format!("cannot open the snapshots in {}", db.display()))?,
-    );
     let metrics = match store {
         Store::Sqlite => Metrics::new(),
         Store::Redis { .. } => Metrics::for_server(server_name),

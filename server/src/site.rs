@@ -609,7 +609,17 @@ impl Actor {
             return 0;
         };
         let site = self.state.config.id.clone();
-        let snapshot = match store.load_latest(&site, checkpoint).await {
+        // A shared log trimmed past this instance's checkpoint (a new instance, or one down for
+        // longer than the retention): the events in between are only in a snapshot now. Start
+        // from the newest one; this instance's visit records lack those events (seed it from a
+        // peer's backup for the whole history, docs/DEPLOY.md).
+        let trimmed = self.shared
+            && match self.log.read(&site, checkpoint, 1).await {
+                Ok(page) => page.first().is_some_and(|e| e.seq > checkpoint + 1),
+                Err(_) => false,
+            };
+        let max_seq = if trimmed { u64::MAX } else { checkpoint };
+        let snapshot = match store.load_latest(&site, max_seq).await {
             Ok(Some(snapshot)) if snapshot.seq > 0 => snapshot,
             Ok(_) => {
                 tracing::info!(site = %site, "no snapshot; replaying the whole event log");
@@ -622,7 +632,7 @@ impl Actor {
         };
         let seq = snapshot.seq;
         // The snapshot must belong to this log: its last event is there, at the same time.
-        match self.log.read(&site, seq - 1, 1).await {
+        match self.read_events(seq - 1, 1).await {
             Ok(page)
                 if page
                     .first()
@@ -639,6 +649,9 @@ impl Actor {
         let last_at = snapshot.last_at;
         match snapshot.restore(self.state.config.clone()) {
             Ok(state) => {
+                if trimmed {
+                    tracing::warn!(site = %site, checkpoint, snapshot_seq = seq, "the shared log no longer holds the events after this instance's data: starting from the shared snapshot; this instance's visit records lack the events up to it (seed from a peer's backup for the whole history)");
+                }
                 self.state = state;
                 self.last_at = last_at;
                 self.snapshot_seq = seq;
@@ -809,6 +822,33 @@ impl Actor {
             }
             self.maybe_snapshot("periodic");
         }
+    }
+
+    /// Up to `limit` events after `after`: from the log, or, where a shared log was trimmed
+    /// past them, from this instance's copy of it (a data directory seeded from a peer's
+    /// backup holds the history the stream no longer has).
+    async fn read_events(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::log::StoredEvent>, SiteError> {
+        let site = &self.state.config.id;
+        let page = self.log.read(site, after, limit).await?;
+        if !self.shared || page.first().is_none_or(|e| e.seq == after + 1) {
+            return Ok(page);
+        }
+        let copy = self
+            .visits
+            .copied_events(site.as_str(), after, limit)
+            .await
+            .map_err(|e| SiteError::Unavailable(e.to_string()))?;
+        if copy.first().is_some_and(|e| e.seq == after + 1) {
+            return Ok(copy);
+        }
+        Err(SiteError::Unavailable(format!(
+            "the shared log of site {site} begins at seq {} and this instance's data ends at {after}: start it from a snapshot, or seed its data directory from a peer's backup (docs/DEPLOY.md)",
+            page.first().map_or(0, |e| e.seq)
+        )))
     }
 
     /// Applies what other instances appended up to the log's last seq, now.
@@ -1201,7 +1241,7 @@ impl Actor {
     async fn catch_up(&mut self, checkpoint: u64, live: bool) -> Result<(), SiteError> {
         let site = self.state.config.id.clone();
         loop {
-            let page = self.log.read(&site, self.state.seq, READ_PAGE).await?;
+            let page = self.read_events(self.state.seq, READ_PAGE).await?;
             if page.is_empty() {
                 return Ok(());
             }

@@ -310,6 +310,22 @@ async fn sqlite_snapshot_store_conformance() {
     store_conformance(&SqliteSnapshots::open(&data.db).unwrap()).await;
 }
 
+#[path = "../../tests/common/redis.rs"]
+mod test_redis;
+
+/// The same contract for the snapshots kept in Redis (`REDIS_URL` or a `redis-server` of the
+/// test's own), under a key prefix of the test's own.
+#[tokio::test]
+async fn redis_snapshot_store_conformance() {
+    let Some(redis) = test_redis::TestRedis::get("redis_snapshot_store_conformance") else {
+        return;
+    };
+    let log = madoguchi::log::RedisLog::connect(&redis.url, &test_redis::prefix("snapshots"))
+        .await
+        .unwrap();
+    store_conformance(&log.snapshots(std::time::Duration::from_secs(3600))).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Site actors
 // ---------------------------------------------------------------------------------------------

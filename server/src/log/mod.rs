@@ -11,7 +11,7 @@ mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use self::redis::{redacted, RedisLog, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
+pub use self::redis::{redacted, RedisLog, RedisSnapshots, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
 pub use snapshot::{SnapshotStore, SqliteSnapshots, KEEP_SNAPSHOTS};
 pub use sqlite::SqliteLog;
 pub(crate) use sqlite::{event_row, open_db, EVENTS_TABLE};

@@ -21,8 +21,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::watch;
 
-use super::{EventLog, LogError, StoredEvent, EVENT_FORMAT};
-use crate::core::{Event, SiteId};
+use super::{EventLog, LogError, SnapshotStore, StoredEvent, EVENT_FORMAT, KEEP_SNAPSHOTS};
+use crate::core::{Event, SiteId, SiteSnapshot, SNAPSHOT_FORMAT};
 
 /// The key prefix unless configured.
 pub const DEFAULT_PREFIX: &str = "madoguchi:";
@@ -285,5 +285,145 @@ async fn follow(client: Client, keys: Keys, tx: watch::Sender<u64>) {
                 break;
             }
         }
+    }
+}
+
+/// Snapshots of the sites' states in Redis beside the streams, shared by every instance: a new
+/// instance starts from one when the stream no longer holds the events before it.
+///
+/// Per site: `{prefix}{site}:snapshots` (a sorted set of the kept snapshots' seqs) and
+/// `{prefix}{site}:snapshot:<seq>` (the snapshot as JSON). The newest [`KEEP_SNAPSHOTS`] are
+/// kept. After each save the stream is trimmed up to the newest kept snapshot whose last event
+/// is older than the retention window (`XTRIM … MINID <seq>-0`: that snapshot's own event stays,
+/// a start checks the snapshot against it), so Redis holds a bounded tail of the log while every
+/// instance's own SQLite file keeps the whole history.
+#[derive(Clone)]
+pub struct RedisSnapshots {
+    conn: ConnectionManager,
+    prefix: String,
+    retention: chrono::Duration,
+}
+
+impl RedisLog {
+    /// The snapshot store beside this log, trimming the streams behind snapshots older than
+    /// `retention`.
+    pub fn snapshots(&self, retention: Duration) -> RedisSnapshots {
+        RedisSnapshots {
+            conn: self.conn.clone(),
+            prefix: self.prefix.clone(),
+            retention: chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+}
+
+impl RedisSnapshots {
+    fn index(&self, site: &SiteId) -> String {
+        format!("{}{{{}}}:snapshots", self.prefix, site.as_str())
+    }
+
+    fn body(&self, site: &SiteId, seq: u64) -> String {
+        format!("{}{{{}}}:snapshot:{seq}", self.prefix, site.as_str())
+    }
+
+    fn corrupt(site: &SiteId, seq: u64, reason: String) -> LogError {
+        LogError::Corrupt {
+            site: site.to_string(),
+            seq,
+            reason: format!("snapshot: {reason}"),
+        }
+    }
+
+    /// The snapshot stored at `seq`, if it is there and of this version's format.
+    async fn load(&self, site: &SiteId, seq: u64) -> Result<Option<SiteSnapshot>, LogError> {
+        let mut conn = self.conn.clone();
+        let body: Option<String> = conn.get(self.body(site, seq)).await.map_err(unavailable)?;
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        let snapshot: SiteSnapshot =
+            serde_json::from_str(&body).map_err(|e| Self::corrupt(site, seq, e.to_string()))?;
+        if snapshot.seq != seq {
+            return Err(Self::corrupt(
+                site,
+                seq,
+                format!("stored as seq {seq}, its body says {}", snapshot.seq),
+            ));
+        }
+        Ok((snapshot.format == SNAPSHOT_FORMAT).then_some(snapshot))
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for RedisSnapshots {
+    async fn save(&self, site: &SiteId, snapshot: SiteSnapshot) -> Result<(), LogError> {
+        let seq = snapshot.seq;
+        let body = tokio::task::spawn_blocking(move || serde_json::to_string(&snapshot))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        let mut conn = self.conn.clone();
+        let index = self.index(site);
+        let _: () = redis::pipe()
+            .atomic()
+            .set(self.body(site, seq), body)
+            .zadd(&index, seq, seq)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // Forget all but the newest few.
+        let kept: Vec<u64> = conn.zrevrange(&index, 0, -1).await.map_err(unavailable)?;
+        if kept.len() > KEEP_SNAPSHOTS {
+            let old = &kept[KEEP_SNAPSHOTS..];
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for s in old {
+                pipe.zrem(&index, *s).del(self.body(site, *s));
+            }
+            let _: () = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        }
+        // Trim the stream behind the newest kept snapshot older than the retention window.
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(self.retention)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        for s in kept.iter().take(KEEP_SNAPSHOTS) {
+            let Some(snapshot) = self.load(site, *s).await? else {
+                continue;
+            };
+            if snapshot.last_at.is_some_and(|at| at <= cutoff) {
+                let trimmed: u64 = redis::cmd("XTRIM")
+                    .arg(format!("{}{{{}}}:events", self.prefix, site.as_str()))
+                    .arg("MINID")
+                    .arg(format!("{s}-0"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if trimmed > 0 {
+                    tracing::info!(site = %site, up_to_seq = s, trimmed, "shared log trimmed behind a snapshot");
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_latest(
+        &self,
+        site: &SiteId,
+        max_seq: u64,
+    ) -> Result<Option<SiteSnapshot>, LogError> {
+        let mut conn = self.conn.clone();
+        let seqs: Vec<u64> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(self.index(site))
+            .arg(max_seq.min(i64::MAX as u64))
+            .arg("-inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        for seq in seqs {
+            if let Some(snapshot) = self.load(site, seq).await? {
+                return Ok(Some(snapshot));
+            }
+        }
+        Ok(None)
     }
 }
