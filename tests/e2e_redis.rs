@@ -150,8 +150,15 @@ async fn two_instances_share_the_sites() {
     let b = instance(&dir, "b", &redis, &prefix).await;
     let lobby_b = Lobby::open(&b).await;
 
-    // Issued on A, called on B, completed on A.
+    // Issued on A, its phone page opened on B at once (the QR code scanned, the balancer
+    // choosing B), called on B, completed on A.
     let first = a.issue(certificate()).await;
+    let token = first["token"].as_str().unwrap();
+    let (status, view) = b.get(&format!("/api/v1/tickets/{token}"), None).await;
+    assert_eq!(
+        status, 200,
+        "B knows a ticket A issued a moment ago: {view}"
+    );
     let (status, called) = b.counter("6", "call-next", None).await;
     assert_eq!(status, 200, "{called}");
     assert_eq!(called["ticket"]["id"], first["id"], "{called}");

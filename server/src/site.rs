@@ -24,8 +24,9 @@ use crate::projector::Projector;
 const LIVE_BUFFER: usize = 256;
 /// Pages read from the log when rebuilding state.
 const READ_PAGE: usize = 2_000;
-/// Tries of one command when other writers keep appending first.
-const MAX_ATTEMPTS: usize = 8;
+/// Tries of one command when other writers keep appending first (after the second, with a
+/// random pause: see `commands`).
+const MAX_ATTEMPTS: usize = 16;
 /// Commands decided together and appended in one transaction, at most.
 const GROUP_MAX: usize = 64;
 /// Events between two snapshots of a site's state. A site also takes one when it stops, and
@@ -939,7 +940,14 @@ impl Actor {
         }
         let site = self.state.config.id.clone();
         self.batch_len = batch.len();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 1 {
+                // Instances racing for the same site: a random pause, growing with the tries,
+                // lets one of them land its batch instead of both catching up and colliding
+                // again.
+                let pause = rand::random_range(0..=500 * attempt as u64);
+                tokio::time::sleep(Duration::from_micros(pause)).await;
+            }
             let now = self.now();
             let mut scratch: Option<SiteState> = None;
             let mut events: Vec<Event> = Vec::new();

@@ -172,6 +172,7 @@ async fn ticket_live(
 ) -> Result<Response, ApiError> {
     let handle = app
         .site_of_token(&token)
+        .await
         .ok_or_else(ApiError::unknown_phone_ticket)?
         .clone();
     let ws = socket::upgrade(ws)?;

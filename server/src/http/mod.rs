@@ -137,11 +137,25 @@ impl AppState {
         };
         futures_util::future::join_all(sites.iter().map(|h| h.settled(SETTLE_LIMIT))).await;
     }
-    /// The site that issued a phone token today.
-    pub(crate) fn site_of_token(&self, token: &str) -> Option<&SiteHandle> {
-        self.inner
-            .sites
-            .get(&self.inner.deps.tickets.site_of(token)?)
+    /// The site that issued a phone token today. On a shared log another instance may have
+    /// issued it a moment ago (a phone scans its QR code and the balancer sends it here): for a
+    /// token of the right shape that this instance does not know, every site catches up with
+    /// the log first, then it is looked up again.
+    pub(crate) async fn site_of_token(&self, token: &str) -> Option<&SiteHandle> {
+        let known = |token: &str| {
+            self.inner
+                .sites
+                .get(&self.inner.deps.tickets.site_of(token)?)
+        };
+        if let Some(handle) = known(token) {
+            return Some(handle);
+        }
+        let plausible = token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit());
+        if !plausible || !self.inner.deps.log.shared() {
+            return None;
+        }
+        futures_util::future::join_all(self.sites().map(|h| h.sync())).await;
+        known(token)
     }
     /// Per-address limits for requests without a token.
     pub fn public_limits(&self) -> &Arc<PublicLimits> {

@@ -361,6 +361,7 @@ async fn staff_cancel(
 async fn find_by_token(app: &AppState, token: &str) -> Result<PhoneView, ApiError> {
     let handle = app
         .site_of_token(token)
+        .await
         .ok_or_else(ApiError::unknown_phone_ticket)?;
     let t = token.to_owned();
     handle

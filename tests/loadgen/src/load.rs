@@ -331,9 +331,11 @@ pub(crate) async fn dispense(
 }
 
 /// `clients` dispensers issuing back to back (each waits for its answer) for `seconds`; client
-/// `c` issues at `targets[c % targets.len()]` (a site and its plans).
+/// `c` issues at `targets[c % targets.len()]` (a site and its plans), through
+/// `servers[c % servers.len()]` (instances sharing one store).
 pub(crate) async fn dispense_closed(
     shared: Arc<Shared>,
+    servers: Vec<Api>,
     targets: Vec<(String, Vec<Value>)>,
     clients: usize,
     seconds: f64,
@@ -349,6 +351,7 @@ pub(crate) async fn dispense_closed(
     for c in 0..clients {
         let shared = shared.clone();
         let (site, plans) = targets[c % targets.len()].clone();
+        let api = servers[c % servers.len()].clone();
         let run_id = run_id.clone();
         tasks.spawn(async move {
             let s = &shared;
@@ -357,7 +360,7 @@ pub(crate) async fn dispense_closed(
             while now_us() < end_us {
                 let body = &plans[(c + i * clients) % plans.len()];
                 let key = format!("{run_id}-c{c}-{i}");
-                let issued = issue(&s.api, &site, &s.dispenser_token, body, &key).await;
+                let issued = issue(&api, &site, &s.dispenser_token, body, &key).await;
                 if issued.ok {
                     s.issued.fetch_add(1, Ordering::Relaxed);
                 } else {

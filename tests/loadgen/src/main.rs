@@ -72,6 +72,18 @@ pub(crate) struct Cli {
     #[arg(long, requires = "issuers")]
     issue_sites: Option<String>,
 
+    /// With --issuers: more server instances (base URLs, comma-separated) sharing the same
+    /// store; the issuing clients take --server and these in turn (client c: server c mod n), to
+    /// measure several instances on one Redis.
+    #[arg(long)]
+    issue_servers: Option<String>,
+
+    /// The server the lobby sockets and phone channels connect to, when it is another instance
+    /// than --server (which the counters and dispensers use): the call-to-screen time across
+    /// instances on one Redis.
+    #[arg(long)]
+    lobby_server: Option<String>,
+
     /// The site to load.
     #[arg(long, default_value = "chuo")]
     site: String,

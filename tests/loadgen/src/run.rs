@@ -79,7 +79,15 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
     // 1. Lobby sockets.
     let n = cli.sockets;
     let lobby_progress = Arc::new(LobbyProgress::new(n));
-    let live_url = api.ws_url(&format!("/api/v1/sites/{}/live", site.id));
+    // The lobby and the phones may follow another instance than the one the counters use.
+    let live_api = match &cli.lobby_server {
+        Some(url) => Api::new(url)?,
+        None => api.clone(),
+    };
+    if cli.lobby_server.is_some() {
+        progress!("lobby and phones on {}", live_api.ws_url(""));
+    }
+    let live_url = live_api.ws_url(&format!("/api/v1/sites/{}/live", site.id));
     let mut lobby_tasks = JoinSet::new();
     for i in 0..n {
         lobby_tasks.spawn(lobby::run_socket(
@@ -159,7 +167,7 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
         .collect();
     let mut phone_tasks = JoinSet::new();
     for (t, view) in phone_tickets.iter().zip(&views) {
-        let url = api.ws_url(&format!("/api/v1/tickets/{}/live", t.token));
+        let url = live_api.ws_url(&format!("/api/v1/tickets/{}/live", t.token));
         phone_tasks.spawn(phone::run_phone(
             url,
             t.clone(),
@@ -207,8 +215,16 @@ pub(crate) async fn run(cli: Cli, server: String) -> Result<Report> {
             None => vec![(site.id.clone(), site.served_plans.clone())],
             Some(list) => issue_targets(&api, list, &cli).await?,
         };
+        let mut servers = vec![api.clone()];
+        for url in cli.issue_servers.iter().flat_map(|l| l.split(',')) {
+            servers.push(Api::new(url.trim())?);
+        }
+        if servers.len() > 1 {
+            progress!("issuing through {} server instances", servers.len());
+        }
         tokio::spawn(load::dispense_closed(
             shared.clone(),
+            servers,
             targets,
             cli.issuers,
             cli.duration,
