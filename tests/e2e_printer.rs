@@ -42,17 +42,6 @@ fn printed_counts(printer: &VirtualPrinter) -> BTreeMap<String, usize> {
     counts
 }
 
-fn job_outcomes(server: &Server) -> BTreeMap<String, usize> {
-    let conn = rusqlite::Connection::open(server.data.join("madoguchi.db")).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT COALESCE(outcome, 'pending'), COUNT(*) FROM print_jobs GROUP BY 1")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 async fn printer_state(server: &Server) -> String {
     let board = server.board().await;
     board["printers"][0]["state"]
@@ -121,7 +110,7 @@ async fn two_hundred_tickets_give_two_hundred_cuts_in_order() {
         "status requests are exactly 10 04 n"
     );
     eventually("every job to be acknowledged", WAIT, || async {
-        (job_outcomes(&server).get("printed") == Some(&200)).then_some(())
+        (server.job_outcomes().get("printed") == Some(&200)).then_some(())
     })
     .await;
 
@@ -235,7 +224,7 @@ async fn an_agent_killed_mid_stream_prints_every_ticket_exactly_once() {
     }
     assert_eq!(counts.len(), 60);
     eventually("every job to be acknowledged", WAIT, || async {
-        let outcomes = job_outcomes(&server);
+        let outcomes = server.job_outcomes();
         (!outcomes.contains_key("pending")).then_some(outcomes)
     })
     .await;
@@ -295,7 +284,7 @@ async fn a_restarted_server_resends_unfinished_jobs_and_none_prints_twice() {
     eventually(
         "every job to be acknowledged after the restart",
         WAIT,
-        || async { (job_outcomes(&server).get("printed") == Some(&15)).then_some(()) },
+        || async { (server.job_outcomes().get("printed") == Some(&15)).then_some(()) },
     )
     .await;
 }
@@ -318,7 +307,7 @@ async fn a_job_too_old_to_print_is_reported_not_printed() {
     .await;
     issue_at_kiosk(&server, 0).await;
     eventually("the job to expire", WAIT, || async {
-        (job_outcomes(&server).get("expired") == Some(&1)).then_some(())
+        (server.job_outcomes().get("expired") == Some(&1)).then_some(())
     })
     .await;
     printer.set_status(Status::Online);

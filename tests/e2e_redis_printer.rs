@@ -22,12 +22,8 @@ use vprinter::VirtualPrinter;
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn instance(dir: &tempfile::TempDir, name: &str, redis: &TestRedis, prefix: &str) -> Server {
-    Server::start_args(
-        &dir.path().join(name),
-        &repo_path("config/demo.toml"),
-        &["--store", &redis.url, "--redis-prefix", prefix],
-    )
-    .await
+    let config = repo_path("config/demo.toml");
+    Server::start_on_redis(dir.path(), name, &config, &redis.url, prefix, &[]).await
 }
 
 async fn issue_at_kiosk(server: &Server) -> String {
@@ -40,18 +36,6 @@ async fn issue_at_kiosk(server: &Server) -> String {
         .await;
     assert_eq!(status, 201, "{reply}");
     reply["ticket"]["number"].as_str().unwrap().to_owned()
-}
-
-/// Jobs of the instance's own store by outcome (`pending` when not finished).
-fn job_outcomes(server: &Server) -> BTreeMap<String, usize> {
-    let conn = rusqlite::Connection::open(server.data.join("madoguchi.db")).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT COALESCE(outcome, 'pending'), COUNT(*) FROM print_jobs GROUP BY 1")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 async fn printer_online(server: &Server) -> bool {
@@ -81,7 +65,7 @@ async fn a_printer_agent_moved_between_instances_prints_every_ticket_once() {
     }
     printer.wait_for_tickets(20, WAIT).await;
     eventually("A records every job printed", WAIT, || async {
-        (job_outcomes(&a).get("printed") == Some(&20)).then_some(())
+        (a.job_outcomes().get("printed") == Some(&20)).then_some(())
     })
     .await;
 
@@ -94,11 +78,11 @@ async fn a_printer_agent_moved_between_instances_prints_every_ticket_once() {
     let _agent = Agent::start(&b, &printer, &dir.path().join("agent-b"), &[]);
     printer.wait_for_tickets(30, WAIT).await;
     eventually("B records every job printed", WAIT, || async {
-        (job_outcomes(&b).get("printed") == Some(&30)).then_some(())
+        (b.job_outcomes().get("printed") == Some(&30)).then_some(())
     })
     .await;
     eventually("A learns of the jobs printed through B", WAIT, || async {
-        (job_outcomes(&a).get("printed") == Some(&30)).then_some(())
+        (a.job_outcomes().get("printed") == Some(&30)).then_some(())
     })
     .await;
 

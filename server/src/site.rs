@@ -978,21 +978,13 @@ impl Actor {
                     Ok(last) if last > self.state.seq => {
                         let seq = self.state.seq;
                         if let Err(e) = self.catch_up(seq, true).await {
-                            let message = e.to_string();
-                            return batch
-                                .iter()
-                                .map(|_| Err(SiteError::Unavailable(message.clone())))
-                                .collect();
+                            return unavailable_all(batch.len(), e);
                         }
                         continue;
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let message = e.to_string();
-                        return batch
-                            .iter()
-                            .map(|_| Err(SiteError::Unavailable(message.clone())))
-                            .collect();
+                        return unavailable_all(batch.len(), e);
                     }
                 }
             }
@@ -1013,21 +1005,13 @@ impl Actor {
                             .inc();
                         let seq = self.state.seq;
                         if let Err(e) = self.catch_up(seq, true).await {
-                            let message = e.to_string();
-                            return batch
-                                .iter()
-                                .map(|_| Err(SiteError::Unavailable(message.clone())))
-                                .collect();
+                            return unavailable_all(batch.len(), e);
                         }
                         continue;
                     }
                     Err(e) => {
                         tracing::error!(site = %site, error = %e, "event log append failed");
-                        let message = e.to_string();
-                        return batch
-                            .iter()
-                            .map(|_| Err(SiteError::Unavailable(message.clone())))
-                            .collect();
+                        return unavailable_all(batch.len(), e);
                     }
                 }
             }
@@ -1050,14 +1034,7 @@ impl Actor {
                 })
                 .collect();
         }
-        batch
-            .iter()
-            .map(|_| {
-                Err(SiteError::Unavailable(
-                    "other writers kept appending first; try again".into(),
-                ))
-            })
-            .collect()
+        unavailable_all(batch.len(), "other writers kept appending first; try again")
     }
 
     fn applied(&self, command: &Command, ticket: Option<crate::core::TicketId>) -> Applied {
@@ -1384,6 +1361,14 @@ async fn log_grew(follow: &mut Option<watch::Receiver<u64>>) -> u64 {
         *follow = None;
     }
     std::future::pending().await
+}
+
+/// The same unavailability for every command of a batch.
+fn unavailable_all(commands: usize, e: impl std::fmt::Display) -> Vec<Result<Applied, SiteError>> {
+    let message = e.to_string();
+    (0..commands)
+        .map(|_| Err(SiteError::Unavailable(message.clone())))
+        .collect()
 }
 
 fn live_text(message: &LiveMessage<'_>) -> LiveText {

@@ -117,6 +117,40 @@ impl Server {
         Self::spawn_serve(data, config, addr, command).await
     }
 
+    /// An instance on a shared Redis store (`--store URL --redis-prefix PREFIX`), named `name`
+    /// (`--server-name`), with its own data directory `dir/name` and more arguments after.
+    pub async fn start_on_redis(
+        dir: &Path,
+        name: &str,
+        config: &Path,
+        url: &str,
+        prefix: &str,
+        more: &[&str],
+    ) -> Server {
+        let mut args = vec![
+            "--store",
+            url,
+            "--redis-prefix",
+            prefix,
+            "--server-name",
+            name,
+        ];
+        args.extend_from_slice(more);
+        Self::start_args(&dir.join(name), config, &args).await
+    }
+
+    /// Print jobs in this server's own file by outcome (`pending` while not finished).
+    pub fn job_outcomes(&self) -> std::collections::BTreeMap<String, usize> {
+        let conn = rusqlite::Connection::open(self.data.join("madoguchi.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT COALESCE(outcome, 'pending'), COUNT(*) FROM print_jobs GROUP BY 1")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// Starts the binary through a wrapper: `wrapper` is a program and its arguments, run with
     /// the binary's path and arguments after them; it must `exec` them (so the process id stays
     /// the server's). E.g. `["bash", "-c", "ulimit -n 400; exec \"$0\" \"$@\""]`.
