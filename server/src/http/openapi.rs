@@ -168,8 +168,10 @@ error_response!(
 );
 error_response!(
     Unavailable,
-    "The event log is unavailable, or the answer took longer than `[limits] response_timeout_s` \
-     (`unavailable`, `timeout`); retry."
+    "The event log is unavailable (the disk, or Redis with several instances), the site is \
+     restarting, or the answer took longer than `[limits] response_timeout_s` (`unavailable`, \
+     `timeout`); retry. An issue retried with the same `Idempotency-Key` never gives two tickets.",
+    "Retry-After" = Integer: "Seconds to wait before trying again (when the log or the site is the cause)"
 );
 
 /// This document.
