@@ -413,28 +413,8 @@ impl ProjectionStore {
         limit: usize,
     ) -> Result<Vec<crate::log::StoredEvent>, StoreError> {
         let site = site.to_owned();
-        self.with(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, body FROM events WHERE site = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )
-                .map_err(err)?;
-            let rows = stmt
-                .query_map(
-                    params![site, after.min(i64::MAX as u64) as i64, limit as i64],
-                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
-                )
-                .map_err(err)?;
-            let mut events = Vec::new();
-            for row in rows {
-                let (seq, body) = row.map_err(err)?;
-                let event = serde_json::from_str(&body)
-                    .map_err(|e| StoreError(format!("event {seq} of the copy: {e}")))?;
-                events.push(crate::log::StoredEvent { seq, event });
-            }
-            Ok(events)
-        })
-        .await
+        self.with(move |conn| crate::log::read_rows(conn, &site, after, limit).map_err(err))
+            .await
     }
 
     /// The site of `agent`'s job `job` if it is stored and not finished; `None` for a job this

@@ -51,6 +51,38 @@ pub(crate) fn event_row(event: &Event) -> Result<(String, &'static str, String),
     Ok((event.at().to_rfc3339(), event.kind(), body))
 }
 
+/// Up to `limit` events of `site` after `after` from the `events` table of `conn`, in order:
+/// the log itself, or an instance's copy of a shared log.
+pub(crate) fn read_rows(
+    conn: &Connection,
+    site: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, LogError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, body FROM events WHERE site = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(
+            params![site, after.min(i64::MAX as u64) as i64, limit as i64],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+        )
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, body) = row.map_err(unavailable)?;
+        let event = serde_json::from_str(&body).map_err(|e| LogError::Corrupt {
+            site: site.to_owned(),
+            seq,
+            reason: e.to_string(),
+        })?;
+        out.push(StoredEvent { seq, event });
+    }
+    Ok(out)
+}
+
 /// Opens a connection with the settings every madoguchi connection uses.
 pub(crate) fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -234,30 +266,8 @@ impl EventLog for SqliteLog {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
         let site = site.to_string();
-        self.with(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, body FROM events WHERE site = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map(params![site, after as i64, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-                })
-                .map_err(unavailable)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, body) = row.map_err(unavailable)?;
-                let event = serde_json::from_str(&body).map_err(|e| LogError::Corrupt {
-                    site: site.clone(),
-                    seq,
-                    reason: e.to_string(),
-                })?;
-                out.push(StoredEvent { seq, event });
-            }
-            Ok(out)
-        })
-        .await
+        self.with(move |conn| read_rows(conn, &site, after, limit))
+            .await
     }
 
     async fn last_seq(&self, site: &SiteId) -> Result<u64, LogError> {
