@@ -785,18 +785,11 @@ impl Actor {
                         for (reply, result) in replies.into_iter().zip(results) {
                             let _ = reply.send(result);
                         }
-                        match next {
-                            Some(Request::Sync { reply }) => {
-                                let _ = reply.send(self.sync().await);
-                            }
-                            Some(request) => self.other(request),
-                            None => {}
+                        if let Some(request) = next {
+                            self.other(request).await;
                         }
                     }
-                    Some(Request::Sync { reply }) => {
-                        let _ = reply.send(self.sync().await);
-                    }
-                    Some(request) => self.other(request),
+                    Some(request) => self.other(request).await,
                 },
                 _ = tick.tick() => {
                     if let Err(e) = self.command(Command::StartDay, None).await {
@@ -864,11 +857,13 @@ impl Actor {
         Ok(self.state.seq)
     }
 
-    /// A request other than a command: answered from the current state.
-    fn other(&mut self, request: Request) {
+    /// A request other than a command: answered from the current state (a sync first catches
+    /// up with the shared log).
+    async fn other(&mut self, request: Request) {
         match request {
-            Request::Command { .. } | Request::Sync { .. } => {
-                unreachable!("commands and syncs are handled by the run loop")
+            Request::Command { .. } => unreachable!("commands are batched by the run loop"),
+            Request::Sync { reply } => {
+                let _ = reply.send(self.sync().await);
             }
             Request::Query(f) => f(&self.state),
             Request::Subscribe { reply } => {
