@@ -3,6 +3,8 @@
 //! issued on one is called on another, numbers stay unique and gapless across instances, and a
 //! lobby socket on one sees every event made on the other, in order, even when the other dies.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 #[path = "common/redis.rs"]
 mod test_redis;
@@ -64,7 +66,8 @@ async fn last_seq(redis: &TestRedis, prefix: &str) -> u64 {
     seq.unwrap_or(0)
 }
 
-/// A lobby socket's messages as (type, seq), collected by a task of its own.
+/// A lobby socket's messages as (type, seq), collected by a task of its own; a `status` message
+/// is kept as `status:<log>` with the seq of the message before it.
 struct Lobby {
     seen: Arc<Mutex<Vec<(String, u64)>>>,
 }
@@ -91,14 +94,39 @@ impl Lobby {
             while let Some(Ok(message)) = ws.next().await {
                 if let Message::Text(text) = message {
                     let v: Value = serde_json::from_str(&text).unwrap();
-                    into.lock().unwrap().push((
-                        v["type"].as_str().unwrap().to_owned(),
-                        v["seq"].as_u64().unwrap(),
-                    ));
+                    let mut seen = into.lock().unwrap();
+                    let entry = match v["type"].as_str().unwrap() {
+                        "status" => (
+                            format!("status:{}", v["log"].as_str().unwrap()),
+                            seen.last().map_or(0, |(_, s)| *s),
+                        ),
+                        kind => (kind.to_owned(), v["seq"].as_u64().unwrap()),
+                    };
+                    seen.push(entry);
                 }
             }
         });
         Lobby { seen }
+    }
+
+    /// The `status` messages so far, in order (`available`, `unavailable`, …).
+    fn statuses(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(kind, _)| kind.strip_prefix("status:").map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits until the socket has had a `status` message saying `log`.
+    async fn hears_status(&self, log: &str) {
+        eventually(
+            &format!("the lobby socket hears the log is {log}"),
+            Duration::from_secs(20),
+            || async { self.statuses().iter().any(|s| s == log).then_some(()) },
+        )
+        .await;
     }
 
     /// Waits until the socket has had an event of `seq`, then checks that it saw every seq from
@@ -129,11 +157,21 @@ impl Lobby {
                     at = *s;
                 }
                 "snapshot" => assert_eq!(*s, at, "a snapshot of another seq: {seen:?}"),
+                status if status.starts_with("status:") => {}
                 other => panic!("unexpected live message {other}"),
             }
         }
         assert_eq!(at, seq);
     }
+}
+
+/// The waiting counts a lobby screen shows, queue by queue.
+async fn waiting_counts(screen: &browser::Browser) -> Value {
+    screen
+        .exec(
+            "return [...document.querySelectorAll('#queues .waiting')].map((e) => e.textContent);",
+        )
+        .await
 }
 
 fn certificate() -> Value {
@@ -315,6 +353,22 @@ async fn redis_restarted_loses_nothing_acknowledged() {
     let a = instance(&dir, "a", &redis, &prefix).await;
     let b = instance(&dir, "b", &redis, &prefix).await;
     let lobby_b = Lobby::open(&b).await;
+    // A lobby screen in a real browser on B: live, then the reconnecting mark while Redis is
+    // away, live again after.
+    let screen = if browser::available() {
+        let screen = browser::Browser::start(1280, 720).await;
+        screen.goto(&b.url("/screens/lobby/chuo")).await;
+        screen
+            .wait(
+                "the lobby to go live",
+                "document.body.dataset.live === '1'",
+                Duration::from_secs(20),
+            )
+            .await;
+        Some(screen)
+    } else {
+        None
+    };
 
     /// Issues with `key` at the server `base` until acknowledged, as a kiosk retries: every 503
     /// says when to retry and is counted in `refused`. Returns the ticket.
@@ -358,7 +412,51 @@ async fn redis_restarted_loses_nothing_acknowledged() {
         let server = if i % 2 == 0 { &a } else { &b };
         acknowledged.push(issue(server, format!("before-{i}")).await);
     }
+    // A resident's phone channel on B, for a ticket issued on A.
+    let phone = {
+        let token = acknowledged[0]["token"].as_str().unwrap();
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(b.ws_url(&format!("/api/v1/tickets/{token}/live")))
+                .await
+                .unwrap();
+        let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+        let into = heard.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Text(text) = message {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    let kind = v["type"].as_str().unwrap();
+                    into.lock().unwrap().push(match kind {
+                        "status" => format!("status:{}", v["log"].as_str().unwrap()),
+                        other => other.to_owned(),
+                    });
+                }
+            }
+        });
+        heard
+    };
+    let shown = match &screen {
+        Some(screen) => waiting_counts(screen).await,
+        None => Value::Null,
+    };
     redis.kill();
+    // The screens on B hear that the log is away; the browser's lobby keeps its board with the
+    // reconnecting mark.
+    lobby_b.hears_status("unavailable").await;
+    if let Some(screen) = &screen {
+        screen
+            .wait(
+                "the reconnecting mark",
+                "document.body.dataset.live === '0'",
+                Duration::from_secs(20),
+            )
+            .await;
+        assert!(
+            screen.text("#conn").await.contains("再接続中"),
+            "the mark says it reconnects"
+        );
+        assert_eq!(waiting_counts(screen).await, shown, "the board is kept");
+    }
     // While Redis is away: not ready, and a kiosk's issue is refused with a time to retry.
     for server in [&a, &b] {
         eventually(
@@ -387,6 +485,30 @@ async fn redis_restarted_loses_nothing_acknowledged() {
     redis.start();
     let ticket = during.await.unwrap();
     acknowledged.push(ticket);
+    lobby_b.hears_status("available").await;
+    // The phone heard the same, after its ticket.
+    eventually(
+        "the phone channel hears the log away and back",
+        Duration::from_secs(20),
+        || async {
+            let heard = phone.lock().unwrap().clone();
+            let away = heard.iter().position(|h| h == "status:unavailable");
+            let back = heard.iter().rposition(|h| h == "status:available");
+            (heard.first().map(String::as_str) == Some("ticket")
+                && away.zip(back).is_some_and(|(away, back)| away < back))
+            .then_some(())
+        },
+    )
+    .await;
+    if let Some(screen) = &screen {
+        screen
+            .wait(
+                "the lobby live again",
+                "document.body.dataset.live === '1'",
+                Duration::from_secs(20),
+            )
+            .await;
+    }
     // Both instances resume without a restart.
     for i in 0..20 {
         let server = if i % 2 == 0 { &b } else { &a };
@@ -395,6 +517,8 @@ async fn redis_restarted_loses_nothing_acknowledged() {
     for server in [&a, &b] {
         let r = server.http.get(server.url("/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["sites"]["chuo"]["log"], "available", "{body}");
     }
 
     // Every acknowledged ticket is in the log, once; no key issued twice.
@@ -417,6 +541,53 @@ async fn redis_restarted_loses_nothing_acknowledged() {
     lobby_b
         .saw_every_seq_to(last_seq(&redis, &prefix).await)
         .await;
+}
+
+/// Redis restarted without its AOF comes back empty: the instance, which applied more than the
+/// log now holds, says so on `/readyz` (503, the site's log `behind`) and refuses commands with
+/// 503 rather than number tickets again from 1; the board stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_ahead_of_a_redis_that_lost_events_refuses_commands() {
+    let Some(mut redis) = TestRedis::own("an_instance_ahead_of_a_redis", false) else {
+        return;
+    };
+    let prefix = prefix("behind");
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(&dir, "a", &redis, &prefix).await;
+    for _ in 0..5 {
+        a.issue(certificate()).await;
+    }
+    let lobby = Lobby::open(&a).await;
+    redis.kill();
+    lobby.hears_status("unavailable").await;
+    redis.start();
+    lobby.hears_status("behind").await;
+    let ready = a.http.get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["sites"]["chuo"]["log"], "behind", "{body}");
+    let refused = a
+        .http
+        .post(a.url("/api/v1/sites/chuo/tickets"))
+        .bearer_auth(DISPENSER)
+        .json(&certificate())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "unavailable", "{error}");
+    assert_eq!(last_seq(&redis, &prefix).await, 0, "nothing was appended");
+    let (status, board) = a.get("/api/v1/sites/chuo/board", None).await;
+    assert_eq!(status, 200);
+    let waiting: u64 = board["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["waiting"].as_u64().unwrap())
+        .sum();
+    assert_eq!(waiting, 5, "{board}");
 }
 
 /// `--public-only` (the internet-facing side) on the shared log: residents' pages, the phone

@@ -169,7 +169,8 @@ export const STABLE_MS = 30000;
 /**
  * Follows a site's live feed: calls onSnapshot(board) on every snapshot and onEvent(event, board)
  * for every event in order. Detects seq gaps and asks for a resync; calls onStatus(true|false)
- * when the connection comes and goes. Never polls.
+ * when the connection comes and goes, and when the server says the site's event log is away or
+ * back (`{"type": "status"}`). Never polls.
  *
  * Reconnects after any close (1001 shutdown, 1013 stalled, network loss) with a jittered backoff
  * from 1 s doubling to `maxDelay` (a few screens per site: they may come back soon), starting over
@@ -233,6 +234,9 @@ export class LiveFeed {
         }
         this.seq = msg.seq;
         this.onEvent(msg.event, msg.board);
+      } else if (msg.type === "status") {
+        // The site's event log is away (or back): keep the board, show the reconnecting mark.
+        this.onStatus(msg.log === "available");
       }
     };
     ws.onclose = (ev) => {

@@ -314,6 +314,9 @@ function connect() {
       received(msg.ticket);
     } else if (msg.type === "gone") {
       notFound("gone");
+    } else if (msg.type === "status" && since !== null) {
+      // The site's event log is away (or back): the ticket stays as shown, with the mark.
+      setLink(msg.log === "available" ? "live" : "down");
     }
   };
   sock.onerror = () => sock.close();

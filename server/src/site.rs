@@ -14,7 +14,7 @@ use crate::core::{
     decide, plan_for, BoardView, Command, CounterId, CounterView, DomainError, Event, Operator,
     PhoneView, PublicEvent, SiteId, SiteSnapshot, SiteState, TicketView, Timestamp, VisitRecord,
 };
-use crate::log::{EventLog, LogError, SnapshotStore};
+use crate::log::{EventLog, Followed, LogError, SnapshotStore};
 use crate::metrics::Metrics;
 use crate::printers::{finished_for, job_for, PrinterHub};
 use crate::projection::{Batch, NewJob, ProjectionStore};
@@ -172,6 +172,19 @@ pub struct SiteModel {
     pub now: Timestamp,
 }
 
+/// Whether a site's event log can be written, as its screens (the `status` live message) and
+/// `/readyz` report it. Always `Available` on the embedded log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogState {
+    Available,
+    /// The shared log cannot be reached; commands get 503 until it is back.
+    Unavailable,
+    /// The shared log holds fewer events than this instance applied: Redis lost acknowledged
+    /// writes (restarted without its AOF). Commands get 503; see docs/DEPLOY.md.
+    Behind,
+}
+
 /// How a site's actor is doing, for `/readyz`: shared by the supervisor, the actor and the
 /// handles.
 #[derive(Debug)]
@@ -190,6 +203,8 @@ pub struct SiteStatus {
     replayed: std::sync::atomic::AtomicU64,
     /// Commands sent to the actor and not yet taken: more than 0 while commands queue up.
     queued: std::sync::atomic::AtomicUsize,
+    /// Whether the log can be written (set by the actor as its follower reports).
+    log: watch::Sender<LogState>,
 }
 
 impl Default for SiteStatus {
@@ -203,6 +218,7 @@ impl Default for SiteStatus {
             snapshot_seq: Default::default(),
             replayed: Default::default(),
             queued: Default::default(),
+            log: watch::channel(LogState::Available).0,
         }
     }
 }
@@ -232,6 +248,14 @@ impl SiteStatus {
     /// Events the latest (re)build replayed from the log.
     pub fn replayed(&self) -> u64 {
         self.replayed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Whether the site's log can be written now.
+    pub fn log(&self) -> LogState {
+        *self.log.borrow()
+    }
+    /// Follows [`Self::log`] (for the screens' `status` message).
+    pub fn log_changes(&self) -> watch::Receiver<LogState> {
+        self.log.subscribe()
     }
 }
 
@@ -748,8 +772,9 @@ impl Actor {
             tokio::select! {
                 // Another instance appended: apply its events as if they were ours (state, live
                 // feed, phones, projections), in seq order.
-                seq = log_grew(&mut follow) => {
-                    if seq > self.state.seq {
+                followed = log_grew(&mut follow) => {
+                    self.log_state(followed).await;
+                    if followed.connected && followed.seq > self.state.seq {
                         let from = self.state.seq;
                         if let Err(e) = self.catch_up(from, true).await {
                             tracing::warn!(site = %self.state.config.id, error = %e, "cannot read what other instances appended; trying again when the log grows");
@@ -935,6 +960,11 @@ impl Actor {
         }
         let site = self.state.config.id.clone();
         self.batch_len = batch.len();
+        // This instance is ahead of a shared log that lost events: appending would number
+        // tickets again.
+        if self.status.log() == LogState::Behind {
+            return unavailable_all(batch.len(), BEHIND);
+        }
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 1 {
                 // Instances racing for the same site: a random pause, growing with the tries,
@@ -1218,6 +1248,47 @@ impl Actor {
 
     /// Applies every logged event after the current state. Visits ended after `checkpoint` are
     /// stored; with `live`, subscribers see the events too (another instance wrote them).
+    /// Tells the screens and `/readyz` whether the shared log can be written. Coming back, the
+    /// log must hold at least what this instance applied: if Redis lost acknowledged events
+    /// (restarted without its AOF), this instance refuses commands rather than number tickets
+    /// again.
+    async fn log_state(&mut self, followed: Followed) {
+        let site = &self.state.config.id;
+        let was = self.status.log();
+        let now = if !followed.connected {
+            LogState::Unavailable
+        } else if was == LogState::Available || followed.seq >= self.state.seq {
+            LogState::Available
+        } else {
+            // The follower's seq may predate this instance's own latest append: ask the log.
+            let mut now = LogState::Unavailable;
+            for _ in 0..10 {
+                match self.log.last_seq(site).await {
+                    Ok(last) if last < self.state.seq => now = LogState::Behind,
+                    Ok(_) => now = LogState::Available,
+                    // The log's own connection may take a moment longer to come back.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+                break;
+            }
+            now
+        };
+        if now == was {
+            return;
+        }
+        match now {
+            LogState::Available => tracing::info!(site = %site, "the shared event log is back"),
+            LogState::Unavailable => {
+                tracing::warn!(site = %site, "the shared event log cannot be reached; commands get 503 until it is back")
+            }
+            LogState::Behind => tracing::error!(site = %site, seq = self.state.seq, "{BEHIND}"),
+        }
+        self.status.log.send_replace(now);
+    }
+
     async fn catch_up(&mut self, checkpoint: u64, live: bool) -> Result<(), SiteError> {
         let site = self.state.config.id.clone();
         loop {
@@ -1346,8 +1417,9 @@ fn decide_one(
     Ok(Err(events))
 }
 
-/// The seq a followed log has grown to; never resolves without a follower (or once it is gone).
-async fn log_grew(follow: &mut Option<watch::Receiver<u64>>) -> u64 {
+/// What the follower of a shared log learned; never resolves without a follower (or once it is
+/// gone).
+async fn log_grew(follow: &mut Option<watch::Receiver<Followed>>) -> Followed {
     if let Some(rx) = follow {
         if rx.changed().await.is_ok() {
             return *rx.borrow_and_update();
@@ -1357,6 +1429,9 @@ async fn log_grew(follow: &mut Option<watch::Receiver<u64>>) -> u64 {
     }
     std::future::pending().await
 }
+
+/// Why a site refuses commands while its instance is ahead of the shared log.
+const BEHIND: &str = "the shared event log holds fewer events than this instance applied (Redis lost acknowledged writes): commands are refused; restore Redis from its AOF, or restart this instance once the log is right (docs/DEPLOY.md)";
 
 /// The same unavailability for every command of a batch.
 fn unavailable_all(commands: usize, e: impl std::fmt::Display) -> Vec<Result<Applied, SiteError>> {

@@ -366,13 +366,14 @@ mod redis {
             seq = writer.append(&s, seq, &events(round * 3, 3)).await.unwrap();
             let heard = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                follow.wait_for(|last| *last >= seq),
+                follow.wait_for(|last| last.seq >= seq),
             )
             .await
             .expect("the follower hears the append")
             .map(|last| *last)
             .unwrap();
-            assert_eq!(heard, seq, "round {round}");
+            assert_eq!(heard.seq, seq, "round {round}");
+            assert!(heard.connected, "round {round}");
             assert_eq!(reader.read(&s, seq - 3, 10).await.unwrap().len(), 3);
         }
     }

@@ -25,7 +25,7 @@ use super::openapi::{BadRequest, NotFound, TooManyRequests, Unavailable, Upgrade
 use super::socket::{self, End, Feed, Outbox};
 use super::{AppState, Peer};
 use crate::net::SocketGuard;
-use crate::site::{PhoneText, SiteHandle};
+use crate::site::{LogState, PhoneText, SiteHandle};
 
 /// Largest message a live client may send (it only ever sends `{"type":"resync"}`).
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -108,6 +108,7 @@ async fn feed(app: &AppState, handle: SiteHandle, socket: WebSocket) {
     tokio::pin!(stopping);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut log = handle.status().log_changes();
     let end = 'session: loop {
         let Ok((snapshot, mut events)) = handle.subscribe().await else {
             break End::Shutdown;
@@ -115,8 +116,22 @@ async fn feed(app: &AppState, handle: SiteHandle, socket: WebSocket) {
         if let Err(end) = out.shared(snapshot).await {
             break end;
         }
+        // A screen joining while the log is away learns it at once.
+        let state = *log.borrow_and_update();
+        if state != LogState::Available {
+            if let Err(end) = out.shared(log_status(state)).await {
+                break end;
+            }
+        }
         loop {
             let sent = tokio::select! {
+                changed = log.changed() => match changed {
+                    Ok(()) => {
+                        let state = *log.borrow_and_update();
+                        out.shared(log_status(state)).await
+                    }
+                    Err(_) => Err(End::Shutdown),
+                },
                 event = events.recv() => match event {
                     Ok(text) => out.shared(text).await,
                     // Fell behind its queue: start over from a fresh snapshot.
@@ -189,7 +204,8 @@ async fn ticket_live(
                 .ticket_live_clients
                 .with_label_values(&[site.as_str()]);
             gauge.inc();
-            follow_ticket(&app, updates, socket).await;
+            let log = handle.status().log_changes();
+            follow_ticket(&app, updates, log, socket).await;
             gauge.dec();
             drop(guard);
         }),
@@ -200,6 +216,7 @@ async fn ticket_live(
 async fn follow_ticket(
     app: &AppState,
     mut updates: tokio::sync::watch::Receiver<PhoneText>,
+    mut log: tokio::sync::watch::Receiver<LogState>,
     socket: WebSocket,
 ) {
     let (sink, mut stream) = socket.split();
@@ -213,6 +230,8 @@ async fn follow_ticket(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut changed = true;
+    // Sent after the first view only when the log is away, then on every change.
+    let mut log_changed = *log.borrow_and_update() != LogState::Available;
     let end = loop {
         if changed {
             let message = updates.borrow_and_update().clone();
@@ -224,7 +243,17 @@ async fn follow_ticket(
             }
         }
         changed = false;
+        if std::mem::take(&mut log_changed) {
+            let state = *log.borrow_and_update();
+            if let Err(end) = out.shared(log_status(state)).await {
+                break end;
+            }
+        }
         let step = tokio::select! {
+            update = log.changed() => match update {
+                Ok(()) => { log_changed = true; Ok(()) }
+                Err(_) => Err(End::Shutdown),
+            },
             update = updates.changed() => match update {
                 Ok(()) => { changed = true; Ok(()) }
                 Err(_) => Err(End::Shutdown),
@@ -242,4 +271,13 @@ async fn follow_ticket(
         }
     };
     out.finish(end, app.metrics(), Feed::Ticket).await;
+}
+
+/// `{"type": "status", "log": "available" | "unavailable" | "behind"}`: whether the site's event
+/// log can be written. While it is not, the screens keep what they show with the reconnecting
+/// mark (nothing changes until it is back).
+fn log_status(log: LogState) -> axum::extract::ws::Utf8Bytes {
+    serde_json::json!({"type": "status", "log": log})
+        .to_string()
+        .into()
 }

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 
 use super::openapi::Unavailable;
 use super::AppState;
+use crate::site::LogState;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,6 +49,9 @@ struct SiteHealth {
     /// Events appended whose visit records and print jobs are not written yet (usually 0; a few
     /// for a moment under load).
     projection_lag_events: u64,
+    /// `available`; `unavailable` while a shared log cannot be reached; `behind` when it holds
+    /// fewer events than this instance applied (Redis lost acknowledged writes).
+    log: &'static str,
 }
 
 /// 200 while the process runs.
@@ -95,6 +99,11 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
                     projections: if retries > 0 { "lagging" } else { "current" },
                     projection_retries: retries,
                     projection_lag_events: s.projection_lag(),
+                    log: match s.log() {
+                        LogState::Available => "available",
+                        LogState::Unavailable => "unavailable",
+                        LogState::Behind => "behind",
+                    },
                 },
             )
         })
@@ -104,7 +113,17 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         || sites
             .values()
             .any(|s| s.actor != "running" || s.projections != "current");
+    let behind = sites.values().any(|s| s.log == "behind");
     match app.log().ping().await {
+        Ok(()) if behind => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable",
+                reason: Some("the shared event log holds fewer events than this instance applied (Redis lost acknowledged writes)"),
+                sites: Some(sites),
+                clock_skew_s: Some(skew),
+            }),
+        ),
         Ok(()) => (
             StatusCode::OK,
             Json(Health {

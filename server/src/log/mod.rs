@@ -53,6 +53,14 @@ pub enum LogError {
     },
 }
 
+/// What a follower of a shared log knows: the site's last seq, and whether it can reach the
+/// backend now (a seq learned before it went away stays).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Followed {
+    pub seq: u64,
+    pub connected: bool,
+}
+
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Appends `events` after `expected_seq`, all or nothing, and returns the new last seq.
@@ -80,9 +88,9 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Follows what other writers append to the site's log: a receiver of the site's last seq
     /// as the backend learns it, which changes when the log grows (by anyone's append; the site
-    /// actor reads what it has not applied). `None` when no other process appends to this log
-    /// (the embedded SQLite file has one server).
-    fn follow(&self, _site: &SiteId) -> Option<tokio::sync::watch::Receiver<u64>> {
+    /// actor reads what it has not applied) and when the backend goes away or comes back. `None`
+    /// when no other process appends to this log (the embedded SQLite file has one server).
+    fn follow(&self, _site: &SiteId) -> Option<tokio::sync::watch::Receiver<Followed>> {
         None
     }
 

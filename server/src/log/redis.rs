@@ -12,16 +12,20 @@
 //!
 //! Other instances' appends are followed by one task per site holding its own connection, which
 //! waits in `XREAD BLOCK` for entries past the seq it knows and publishes the site's new last seq
-//! ([`EventLog::follow`]); the site actor then reads and applies what it has not seen.
+//! and whether Redis answers ([`EventLog::follow`]); the site actor then reads and applies what it
+//! has not seen, and tells its screens when the log is away.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::watch;
 
-use super::{EventLog, LogError, SnapshotStore, StoredEvent, EVENT_FORMAT, KEEP_SNAPSHOTS};
+use super::{
+    EventLog, Followed, LogError, SnapshotStore, StoredEvent, EVENT_FORMAT, KEEP_SNAPSHOTS,
+};
 use crate::core::{Event, SiteId, SiteSnapshot, SNAPSHOT_FORMAT};
 
 /// The key prefix unless configured.
@@ -32,6 +36,8 @@ const RESPONSE_LIMIT: Duration = Duration::from_secs(5);
 const CONNECT_LIMIT: Duration = Duration::from_secs(2);
 /// How long a follower's blocking read waits before it looks again.
 const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
+/// Most entries one blocking read returns (only their ids are used).
+const FOLLOW_COUNT: usize = 512;
 
 /// Checks the expected seq and appends the batch. KEYS: stream, seq. ARGV: expected seq, event
 /// format, then each event's JSON. Returns {1, new last seq} or {0, actual last seq}.
@@ -191,8 +197,8 @@ impl EventLog for RedisLog {
         true
     }
 
-    fn follow(&self, site: &SiteId) -> Option<watch::Receiver<u64>> {
-        let (tx, rx) = watch::channel(0);
+    fn follow(&self, site: &SiteId) -> Option<watch::Receiver<Followed>> {
+        let (tx, rx) = watch::channel(Followed::default());
         tokio::spawn(follow(self.client.clone(), self.keys(site), tx));
         Some(rx)
     }
@@ -232,14 +238,23 @@ fn decode(site: &SiteId, id: &str, fields: Vec<String>) -> Result<StoredEvent, L
     Ok(StoredEvent { seq, event })
 }
 
-/// Publishes the site's last seq on `tx` whenever it grows, until every receiver is gone: waits
-/// on a connection of its own (a blocking read would hold up any other command on it) for
-/// entries past the seq it knows, then reads the seq key. Reconnects with backoff when Redis goes
-/// away, and reads the seq again on reconnecting, so nothing appended meanwhile is missed.
-async fn follow(client: Client, keys: Keys, tx: watch::Sender<u64>) {
+/// Publishes the site's last seq on `tx` whenever it grows, and whether Redis answers, until
+/// every receiver is gone. Waits on a connection of its own (a blocking read would hold up any
+/// other command on it) for entries past the seq it knows and takes the new seq from the last
+/// entry's id. Reconnects with backoff when Redis goes away, and reads the seq key on
+/// reconnecting, so nothing appended meanwhile is missed.
+async fn follow(client: Client, keys: Keys, tx: watch::Sender<Followed>) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_LIMIT))
         .set_response_timeout(Some(FOLLOW_BLOCK + RESPONSE_LIMIT));
+    let publish = |seq: Option<u64>, connected: bool| {
+        tx.send_if_modified(|known| {
+            let was = *known;
+            known.seq = known.seq.max(seq.unwrap_or(0));
+            known.connected = connected;
+            *known != was
+        });
+    };
     let mut wait = Duration::from_millis(100);
     while !tx.is_closed() {
         let mut conn = match client
@@ -249,31 +264,34 @@ async fn follow(client: Client, keys: Keys, tx: watch::Sender<u64>) {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(key = %keys.seq, error = %e, "log follower cannot connect; trying again");
+                publish(None, false);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
         wait = Duration::from_millis(100);
-        loop {
-            let last: Option<u64> = match conn.get(&keys.seq).await {
-                Ok(last) => last,
-                Err(_) => break,
-            };
-            let last = last.unwrap_or(0);
-            tx.send_if_modified(|known| {
-                let grew = last > *known;
-                if grew {
-                    *known = last;
-                }
-                grew
-            });
-            if tx.is_closed() {
-                return;
+        let mut last = match conn.get::<_, Option<u64>>(&keys.seq).await {
+            Ok(last) => last.unwrap_or(0),
+            Err(_) => {
+                publish(None, false);
+                continue;
             }
-            let waited: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+        };
+        // The seq as Redis has it, even below what was known (Redis lost writes): the site
+        // actor tells that case apart.
+        tx.send_if_modified(|known| {
+            let was = *known;
+            *known = Followed {
+                seq: last,
+                connected: true,
+            };
+            *known != was
+        });
+        while !tx.is_closed() {
+            let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
                 .arg("COUNT")
-                .arg(1)
+                .arg(FOLLOW_COUNT)
                 .arg("BLOCK")
                 .arg(FOLLOW_BLOCK.as_millis() as u64)
                 .arg("STREAMS")
@@ -281,8 +299,24 @@ async fn follow(client: Client, keys: Keys, tx: watch::Sender<u64>) {
                 .arg(format!("{last}-0"))
                 .query_async(&mut conn)
                 .await;
-            if waited.is_err() {
-                break;
+            match read {
+                Ok(reply) => {
+                    let newest = reply
+                        .iter()
+                        .flat_map(|r| &r.keys)
+                        .filter_map(|k| k.ids.last())
+                        .filter_map(|entry| entry.id.split_once('-'))
+                        .filter_map(|(seq, _)| seq.parse::<u64>().ok())
+                        .max();
+                    if let Some(seq) = newest {
+                        last = last.max(seq);
+                        publish(Some(last), true);
+                    }
+                }
+                Err(_) => {
+                    publish(None, false);
+                    break;
+                }
             }
         }
     }
