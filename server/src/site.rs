@@ -1246,8 +1246,6 @@ impl Actor {
         }
     }
 
-    /// Applies every logged event after the current state. Visits ended after `checkpoint` are
-    /// stored; with `live`, subscribers see the events too (another instance wrote them).
     /// Tells the screens and `/readyz` whether the shared log can be written. Coming back, the
     /// log must hold at least what this instance applied: if Redis lost acknowledged events
     /// (restarted without its AOF), this instance refuses commands rather than number tickets
@@ -1289,6 +1287,8 @@ impl Actor {
         self.status.log.send_replace(now);
     }
 
+    /// Applies every logged event after the current state. Visits ended after `checkpoint` are
+    /// stored; with `live`, subscribers see the events too (another instance wrote them).
     async fn catch_up(&mut self, checkpoint: u64, live: bool) -> Result<(), SiteError> {
         let site = self.state.config.id.clone();
         loop {
