@@ -15,8 +15,8 @@ const SPACING: u32 = 10;
 const GAP: Duration = Duration::from_millis(200);
 /// The share of one core the forecasts of all sites may take together, and the most they may
 /// take at once (seconds of forecast time).
-const BUDGET_SHARE: f64 = 0.25;
-const BUDGET_BURST: f64 = 0.25;
+const BUDGET_SHARE: f64 = 0.10;
+const BUDGET_BURST: f64 = 0.10;
 
 /// Forecast time the process may still spend, and when it was last topped up.
 static BUDGET: Mutex<Option<(Instant, f64)>> = Mutex::new(None);

@@ -380,7 +380,8 @@ fn prior_s(config: &SiteConfig, plan: &[ProcedureCode]) -> f64 {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Estimates {
     pub seq: u64,
-    pub tickets: HashMap<TicketId, u64>,
+    /// FxHash: the views look tickets up here for every ticket ahead they walk.
+    pub tickets: rustc_hash::FxHashMap<TicketId, u64>,
     pub lines: BTreeMap<Target, u64>,
 }
 
