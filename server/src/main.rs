@@ -9,6 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use madoguchi::config::Config;
 
+/// mimalloc instead of the C library's allocator: the server allocates many small, short-lived
+/// values per request (headers, JSON, events), from several threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "madoguchi",
@@ -223,7 +228,7 @@ fn main() -> ExitCode {
             redis_retention_s,
             public_only,
         } => {
-            init_tracing();
+            let _log_writer = init_tracing();
             let server_name = server_name.unwrap_or_else(|| default_server_name(listen));
             let store = (
                 store,
@@ -241,14 +246,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Log lines go to standard output from a thread of their own: a request never waits for the
+/// write, and lines that come together leave in one write (the thread flushes whenever it has
+/// nothing more to write). Nothing is dropped: a full queue makes the logging side wait. Keep
+/// the guard until the end, so the last lines are written.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("madoguchi-log-output")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_writer(writer)
         .init();
+    guard
 }
 
 /// The host name and the port: tells instances apart on a dashboard.

@@ -6,7 +6,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::core::{BoardView, CounterState, PrinterState, Target, TicketStatus, VisitRecord};
+use crate::core::{CounterState, PrinterState, SiteState, Target, TicketStatus, VisitRecord};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -228,13 +228,20 @@ impl Metrics {
     }
 
     /// Sets the gauges that follow the board.
-    pub fn observe_board(&self, site: &str, board: &BoardView) {
-        for q in &board.queues {
+    /// The site's gauges (people waiting per queue, counters open), read from its state: counts
+    /// only, so it costs next to nothing after every append (no board is built for it).
+    pub fn observe_site(&self, state: &SiteState) {
+        let site = state.config.id.as_str();
+        for q in &state.config.queues {
+            let waiting = state
+                .waiting
+                .get(&Target::Queue(q.id.clone()))
+                .map_or(0, |l| l.len());
             self.waiting
                 .with_label_values(&[site, q.id.as_str()])
-                .set(q.waiting as i64);
+                .set(waiting as i64);
         }
-        let open = board
+        let open = state
             .counters
             .iter()
             .filter(|c| c.state == CounterState::Open)

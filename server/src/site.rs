@@ -605,9 +605,7 @@ impl Actor {
             actor.printers.clone(),
             actor.status.clone(),
         ));
-        actor
-            .metrics
-            .observe_board(config.id.as_str(), &actor.state.board());
+        actor.metrics.observe_site(&actor.state);
         let replayed = actor.state.seq - from;
         {
             use std::sync::atomic::Ordering::Relaxed;
@@ -1169,7 +1167,6 @@ impl Actor {
         let mut finished = Vec::new();
         let mut copied = Vec::new();
         let live = self.live.receiver_count() > 0;
-        let mut last_board = None;
         for (i, event) in events.iter().enumerate() {
             let changed = self.fold(event);
             if self.shared {
@@ -1213,7 +1210,6 @@ impl Actor {
                     event: &public,
                     board: &board,
                 }));
-                last_board = Some(board);
             }
         }
         // Print jobs with the estimates of this seq, each under its own event's seq.
@@ -1226,8 +1222,7 @@ impl Actor {
                 })
             })
             .collect();
-        let board = last_board.unwrap_or_else(|| self.state.board());
-        self.metrics.observe_board(&site, &board);
+        self.metrics.observe_site(&self.state);
         self.tell_watchers();
         let batch = Batch {
             seq: self.state.seq,

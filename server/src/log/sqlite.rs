@@ -151,34 +151,29 @@ fn write_loop(mut conn: Connection, mut appends: mpsc::UnboundedReceiver<Append>
     }
 }
 
-/// One transaction for all of `batch`: each append under its own savepoint, so one that
-/// conflicts is undone alone and the others commit.
+/// One transaction for all of `batch`. Each append is checked against its site's last seq
+/// before any of its rows is written, under the write lock, so a conflict writes nothing and the
+/// others commit; any other failure (the disk) undoes the whole transaction and fails every
+/// append in it. No savepoints: they cost a statement each, per append.
 fn commit_all(conn: &mut Connection, batch: &[Append]) -> Vec<Result<u64, LogError>> {
     let all_fail = |e: LogError| batch.iter().map(|_| Err(e.clone())).collect();
     // IMMEDIATE takes the write lock first, so the seq checks and the inserts are one step even
     // against another process on the same file.
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => return all_fail(unavailable(e)),
     };
     let mut results = Vec::with_capacity(batch.len());
     for append in batch {
-        let result = match tx.savepoint() {
-            Ok(mut sp) => {
-                let result = insert(&sp, append);
-                if result.is_ok() {
-                    if let Err(e) = sp.commit() {
-                        results.push(Err(unavailable(e)));
-                        continue;
-                    }
-                } else {
-                    let _ = sp.rollback();
-                }
-                result
+        match insert(&tx, append) {
+            Err(e @ LogError::Conflict { .. }) => results.push(Err(e)),
+            Err(e) => {
+                // Rows of this append may be half written: nothing of the batch commits.
+                drop(tx);
+                return all_fail(e);
             }
-            Err(e) => Err(unavailable(e)),
-        };
-        results.push(result);
+            Ok(seq) => results.push(Ok(seq)),
+        }
     }
     if let Err(e) = tx.commit() {
         let e = unavailable(e);
@@ -194,7 +189,8 @@ fn commit_all(conn: &mut Connection, batch: &[Append]) -> Vec<Result<u64, LogErr
     results
 }
 
-/// Inserts one append's rows after checking the site's log is at its expected seq.
+/// Inserts one append's rows after checking the site's log is at its expected seq; on a
+/// conflict nothing is written.
 fn insert(conn: &Connection, append: &Append) -> Result<u64, LogError> {
     let expected_seq = append.expected_seq;
     let actual = last_seq(conn, &append.site).map_err(unavailable)?;
@@ -213,24 +209,15 @@ fn insert(conn: &Connection, append: &Append) -> Result<u64, LogError> {
     for (at, kind, body) in &append.rows {
         seq += 1;
         stmt.execute(params![append.site, seq as i64, at, kind, body])
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::ConstraintViolation) => LogError::Conflict {
-                    expected: expected_seq,
-                    actual: seq,
-                },
-                _ => unavailable(e),
-            })?;
+            .map_err(unavailable)?;
     }
     Ok(seq)
 }
 
 fn last_seq(conn: &Connection, site: &str) -> rusqlite::Result<u64> {
-    conn.query_row(
-        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE site = ?1",
-        [site],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|v| v as u64)
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE site = ?1")?
+        .query_row([site], |r| r.get::<_, i64>(0))
+        .map(|v| v as u64)
 }
 
 #[async_trait]
