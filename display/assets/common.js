@@ -57,12 +57,14 @@ export function nameOf(list, id) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfter = 0) {
+  constructor(status, code, message, retryAfter = 0, details = null) {
     super(message);
     this.status = status;
     this.code = code;
     /** Seconds the server asked us to wait (`Retry-After` on 429 or 503), else 0. */
     this.retryAfter = retryAfter;
+    /** The server's whole `error` object, for fields a code adds (`next_open` of `queue_closed`). */
+    this.details = details;
   }
 }
 
@@ -127,7 +129,7 @@ export async function api(method, path, { token, body, headers = {} } = {}) {
       retryAfter ||= 1;
       if (!token) publicCoolUntil = Math.max(publicCoolUntil, Date.now() + retryAfter * 1000);
     }
-    throw new ApiError(res.status, err.code || "error", err.message || res.statusText, retryAfter);
+    throw new ApiError(res.status, err.code || "error", err.message || res.statusText, retryAfter, err);
   }
   return data;
 }

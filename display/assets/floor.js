@@ -1,8 +1,10 @@
 // The floor board (/screens/floor/{site}): every counter and queue live, open/pause/close, which
-// queues a counter serves, alerts, a what-if panel (forecast counter changes before making them)
-// and the server's suggestions. Needs a floor token on the device.
+// queues a counter serves, each queue's reception (close it for the rest of the period, or keep it
+// open against the forecast), alerts, a what-if panel (forecast counter changes before making
+// them) and the server's suggestions. Needs a floor token on the device.
 import { api, loadCatalog, esc, waitText, clock, nameOf, siteFromPath, say, errorText, bilingual, elapsed,
   ConsoleShell } from "/assets/common.js";
+import { receptionNotice, nextOpenLine, stateLabel, stateOf, wallClock, timeText } from "/assets/reception.js";
 
 const SITE = siteFromPath();
 const SITE_Q = encodeURIComponent(SITE);
@@ -13,6 +15,7 @@ const F = {
   board: null,
   feed: null,
   busy: new Set(),          // counters with a request under way
+  receptionBusy: new Set(), // queues whose reception is being changed
   editing: null,            // {counter, order: [queue ids], on: Set}
   audit: null,              // the latest floor changes, newest first (GET …/audit)
   // The what-if panel: counter changes to try ({counter, state: "" (no change) | "open" | "paused" |
@@ -113,6 +116,8 @@ const AUDIT = {
   profile_changed: ["担当変更", "profile changed"],
   ticket_cancelled: ["受付取消", "ticket cancelled"],
   called_out_of_order: ["順番外の呼出", "called out of order"],
+  reception_closed: ["受付終了", "reception closed"],
+  reception_kept_open: ["受付継続", "reception kept open"],
 };
 
 /** Who changed the floor lately: the token's name, the action, the counter or number. */
@@ -123,7 +128,8 @@ function renderAudit() {
   if (!F.audit.length) { el.innerHTML = `<p class="muted" style="margin:0">まだありません <span class="en">None yet</span></p>`; return; }
   el.innerHTML = `<table><tbody>${F.audit.map((a) => {
     const [ja, en] = AUDIT[a.action] || [a.action, a.action];
-    const what = [a.counter ? `${esc(a.counter)}番窓口` : "", a.number ? `No.${esc(a.number)}` : ""].filter(Boolean).join(" ");
+    const queues = a.action.startsWith("reception_") ? (a.queues || []).map((q) => esc(nameOf(F.catalog?.queues, q).ja)) : [];
+    const what = [a.counter ? `${esc(a.counter)}番窓口` : "", a.number ? `No.${esc(a.number)}` : "", ...queues].filter(Boolean).join(" ");
     return `<tr data-audit="${esc(a.action)}"><td class="n">${esc(clock(a.at, tz()))}</td>
       <td><b>${esc(a.operator)}</b><div class="served">${esc(a.role)}</div></td>
       <td>${esc(ja)} <span class="en">${esc(en)}</span>${what ? `<div class="served">${what}</div>` : ""}</td></tr>`;
@@ -142,7 +148,7 @@ function loadAudit() {
     } catch { /* the next change tries again */ }
   }, 100);
 }
-const AUDITED = new Set(["counter_state_changed", "profile_changed", "ticket_cancelled", "ticket_called"]);
+const AUDITED = new Set(["counter_state_changed", "profile_changed", "ticket_cancelled", "ticket_called", "reception_changed"]);
 
 function renderSummary() {
   const cs = F.catalog?.counters || [];
@@ -203,8 +209,9 @@ function renderQueues() {
     const b = F.board?.queues?.find((x) => x.id === q.id);
     const over = b?.oldest_since && minutesSince(b.oldest_since) >= limit;
     const s = servedBy(q.id);
-    return `<tr data-queue="${esc(q.id)}" class="${over ? "over" : ""}">
-      <td>${esc(q.name.ja)}<span class="en qen">${esc(q.name.en)}</span><div class="served">受付中の担当窓口 ${s.open}/${s.all} <span class="en">open counters</span></div></td>
+    return `<tr data-queue="${esc(q.id)}" data-reception="${esc(stateOf(b))}" class="${over ? "over" : ""}">
+      <td>${esc(q.name.ja)}<span class="en qen">${esc(q.name.en)}</span><div class="served">受付中の担当窓口 ${s.open}/${s.all} <span class="en">open counters</span></div>
+        ${receptionCell(q.id, b)}</td>
       <td class="n big" data-waiting="${b?.waiting ?? ""}">${b ? b.waiting : "—"}</td>
       <td class="n longest" data-oldest="${esc(b?.oldest_since || "")}">—</td>
       <td class="n est">${b ? `${esc(waitText(b.estimated_wait_s, "ja"))}<span class="en">${esc(waitText(b.estimated_wait_s, "en"))}</span>` : "—"}</td>
@@ -214,6 +221,29 @@ function renderQueues() {
     <tbody>${rows}</tbody></table>
     <p class="served" style="margin:8px 0 0">警告: 最長待ち ${limit}分以上 <span class="en">Alert when the longest wait passes ${limit} min</span></p>`;
   tickTimes();
+}
+
+/** A queue's reception: its state, when it ends or opens again, and the floor's two buttons. */
+function receptionCell(id, b) {
+  const state = stateOf(b);
+  const label = stateLabel(state, b?.next_open, tz());
+  const notice = receptionNotice(state, b?.next_open, tz());
+  const line = nextOpenLine(state, b?.next_open, tz());
+  const until = state === "open" && wallClock(b?.last_reception);
+  const busy = F.receptionBusy.has(id) || !b;
+  const detail = notice
+    ? `${esc(notice.ja)}${line ? ` ${esc(line.ja)}` : ""} <span class="en">${esc(notice.en)}${line ? `. ${esc(line.en)}` : ""}</span>`
+    : until ? `受付 ${esc(timeText(until, "ja"))} まで <span class="en">tickets until ${esc(timeText(until, "en"))}</span>` : "";
+  return `<div class="reception" data-state="${esc(state)}">
+      <span class="rstate" data-state="${esc(state)}">${esc(label.ja)} <span class="en">${esc(label.en)}</span></span>
+      ${detail ? `<span class="rnote">${detail}</span>` : ""}
+      <span class="r-actions">
+        <button type="button" class="mini" data-reception-mode="closing" ${busy || state !== "open" ? "disabled" : ""}
+          title="この列の受付を期間の終わりまで終了します / Take no more tickets for the rest of the period">受付終了<span class="en">Close reception</span></button>
+        <button type="button" class="mini" data-reception-mode="open" ${busy || state === "closed" ? "disabled" : ""}
+          title="予測で満杯でも受付を続けます / Keep taking tickets even when the forecast says the day is full">受付再開<span class="en">Keep open</span></button>
+      </span>
+    </div>`;
 }
 
 function renderPrinters() {
@@ -295,6 +325,29 @@ async function counterAction(id, action) {
     say("error", `${esc(n.ja)}: ${errorText(e)}`);
   } finally {
     F.busy.delete(id);
+    renderAll();
+  }
+}
+
+/** Closes a queue's reception for the rest of the period ("closing") or keeps it open ("open"). */
+async function receptionAction(id, mode) {
+  if (F.receptionBusy.has(id)) return;
+  F.receptionBusy.add(id);
+  renderQueues();
+  const n = nameOf(F.catalog?.queues, id);
+  try {
+    const r = await api("PUT", `/api/v1/sites/${SITE_Q}/queues/${encodeURIComponent(id)}/reception`,
+      { token: token(), body: { mode } });
+    const bq = F.board?.queues?.find((q) => q.id === id);
+    if (bq && r?.reception) Object.assign(bq, r.reception);
+    const what = mode === "closing"
+      ? ["の受付を終了しました", "is taking no more tickets"]
+      : ["の受付を続けます", "keeps taking tickets"];
+    say("info", `${esc(n.ja)}${what[0]} <span class="en">${esc(n.en)} ${what[1]}</span>`);
+  } catch (e) {
+    say("error", `${esc(n.ja)}（受付 / reception）: ${errorText(e)}`);
+  } finally {
+    F.receptionBusy.delete(id);
     renderAll();
   }
 }
@@ -950,6 +1003,8 @@ document.addEventListener("click", (ev) => {
   if (!b || b.disabled) return;
   if (b.id === "cancel-profile") { F.editing = null; $("profile-dialog").close(); return; }
   if (b.dataset.move) { move(b.dataset.queueMove, b.dataset.move); return; }
+  const row = b.closest("#queues [data-queue]");
+  if (row && b.dataset.receptionMode) { receptionAction(row.dataset.queue, b.dataset.receptionMode); return; }
   const card = b.closest("[data-counter]");
   if (card && b.dataset.action) {
     const id = card.dataset.counter;

@@ -1,7 +1,11 @@
 // The dispenser kiosk (/screens/kiosk/{site}?dispenser=ID): life event → yes/no questions → the
 // procedures the resident will be helped with → the number. Needs a dispenser token on the device.
+// Queues that take no tickets now (the board's `state`: `closing`, `closed`) are shown so: their
+// life events disabled with the notice, the issue button disabled, and when none takes tickets a
+// full-screen notice with the next opening instead of any button.
 import { api, ApiError, loadCatalog, esc, waitText, clock, nameOf, siteFromPath, followBoard, DeviceToken }
   from "/assets/common.js";
+import { receptionNotice, nextOpenLine, stateOf, earliest } from "/assets/reception.js";
 
 // ---------------------------------------------------------------------------------------------
 // Settings and state
@@ -89,6 +93,9 @@ const TXT = {
   people: { ja: (n) => `${n}人`, en: (n) => (n === 1 ? "1 person" : `${n} people`) },
   langBtn: { ja: { pri: "English", sec: "英語で表示" }, en: { pri: "日本語", sec: "Japanese" } },
   offline: { ja: "オフライン", en: "Offline" },
+  closedLead: { ja: "ただいま番号札は発券できません。", en: "No tickets can be issued right now." },
+  closedAsk: { ja: "ご不明な点は職員にお声がけください。", en: "If you need help, please ask a staff member." },
+  queueClosed: { ja: "この窓口は受付を終了しています。", en: "This counter is not taking tickets now." },
 };
 
 // Stripe colours for the life event buttons (decorative, distinct hues).
@@ -147,6 +154,71 @@ function printerState() {
 const printerNeedsStaffLive = () => NEEDS_STAFF.has(printerState());
 
 // ---------------------------------------------------------------------------------------------
+// Reception: which queue a plan goes to, and whether it takes tickets now
+// ---------------------------------------------------------------------------------------------
+/** The queue a visit plan waits in: the first of the catalog that handles all of its procedures
+ *  (the server's routing rule); null when none does. */
+function routeQueue(plan) {
+  if (!plan.length) return null;
+  const q = (S.catalog?.queues || []).find((q) => plan.every((p) => (q.procedures || []).includes(p)));
+  return q ? q.id : null;
+}
+
+/** A queue's reception from the live board: {state, next_open}; open while the board is unknown. */
+function reception(queueId) {
+  const b = (S.board?.queues || []).find((q) => q.id === queueId);
+  return { state: stateOf(b), next_open: b?.next_open ?? null };
+}
+const isOpen = (queueId) => !queueId || reception(queueId).state === "open";
+
+/** The queue of a life event's base procedures (before any answer). */
+const eventQueue = (le) => routeQueue([...new Set(le.procedures || [])]);
+
+const siteZone = () => S.catalog?.site?.timezone;
+
+/**
+ * When no ticket can be issued at all — every queue, or the queue of every life event, takes no
+ * tickets now — the state to tell ("closing" when one of them closed for the day, else
+ * "closed") and the earliest next opening; null while something can be issued.
+ */
+function siteClosure() {
+  if (!S.catalog || !S.board) return null;
+  const queues = (S.catalog.queues || []).map((q) => q.id);
+  const events = S.catalog.life_events || [];
+  let concerned = null;
+  if (queues.length && queues.every((q) => !isOpen(q))) concerned = queues;
+  else if (events.length && events.every((le) => !isOpen(eventQueue(le)))) {
+    concerned = [...new Set(events.map(eventQueue).filter(Boolean))];
+  }
+  if (!concerned) return null;
+  const rs = concerned.map(reception);
+  return {
+    state: rs.some((r) => r.state === "closing") ? "closing" : "closed",
+    next_open: earliest(rs.map((r) => r.next_open)),
+  };
+}
+
+/**
+ * The notice (and next-opening line) of a reception, bilingual for the kiosk; "" when open.
+ * `inButton`: inside a life event's button (phrasing content only, no live region).
+ */
+function noticeHtml(r, { id = "", big = false, inButton = false } = {}) {
+  const n = receptionNotice(r.state, r.next_open, siteZone());
+  if (!n) return "";
+  const line = nextOpenLine(r.state, r.next_open, siteZone());
+  const tag = inButton ? "span" : "div";
+  return `<${tag} class="closed-note${big ? " big" : ""}"${id ? ` id="${id}"` : ""} data-state="${esc(r.state)}"
+      data-next-open="${esc(r.next_open || "")}"${inButton ? "" : ` role="status"`}>
+    <span class="closed-icon" aria-hidden="true">×</span>
+    <span class="closed-text">${bi(n)}${line ? `<span class="closed-next">${bi(line)}</span>` : ""}</span></${tag}>`;
+}
+
+/** What the board says about everything the screen shows, to re-render when it changes. */
+function receptionKey() {
+  return (S.board?.queues || []).map((q) => `${q.id}:${stateOf(q)}:${q.next_open || ""}`).join("|");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rendering
 // ---------------------------------------------------------------------------------------------
 function go(step) {
@@ -180,7 +252,7 @@ function render() {
   renderHeader();
   renderBanner();
   const views = { loading: viewLoading, events: viewEvents, questions: viewQuestions, confirm: viewConfirm,
-                  ticket: viewTicket, error: viewError, setup: viewSetup };
+                  ticket: viewTicket, error: viewError, setup: viewSetup, closed: viewClosed };
   screen.innerHTML = (views[S.step] || viewLoading)();
   $("hint").innerHTML = ["events", "questions"].includes(S.step) ? bi(TXT.hint) : "";
   if (S.step === "setup") setTimeout(() => $("token")?.focus(), 0);
@@ -203,7 +275,7 @@ function renderHeader() {
 
 function renderBanner() {
   const b = $("printer-banner");
-  const show = printerNeedsStaffLive() && !["setup", "ticket", "loading"].includes(S.step);
+  const show = printerNeedsStaffLive() && !["setup", "ticket", "loading", "closed"].includes(S.step);
   b.classList.toggle("show", show);
   b.innerHTML = show ? `<span class="bang" aria-hidden="true">!</span><span>${bi(TXT.cannotPrintBanner)}</span>` : "";
 }
@@ -231,8 +303,11 @@ function viewEvents() {
     } else {
       pri = bi(name);
     }
-    return `<button type="button" class="btn event${cert ? " cert" : ""}" data-life-event="${esc(le.id)}"
-      style="--stripe:${STRIPES[i % STRIPES.length]}">${pri}</button>`;
+    const r = reception(eventQueue(le));
+    const closed = r.state !== "open";
+    return `<button type="button" class="btn event${cert ? " cert" : ""}${closed ? " closed" : ""}" data-life-event="${esc(le.id)}"
+      data-reception="${esc(r.state)}" ${closed ? `disabled aria-disabled="true"` : ""}
+      style="--stripe:${STRIPES[i % STRIPES.length]}">${pri}${closed ? noticeHtml(r, { inButton: true }) : ""}</button>`;
   }).join("");
   return `<h1 class="title">${bi(TXT.chooseTitle)}</h1>
     <p class="lead">${bi(TXT.chooseLead)}</p>
@@ -268,11 +343,14 @@ function viewQuestions() {
 function viewConfirm() {
   const le = S.event;
   const plan = visitPlan(le, S.answers);
+  const r = reception(routeQueue(plan));
+  const closed = r.state !== "open";
   const procs = S.catalog.procedures || [];
   const items = plan.map((code) => `<li data-procedure="${esc(code)}"><span class="check" aria-hidden="true"></span><span>${bi(nameOf(procs, code))}</span></li>`).join("");
   const pcols = plan.length <= 3 ? "--pcols:1" : "";
   const dense = plan.length > 5 ? " dense" : plan.length <= 2 ? " few" : "";
-  const issueBtn = `<button type="button" class="btn primary" id="issue" aria-busy="${S.busy}" ${S.busy ? "disabled" : ""}>
+  const issueBtn = `<button type="button" class="btn primary" id="issue" aria-busy="${S.busy}" ${S.busy || closed ? "disabled" : ""}
+      data-reception="${esc(r.state)}">
       <span class="idle-label">${bi(TXT.issue)}</span><span class="busy-label">${bi(TXT.issuing)}</span></button>`;
   const backBtn = `<button type="button" class="btn" data-go="back">${bi({ ja: "← " + TXT.fix.ja, en: "← " + TXT.fix.en })}</button>`;
   const restartBtn = `<button type="button" class="btn" data-go="restart">${bi(TXT.restart)}</button>`;
@@ -280,6 +358,7 @@ function viewConfirm() {
     <div class="plan-wrap"><ul class="plan${dense}" id="plan" style="${pcols}">${items}</ul></div>
     <div class="nowrite"><b>${esc(TXT.noWriteTag[S.lang])}</b><span>${bi(TXT.noWrite)}</span></div>
     ${S.priority ? `<div class="prio-note inline">${bi(TXT.priorityOn)}</div>` : ""}
+    ${closed ? noticeHtml(r, { id: "reception-notice" }) : ""}
     <div class="confirm-actions">${issueBtn}${backBtn}${restartBtn}</div>`;
 }
 
@@ -328,8 +407,29 @@ function errorMessage(e) {
   return S.errorFrom === "catalog" ? TXT.errCatalog : TXT.errIssue;
 }
 
+/** The reception a `queue_closed` refusal tells: its next opening, the board's state (or closing). */
+function refusedReception(e) {
+  const plan = S.event ? visitPlan(S.event, S.answers) : [];
+  const live = reception(routeQueue(plan));
+  return {
+    state: live.state === "open" ? "closing" : live.state,
+    next_open: e.details?.next_open ?? live.next_open ?? null,
+  };
+}
+
 function viewError() {
   const e = S.error;
+  if (e?.code === "queue_closed") {
+    return `<div class="center" id="queue-closed">
+        <div class="err-head"><div class="err-icon" aria-hidden="true">!</div><h1 class="title">${bi(TXT.errTitle)}</h1></div>
+        <p class="lead" id="error-text">${bi(TXT.queueClosed)}</p>
+        ${noticeHtml(refusedReception(e), { id: "reception-notice", big: true })}
+        <div class="row">
+          ${S.event ? `<button type="button" class="btn" data-go="back">${bi({ ja: "← " + TXT.back.ja, en: "← " + TXT.back.en })}</button>` : ""}
+          <button type="button" class="btn primary" data-go="restart">${bi(TXT.restart)}</button>
+        </div>
+      </div>`;
+  }
   const staff = e && (e.status === 401 || e.status === 403 || e.code === "unknown_dispenser");
   const head = S.errorFrom === "catalog" && e?.status !== 0 ? TXT.errCatalog : errorMessage(e);
   const detail = e ? `${e.status ? e.status + " " : ""}${e.code || ""}: ${e.message || ""}` : "";
@@ -345,6 +445,17 @@ function viewError() {
         ${S.catalog ? `<button type="button" class="btn" data-go="restart">${bi(TXT.restart)}</button>` : ""}
         ${staff ? `<button type="button" class="btn" data-go="setup">${bi(TXT.staffSetup)}</button>` : ""}
       </div>
+    </div>`;
+}
+
+/** Nothing can be issued: the notice and the next opening, full screen, without a button to issue. */
+function viewClosed() {
+  const r = siteClosure() || { state: "closed", next_open: null };
+  return `<div class="center closed-screen" id="closed-notice" data-state="${esc(r.state)}">
+      <div class="closed-mark" aria-hidden="true">×</div>
+      ${noticeHtml(r, { id: "reception-notice", big: true })}
+      <p class="lead">${bi(TXT.closedLead)}</p>
+      <p class="lead">${bi(TXT.closedAsk)}</p>
     </div>`;
 }
 
@@ -373,12 +484,12 @@ function reset() {
   S.press = null; S.ticket = null; S.printer = null; S.error = null; S.errorFrom = null;
   S.reqGen++; S.busy = false;
   if (!token.value) { go("setup"); return; }
-  go("events");
+  go(siteClosure() ? "closed" : "events");
 }
 
 function chooseEvent(id) {
   const le = (S.catalog.life_events || []).find((e) => e.id === id);
-  if (!le) return;
+  if (!le || !isOpen(eventQueue(le))) return;
   S.event = le; S.answers = {}; S.qIndex = 0; S.press = null;
   go((le.questions || []).length ? "questions" : "confirm");
 }
@@ -406,6 +517,7 @@ function back() {
 
 async function issue() {
   if (S.busy || !S.event) return;
+  if (!isOpen(routeQueue(visitPlan(S.event, S.answers)))) { render(); return; }
   if (!S.press) {
     const body = { life_event: S.event.id, answers: {}, lang: S.lang, priority: !!S.priority };
     for (const q of S.event.questions || []) body.answers[q.id] = S.answers[q.id] === true;
@@ -470,7 +582,7 @@ let idleTimer = null;
 function poke() {
   clearTimeout(idleTimer);
   idleTimer = setTimeout(() => {
-    if (!["events", "setup", "loading"].includes(S.step) && !S.busy) reset();
+    if (!["events", "setup", "loading", "closed"].includes(S.step) && !S.busy) reset();
     else poke();
   }, IDLE_MS);
 }
@@ -562,8 +674,23 @@ async function boot() {
   reset();
 }
 
+let shownReception = "";
 function onBoard() {
   renderBanner();
+  // Reception opened or closed somewhere: the start screen, the life events and the issue
+  // button follow at once (never under a request in flight).
+  const key = receptionKey();
+  if (key !== shownReception) {
+    shownReception = key;
+    if (!S.busy) {
+      if (S.step === "events" || S.step === "closed") {
+        const want = siteClosure() ? "closed" : "events";
+        if (want !== S.step) go(want); else { render(); arm(); }
+      } else if (S.step === "confirm") {
+        render(); arm();
+      }
+    }
+  }
   // The ticket screen shows the warning as soon as the printer reports trouble.
   if (S.step === "ticket" && printerNeedsStaffLive() && !$("printer-alert")) render();
 }

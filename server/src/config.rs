@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::NaiveTime;
+use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use crate::core::hours::{Closure, Hours};
 use crate::core::{
     CounterId, CounterState, DispenserId, LifeEventId, PrinterId, ProcedureCode, Profile,
     QuestionId, QueueId, SiteId, Strategy,
@@ -129,6 +130,42 @@ pub struct Config {
     /// Origins allowed to frame the lobby display, e.g. the city's website (`[screens]
     /// frame_ancestors`); empty: no page may be framed.
     pub frame_ancestors: Vec<String>,
+    /// The public congestion page and its JSON (`[public]`).
+    pub public: PublicConfig,
+}
+
+/// `[public]`: the congestion page for the city's website.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicConfig {
+    /// Origins that may read the JSON from a browser (CORS) and frame the page (the city's
+    /// website); empty: the `[screens] frame_ancestors`.
+    pub origins: Vec<String>,
+    /// `Cache-Control: max-age` of the JSON, seconds.
+    pub max_age_s: u32,
+    /// The 混雑 lamp: `medium` from this estimated wait (minutes), `high` from the next.
+    pub medium_wait_min: u32,
+    pub high_wait_min: u32,
+}
+
+impl PublicConfig {
+    /// The lamp's thresholds.
+    pub fn levels(&self) -> crate::calendar::Levels {
+        crate::calendar::Levels {
+            medium_wait_min: self.medium_wait_min,
+            high_wait_min: self.high_wait_min,
+        }
+    }
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        Self {
+            origins: Vec::new(),
+            max_age_s: 5,
+            medium_wait_min: 20,
+            high_wait_min: 45,
+        }
+    }
 }
 
 /// One problem found in a configuration file.
@@ -245,6 +282,16 @@ impl Config {
         }
     }
 
+    /// Drops every queue's reception hours (`serve --always-open`).
+    pub fn ignore_hours(&mut self) {
+        for site in &mut self.sites {
+            let site = Arc::make_mut(site);
+            for q in &mut site.queues {
+                q.hours = None;
+            }
+        }
+    }
+
     pub fn site(&self, id: &SiteId) -> Option<&Arc<SiteConfig>> {
         self.sites.iter().find(|s| &s.id == id)
     }
@@ -288,7 +335,26 @@ impl Config {
     }
 }
 
-/// `s` as an origin for a CSP source (lowercase scheme and host, optional port), when it is one.
+/// `"12:29/01-03"` (every year), `"2027-05-06"` or `"2027-05-06/2027-05-07"` (once).
+fn parse_closure(s: &str) -> Option<Closure> {
+    let (a, b) = s.split_once('/').unwrap_or((s, s));
+    let (a, b) = (a.trim(), b.trim());
+    let date = |t: &str| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok();
+    if let (Some(from), Some(to)) = (date(a), date(b)) {
+        return (from <= to).then_some(Closure::Dates { from, to });
+    }
+    let month_day = |t: &str| {
+        let (m, d) = t.split_once('-')?;
+        let (m, d): (u32, u32) = (m.parse().ok()?, d.parse().ok()?);
+        // A leap year, so 02-29 is a day.
+        NaiveDate::from_ymd_opt(2024, m, d).map(|_| (m, d))
+    };
+    Some(Closure::Yearly {
+        from: month_day(a)?,
+        to: month_day(b)?,
+    })
+}
+
 /// `"12:00-12:45"` → (12:00, 12:45), the start before the end.
 fn parse_break(s: &str) -> Option<(NaiveTime, NaiveTime)> {
     let (a, b) = s.split_once('-')?;
@@ -297,6 +363,7 @@ fn parse_break(s: &str) -> Option<(NaiveTime, NaiveTime)> {
     (a < b).then_some((a, b))
 }
 
+/// `s` as an origin for a CSP source (lowercase scheme and host, optional port), when it is one.
 fn origin(s: &str) -> Option<String> {
     let (scheme, rest) = s.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -359,6 +426,53 @@ mod raw {
         pub(super) kpi_targets: Vec<KpiTarget>,
         pub(super) limits: Option<Limits>,
         pub(super) screens: Option<ScreensTop>,
+        pub(super) public: Option<Public>,
+        /// Reception hours of every queue that sets none of its own (and whose site sets none).
+        pub(super) hours: Option<Hours>,
+    }
+
+    /// `[hours]`, `[sites.hours]`, `[sites.queues.hours]`: when tickets are taken.
+    #[derive(Deserialize, Clone)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Hours {
+        /// Periods of Monday to Friday, `"08:30-17:15"`; a day's own key wins.
+        pub(super) weekdays: Option<Vec<String>>,
+        pub(super) mon: Option<Vec<String>>,
+        pub(super) tue: Option<Vec<String>>,
+        pub(super) wed: Option<Vec<String>>,
+        pub(super) thu: Option<Vec<String>>,
+        pub(super) fri: Option<Vec<String>>,
+        pub(super) sat: Option<Vec<String>>,
+        pub(super) sun: Option<Vec<String>>,
+        pub(super) last_reception_min: Option<u32>,
+        /// Close reception when the forecast says the day is full (default true).
+        pub(super) close_when_full: Option<bool>,
+        pub(super) closing_margin_min: Option<u32>,
+        /// `"closed"` (the default) or `"open"`.
+        pub(super) holidays: Option<String>,
+        /// `"12-29/01-03"` every year, `"2027-05-06"` or `"2027-05-06/2027-05-07"` once.
+        #[serde(default)]
+        pub(super) closures: Vec<String>,
+        /// Dates open outside the weekly pattern.
+        #[serde(default)]
+        pub(super) open_days: Vec<OpenDay>,
+    }
+
+    #[derive(Deserialize, Clone)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct OpenDay {
+        pub(super) date: String,
+        pub(super) periods: Vec<String>,
+    }
+
+    /// `[public]`: the congestion page for the city's website.
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Public {
+        pub(super) origins: Option<Vec<String>>,
+        pub(super) max_age_s: Option<u32>,
+        pub(super) medium_wait_min: Option<u32>,
+        pub(super) high_wait_min: Option<u32>,
     }
 
     /// `[screens]`: settings of the screens of every site (not `[sites.screens]`).
@@ -450,6 +564,7 @@ mod raw {
         pub(super) life_events: Option<Vec<String>>,
         pub(super) no_show: Option<NoShow>,
         pub(super) screens: Option<Screens>,
+        pub(super) hours: Option<Hours>,
         #[serde(default)]
         pub(super) queues: Vec<Queue>,
         #[serde(default)]
@@ -475,6 +590,7 @@ mod raw {
         pub(super) prefix: String,
         pub(super) range: Option<[u32; 2]>,
         pub(super) procedures: Vec<String>,
+        pub(super) hours: Option<Hours>,
     }
 
     #[derive(Deserialize)]
@@ -531,6 +647,7 @@ struct City<'a> {
     procedures: &'a [Procedure],
     life_events: &'a [LifeEvent],
     public_url: &'a str,
+    hours: Option<Arc<Hours>>,
 }
 
 struct Validator {
@@ -581,6 +698,113 @@ impl Validator {
                 self.err(field, format!("{s:?} is not a time of day as HH:MM"));
                 default
             }),
+        }
+    }
+
+    /// Reception hours from `[hours]` (at `field`).
+    fn hours(&mut self, field: &str, raw: &raw::Hours) -> Hours {
+        let periods = |v: &mut Self, key: &str, list: &[String]| {
+            let mut out: Vec<(NaiveTime, NaiveTime)> = Vec::new();
+            for p in list {
+                match parse_break(p) {
+                    Some(period) => out.push(period),
+                    None => v.err(
+                        format!("{field}.{key}"),
+                        format!("{p:?} is not a period as \"HH:MM-HH:MM\" (start before end)"),
+                    ),
+                }
+            }
+            out.sort();
+            if out.windows(2).any(|w| w[0].1 > w[1].0) {
+                v.err(format!("{field}.{key}"), "periods overlap");
+            }
+            if out.len() > crate::core::hours::MAX_PERIODS {
+                v.err(
+                    format!("{field}.{key}"),
+                    format!("at most {} periods a day", crate::core::hours::MAX_PERIODS),
+                );
+            }
+            out
+        };
+        let weekdays = periods(
+            self,
+            "weekdays",
+            raw.weekdays.as_deref().unwrap_or_default(),
+        );
+        let days = [
+            ("mon", &raw.mon),
+            ("tue", &raw.tue),
+            ("wed", &raw.wed),
+            ("thu", &raw.thu),
+            ("fri", &raw.fri),
+            ("sat", &raw.sat),
+            ("sun", &raw.sun),
+        ];
+        let mut week: [Vec<(NaiveTime, NaiveTime)>; 7] = Default::default();
+        for (i, (key, list)) in days.iter().enumerate() {
+            week[i] = match list {
+                Some(list) => periods(self, key, list),
+                None if i < 5 => weekdays.clone(),
+                None => Vec::new(),
+            };
+        }
+        let closed_on_holidays = match raw.holidays.as_deref() {
+            None | Some("closed") => true,
+            Some("open") => false,
+            Some(other) => {
+                self.err(
+                    format!("{field}.holidays"),
+                    format!("{other:?}: use \"closed\" or \"open\""),
+                );
+                true
+            }
+        };
+        let mut closures = Vec::new();
+        for c in &raw.closures {
+            match parse_closure(c) {
+                Some(closure) => closures.push(closure),
+                None => self.err(
+                    format!("{field}.closures"),
+                    format!("{c:?}: use \"MM-DD/MM-DD\" (every year), \"YYYY-MM-DD\" or \"YYYY-MM-DD/YYYY-MM-DD\""),
+                ),
+            }
+        }
+        let mut extra = Vec::new();
+        for (i, d) in raw.open_days.iter().enumerate() {
+            let key = format!("open_days[{i}]");
+            match NaiveDate::parse_from_str(&d.date, "%Y-%m-%d") {
+                Ok(date) => {
+                    let list = periods(self, &key, &d.periods);
+                    extra.push((date, list));
+                }
+                Err(_) => self.err(
+                    format!("{field}.{key}.date"),
+                    format!("{:?} is not a date as YYYY-MM-DD", d.date),
+                ),
+            }
+        }
+        let last_reception_min = raw.last_reception_min.unwrap_or(0);
+        if last_reception_min > 240 {
+            self.err(
+                format!("{field}.last_reception_min"),
+                "at most 240 minutes before a period ends",
+            );
+        }
+        let closing_margin_min = raw.closing_margin_min.unwrap_or(0);
+        if closing_margin_min > 240 {
+            self.err(
+                format!("{field}.closing_margin_min"),
+                "at most 240 minutes before a period ends",
+            );
+        }
+        Hours {
+            week,
+            last_reception_min,
+            closed_on_holidays,
+            closures,
+            extra,
+            close_when_full: raw.close_when_full.unwrap_or(true),
+            closing_margin_min,
         }
     }
 
@@ -672,6 +896,8 @@ impl Validator {
             });
         }
 
+        let hours = raw.hours.as_ref().map(|h| Arc::new(self.hours("hours", h)));
+
         // Sites.
         let mut sites: Vec<Arc<SiteConfig>> = Vec::new();
         if raw.sites.is_empty() {
@@ -684,6 +910,7 @@ impl Validator {
                 procedures: &procedures,
                 life_events: &life_events,
                 public_url: &public_url,
+                hours: hours.clone(),
             };
             if let Some(site) = self.site(i, s, &city) {
                 if sites.iter().any(|x| x.id == site.id) {
@@ -877,6 +1104,7 @@ impl Validator {
         }
         let limits = self.limits(raw.limits.unwrap_or_default());
         let frame_ancestors = self.frame_ancestors(raw.screens.unwrap_or_default());
+        let public = self.public(raw.public.unwrap_or_default(), &frame_ancestors);
         Config {
             sites,
             kpi_targets,
@@ -884,17 +1112,55 @@ impl Validator {
             demo_tokens,
             limits,
             frame_ancestors,
+            public,
+        }
+    }
+
+    fn public(&mut self, raw: raw::Public, frame_ancestors: &[String]) -> PublicConfig {
+        let defaults = PublicConfig::default();
+        let origins = match raw.origins {
+            None => frame_ancestors.to_vec(),
+            Some(list) => self.origins("public.origins", &list),
+        };
+        let max_age_s = raw.max_age_s.unwrap_or(defaults.max_age_s);
+        if max_age_s > 300 {
+            self.err(
+                "public.max_age_s",
+                "at most 300 seconds: waits change by the minute",
+            );
+        }
+        let medium_wait_min = raw.medium_wait_min.unwrap_or(defaults.medium_wait_min);
+        let high_wait_min = raw.high_wait_min.unwrap_or(defaults.high_wait_min);
+        if medium_wait_min == 0 || high_wait_min <= medium_wait_min {
+            self.err(
+                "public",
+                "need 0 < medium_wait_min < high_wait_min (minutes of estimated wait)",
+            );
+        }
+        PublicConfig {
+            origins,
+            max_age_s,
+            medium_wait_min,
+            high_wait_min,
         }
     }
 
     /// `[screens] frame_ancestors`: each an origin (`https://host[:port]`, or `http://`), no path.
     fn frame_ancestors(&mut self, raw: raw::ScreensTop) -> Vec<String> {
+        self.origins(
+            "screens.frame_ancestors",
+            &raw.frame_ancestors.unwrap_or_default(),
+        )
+    }
+
+    /// A list of origins (`https://host[:port]`, or `http://`), no path.
+    fn origins(&mut self, field: &str, list: &[String]) -> Vec<String> {
         let mut origins = Vec::new();
-        for (i, o) in raw.frame_ancestors.unwrap_or_default().iter().enumerate() {
+        for (i, o) in list.iter().enumerate() {
             match origin(o) {
                 Some(o) => origins.push(o),
                 None => self.err(
-                    format!("screens.frame_ancestors[{i}]"),
+                    format!("{field}[{i}]"),
                     format!(
                         "{o:?} is not an origin: https:// or http://, a host name, an optional port, \
                          no path (e.g. \"https://www.city.example.jp\")"
@@ -1062,6 +1328,10 @@ impl Validator {
             );
         }
 
+        let site_hours = match &s.hours {
+            Some(h) => Some(Arc::new(self.hours(&format!("{f}.hours"), h))),
+            None => city.hours.clone(),
+        };
         let known = |code: &ProcedureCode| procedures.iter().any(|p| &p.code == code);
         let mut queues: Vec<QueueConfig> = Vec::new();
         if s.queues.is_empty() {
@@ -1117,12 +1387,17 @@ impl Validator {
                     "a queue must handle at least one procedure",
                 );
             }
+            let hours = match &q.hours {
+                Some(h) => Some(Arc::new(self.hours(&format!("{qf}.hours"), h))),
+                None => site_hours.clone(),
+            };
             queues.push(QueueConfig {
                 id: qid,
                 name: q.name.clone(),
                 prefix: q.prefix.clone(),
                 range,
                 procedures: procs,
+                hours,
             });
         }
         let offered: HashSet<&ProcedureCode> =

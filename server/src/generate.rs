@@ -38,7 +38,8 @@ pub const BATCH: usize = 10_000;
 pub struct Options {
     /// Business days (weekdays), the last one before today.
     pub days: u32,
-    /// Residents arriving per site and day.
+    /// Residents arriving per site on a mean day (Mondays and the moving season more,
+    /// Thursdays fewer).
     pub visitors_per_day: u32,
     /// Seed of the random choices: the same seed and configuration give the same log.
     pub seed: u64,
@@ -152,18 +153,48 @@ fn fnv(s: &str) -> u32 {
     })
 }
 
-/// The `n` weekdays before `today`'s local date at the site, oldest first.
+/// The `n` business days before `today`'s local date at the site, oldest first: weekdays that
+/// are not national holidays, on which some queue takes tickets by its reception hours.
 fn business_days(site: &SiteConfig, today: Timestamp, n: u32) -> Vec<NaiveDate> {
     let mut day = today.with_timezone(&site.timezone).date_naive();
     let mut days = Vec::new();
+    let open = |day: NaiveDate| {
+        site.queues
+            .iter()
+            .any(|q| q.hours.as_ref().is_none_or(|h| !h.periods(day).is_empty()))
+    };
     while days.len() < n as usize {
         day = day.pred_opt().expect("a date after year 1");
-        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun)
+            && crate::core::hours::holiday(day).is_none()
+            && open(day)
+        {
             days.push(day);
         }
     }
     days.reverse();
     days
+}
+
+/// Arrivals on each weekday, Monday first, relative to the mean day: Monday is the busiest,
+/// Thursday the quietest (as the cities publishing congestion calendars report).
+const WEEKDAY_LOAD: [f64; 5] = [1.3, 1.0, 1.0, 0.8, 0.9];
+
+/// Arrivals in the moving season (引越しシーズン), relative to an ordinary day.
+const SEASON_LOAD: f64 = 1.4;
+
+/// Residents arriving on `day` when `mean` arrive on an ordinary mean day.
+fn arrivals_on(day: NaiveDate, mean: u32) -> u32 {
+    let weekday = WEEKDAY_LOAD
+        .get(day.weekday().num_days_from_monday() as usize)
+        .copied()
+        .unwrap_or(1.0);
+    let season = if crate::calendar::in_season(day) {
+        SEASON_LOAD
+    } else {
+        1.0
+    };
+    (f64::from(mean) * weekday * season).round() as u32
 }
 
 /// Office hours (local).
@@ -464,7 +495,7 @@ impl Sim {
         let open = self.at(day, OPEN);
         let half_hours = ARRIVALS.len();
         let total: f64 = ARRIVALS.iter().sum();
-        for _ in 0..self.visitors_per_day {
+        for _ in 0..arrivals_on(day, self.visitors_per_day) {
             let mut pick = self.rng.random::<f64>() * total;
             let slot = ARRIVALS
                 .iter()

@@ -11,6 +11,7 @@
 //! - [`metrics`]: Prometheus metrics;
 //! - [`generate`]: a realistic event log from simulated days, for measurements.
 
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod core;

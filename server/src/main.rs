@@ -59,6 +59,10 @@ enum Cmd {
         /// internet-facing side of the city's network; everything with a token answers 404.
         #[arg(long, env = "MADOGUCHI_PUBLIC_ONLY")]
         public_only: bool,
+        /// Take tickets at any hour: the configuration's reception hours (`[hours]`) are not
+        /// applied. For load tests and drills outside office hours.
+        #[arg(long, env = "MADOGUCHI_ALWAYS_OPEN")]
+        always_open: bool,
     },
     /// Check a configuration file: print a summary, or every error with file, field and reason.
     CheckConfig {
@@ -101,7 +105,8 @@ enum Cmd {
         /// Configuration file (the sites, counters and procedures).
         #[arg(long, env = "MADOGUCHI_CONFIG", default_value = "config/demo.toml")]
         config: PathBuf,
-        /// Residents arriving per site and day.
+        /// Residents arriving per site on a mean day (Mondays and the moving season more,
+        /// Thursdays fewer).
         #[arg(long, default_value_t = 400)]
         visitors_per_day: u32,
         /// Seed of the random choices (the same seed gives the same log).
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
             server_name,
             redis_retention_s,
             public_only,
+            always_open,
         } => {
             let _log_writer = init_tracing();
             let server_name = server_name.unwrap_or_else(|| default_server_name(listen));
@@ -235,7 +241,14 @@ fn main() -> ExitCode {
                 redis_prefix,
                 std::time::Duration::from_secs(redis_retention_s),
             );
-            match serve(config, listen, data, &store, &server_name, public_only) {
+            match serve(
+                config,
+                listen,
+                data,
+                &store,
+                &server_name,
+                (public_only, always_open),
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("madoguchi: {e:#}");
@@ -283,15 +296,19 @@ fn serve(
     data: PathBuf,
     (store, redis_prefix, retention): &(String, String, std::time::Duration),
     server_name: &str,
-    public_only: bool,
+    (public_only, always_open): (bool, bool),
 ) -> anyhow::Result<()> {
     let store = madoguchi::server::Store::parse(store, redis_prefix, *retention)?;
-    let config = Config::load(&config_path).map_err(|e| {
+    let mut config = Config::load(&config_path).map_err(|e| {
         anyhow::anyhow!(
             "{e}\n(run `madoguchi check-config {}` for details)",
             config_path.display()
         )
     })?;
+    if always_open {
+        tracing::warn!("--always-open: every queue takes tickets at any hour; the configured reception hours are not applied");
+        config.ignore_hours();
+    }
     if config.demo_tokens {
         tracing::warn!("demo tokens are configured: fine for a demo, never for a real office (see README, Tokens)");
     }

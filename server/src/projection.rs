@@ -354,7 +354,8 @@ impl ProjectionStore {
                      LEFT JOIN visits v ON v.ticket_id = json_extract(e.body, '$.ticket')
                      WHERE e.site = ?1
                        AND e.kind IN ('ticket_called', 'ticket_cancelled',
-                                      'counter_state_changed', 'profile_changed')
+                                      'counter_state_changed', 'profile_changed',
+                                      'reception_changed')
                        AND json_extract(e.body, '$.by') IS NOT NULL
                      ORDER BY e.seq DESC LIMIT ?2",
                 )

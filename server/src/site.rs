@@ -410,6 +410,8 @@ struct Actor {
     pace: crate::pace::ForecastPace,
     /// Commands in the batch being decided and applied (set by `commands`).
     batch_len: usize,
+    /// The estimates or the reception changed since the full queues were last looked for.
+    closing_check_due: bool,
     /// Other instances append to this site's log too (it is followed).
     shared: bool,
 }
@@ -578,6 +580,7 @@ impl Actor {
             snapshot_task: None,
             pace: Default::default(),
             batch_len: 0,
+            closing_check_due: true,
             shared: false,
         };
         actor.shared = actor.log.shared();
@@ -599,6 +602,8 @@ impl Actor {
         if let Some(at) = actor.last_at {
             actor.refresh_estimates(at);
         }
+        let now = actor.now();
+        actor.state.refresh_reception(now);
         actor.projector = Some(Projector::start(
             config.id.clone(),
             actor.visits.clone(),
@@ -767,6 +772,15 @@ impl Actor {
         // What other server instances append to this site's log (a shared backend only).
         let mut follow = self.log.follow(&self.state.config.id);
         loop {
+            let now = self.now();
+            let next_change = self.state.next_reception_change(now);
+            let reception_change_due = next_change.is_some();
+            // A second past the change, so the clock reads the new side of it.
+            let reception_change = tokio::time::Instant::now()
+                + next_change
+                    .and_then(|t| (t - now).to_std().ok())
+                    .unwrap_or_default()
+                + Duration::from_secs(1);
             tokio::select! {
                 // Another instance appended: apply its events as if they were ours (state, live
                 // feed, phones, projections), in seq order.
@@ -811,6 +825,7 @@ impl Actor {
                         if let Some(request) = next {
                             self.other(request).await;
                         }
+                        self.close_full_queues().await;
                     }
                     Some(request) => self.other(request).await,
                 },
@@ -827,17 +842,66 @@ impl Actor {
                     }
                     let now = self.now();
                     self.refresh_estimates(now);
-                    if self.live.receiver_count() > 0 {
-                        let board = self.state.board();
-                        let _ = self.live.send(live_text(&LiveMessage::Snapshot {
-                            seq: self.state.seq,
-                            board: &board,
-                        }));
-                    }
+                    self.send_snapshot();
                     self.tell_watchers();
+                    self.closing_check_due = true;
+                    self.close_full_queues().await;
+                }
+                // A reception period opens or ends, or a closing runs out: the board shows it.
+                _ = tokio::time::sleep_until(reception_change), if reception_change_due => {
+                    let now = self.now();
+                    if self.state.refresh_reception(now) {
+                        self.send_snapshot();
+                    }
+                    self.closing_check_due = true;
+                    self.close_full_queues().await;
                 }
             }
             self.maybe_snapshot("periodic");
+        }
+    }
+
+    /// Sends the lobby and boards a snapshot of the current state (estimates or reception changed
+    /// without an event).
+    fn send_snapshot(&self) {
+        if self.live.receiver_count() > 0 {
+            let board = self.state.board();
+            let _ = self.live.send(live_text(&LiveMessage::Snapshot {
+                seq: self.state.seq,
+                board: &board,
+            }));
+        }
+    }
+
+    /// Closes the reception of the queues the forecast says are full (see
+    /// `SiteState::full_queues`): one `ReceptionChanged` event each, in the log.
+    async fn close_full_queues(&mut self) {
+        if !std::mem::take(&mut self.closing_check_due) || self.status.log() != LogState::Available
+        {
+            return;
+        }
+        let now = self.now();
+        let full = self.state.full_queues(now);
+        if full.is_empty() {
+            return;
+        }
+        let batch: Vec<_> = full
+            .into_iter()
+            .map(|queue| {
+                (
+                    Command::SetReception {
+                        queue,
+                        mode: crate::core::ReceptionMode::Closing,
+                        reason: crate::core::ReceptionReason::Forecast,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        for result in self.commands(&batch).await {
+            if let Err(e) = result {
+                tracing::warn!(site = %self.state.config.id, error = %e, "could not close a full queue's reception");
+            }
         }
     }
 
@@ -1199,8 +1263,16 @@ impl Actor {
                 changed.iter().for_each(|v| self.metrics.observe_visit(v));
             }
             records.extend(changed);
-            if i + 1 == events.len() && self.forecast_due() {
-                self.refresh_estimates(event.at());
+            if i + 1 == events.len() {
+                if self.forecast_due() {
+                    self.refresh_estimates(event.at());
+                    // A fresh forecast: is a queue's day full now?
+                    self.closing_check_due = true;
+                }
+                let now = self.now();
+                if self.state.refresh_reception(now) {
+                    self.closing_check_due = true;
+                }
             }
             if live {
                 let board = self.state.board();

@@ -515,7 +515,8 @@ async fn a_generated_log_is_replayed_once_then_started_from_a_snapshot() {
     assert_eq!(log.last_seq(&site.id).await.unwrap(), report.events);
     assert_eq!(store.checkpoint("chuo").await.unwrap(), report.events);
     assert!(report.events > site::SNAPSHOT_EVERY, "{report:?}");
-    assert!(report.tickets >= 6 * 390, "{report:?}");
+    // 400 on a mean day; Thursday, the quietest, has 320.
+    assert!(report.tickets >= 6 * 310, "{report:?}");
     // Generating again into the same log is refused.
     assert!(
         madoguchi::generate::generate(&config, &log, &store, &options, chrono::Utc::now())

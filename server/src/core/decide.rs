@@ -2,11 +2,12 @@
 
 use chrono::{NaiveDate, TimeZone};
 
+use super::hours::Reception;
 use super::model::{NoShowAction, SiteConfig};
 use super::{
     CancelReason, Command, CounterId, CounterState, DomainError, Event, IssueCommand, PlanRequest,
-    ProcedureCode, QueueId, SiteState, Target, Ticket, TicketId, TicketNumber, TicketSelector,
-    TicketStatus, Timestamp,
+    ProcedureCode, QueueId, ReceptionMode, ReceptionReason, ReceptionState, SiteState, Target,
+    Ticket, TicketId, TicketNumber, TicketSelector, TicketStatus, Timestamp,
 };
 
 /// The business day `now` belongs to: local date, where a day starts at the reset time.
@@ -272,6 +273,11 @@ fn decide_today(
                 at,
             }])
         }
+        Command::SetReception {
+            queue,
+            mode,
+            reason,
+        } => set_reception(state, queue, *mode, *reason, at),
         Command::SetProfile { counter, profile } => {
             let c = state
                 .counter(counter)
@@ -448,6 +454,52 @@ pub fn route<'a>(
         .ok_or_else(|| DomainError::NoQueueFor(first.clone()))
 }
 
+/// Closes a queue's reception for the rest of the period in progress (the forecast says the day
+/// is full, or the floor manager says so), or keeps it open (the floor manager's override).
+/// Nothing changes when that mode is already in force.
+fn set_reception(
+    state: &SiteState,
+    queue: &QueueId,
+    mode: ReceptionMode,
+    reason: ReceptionReason,
+    at: Timestamp,
+) -> Result<Vec<Event>, DomainError> {
+    let config = &state.config;
+    let q = config
+        .queue(queue)
+        .ok_or_else(|| DomainError::UnknownQueue(queue.clone()))?;
+    if state.reception_mode(queue, at) == Some(mode) {
+        return Ok(vec![]);
+    }
+    // Keeping a queue open overrides a closing, never its hours.
+    if let (ReceptionMode::Open, Some(Reception::Closed { next_open })) =
+        (mode, config.reception(q, at))
+    {
+        return Err(DomainError::QueueClosed {
+            queue: queue.clone(),
+            next_open: next_open.map(|t| config.instant(t)),
+        });
+    }
+    let until = match config.reception(q, at) {
+        Some(Reception::Open { closes, .. }) => config.instant(closes).to_utc(),
+        // No hours, or outside them: until the next business day begins.
+        _ => {
+            let next = business_day(config, at)
+                .succ_opt()
+                .expect("a date before the end of time");
+            day_start(config, next, at + chrono::Duration::days(1))
+        }
+    };
+    Ok(vec![Event::ReceptionChanged {
+        queue: queue.clone(),
+        mode,
+        reason,
+        until,
+        at,
+        by: None,
+    }])
+}
+
 fn issue_ticket(
     state: &SiteState,
     issue: &IssueCommand,
@@ -464,6 +516,13 @@ fn issue_ticket(
     let queue = config
         .queue(queue_id)
         .expect("route returns a configured queue");
+    let reception = state.queue_reception(queue, at);
+    if reception.state != ReceptionState::Open {
+        return Err(DomainError::QueueClosed {
+            queue: queue_id.clone(),
+            next_open: reception.next_open,
+        });
+    }
     let value = state
         .next_value
         .get(queue_id)

@@ -4,6 +4,7 @@
 
 mod decide;
 pub mod estimate;
+pub mod hours;
 mod ids;
 pub mod model;
 mod snapshot;
@@ -21,10 +22,11 @@ pub use ids::*;
 pub use snapshot::{
     config_fingerprint, SiteSnapshot, SnapshotMismatch, StateData, SNAPSHOT_FORMAT,
 };
-pub use state::{Counter, EstimateCache, IdMap, SiteState, Step, Ticket, WaitKey};
+pub use state::{Counter, EstimateCache, IdMap, ReceptionCache, SiteState, Step, Ticket, WaitKey};
 pub use view::{
     BoardCounter, BoardPrinter, BoardQueue, BoardTicket, BoardView, CounterView, PhoneSite,
-    PhoneView, PublicEvent, RecentCallView, TicketView, VisitRecord, VisitStep,
+    PhoneView, PublicEvent, QueueReception, RecentCallView, ReceptionState, TicketView,
+    VisitRecord, VisitStep,
 };
 
 pub type Timestamp = DateTime<Utc>;
@@ -103,6 +105,24 @@ pub enum CancelReason {
     Resident,
     /// The business day ended with the ticket still open.
     DayEnded,
+}
+
+/// How a queue's reception was set for the rest of a period: `closing` takes no more tickets
+/// (「本日の受付は終了しました」), `open` keeps taking them within the reception hours even when
+/// the forecast says the day is full (the floor manager's override).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceptionMode {
+    Closing,
+    Open,
+}
+
+/// Who set a queue's reception: the wait forecast (the day is full) or the floor manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceptionReason {
+    Forecast,
+    Floor,
 }
 
 /// How a visit plan is requested.
@@ -187,6 +207,12 @@ pub enum Command {
         printer: PrinterId,
         job: TicketId,
         outcome: JobOutcome,
+    },
+    /// Closes a queue's reception for the rest of the period, or keeps it open.
+    SetReception {
+        queue: QueueId,
+        mode: ReceptionMode,
+        reason: ReceptionReason,
     },
 }
 
@@ -284,6 +310,17 @@ pub enum Event {
         outcome: JobOutcome,
         at: Timestamp,
     },
+    /// A queue's reception was closed, or kept open, until `until` (the end of the reception
+    /// period in progress, or the next business day for a queue without hours).
+    ReceptionChanged {
+        queue: QueueId,
+        mode: ReceptionMode,
+        reason: ReceptionReason,
+        until: Timestamp,
+        at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Operator>,
+    },
 }
 
 /// Who changed the floor: the name and role of the token that asked (never the token).
@@ -302,6 +339,10 @@ impl Command {
             Command::Call { .. }
                 | Command::SetCounterState { .. }
                 | Command::SetProfile { .. }
+                | Command::SetReception {
+                    reason: ReceptionReason::Floor,
+                    ..
+                }
                 | Command::Cancel {
                     reason: CancelReason::Staff,
                     ..
@@ -317,7 +358,8 @@ impl Event {
             Event::TicketCalled { by, .. }
             | Event::TicketCancelled { by, .. }
             | Event::CounterStateChanged { by, .. }
-            | Event::ProfileChanged { by, .. } => *by = Some(operator.clone()),
+            | Event::ProfileChanged { by, .. }
+            | Event::ReceptionChanged { by, .. } => *by = Some(operator.clone()),
             _ => {}
         }
     }
@@ -328,7 +370,8 @@ impl Event {
             Event::TicketCalled { by, .. }
             | Event::TicketCancelled { by, .. }
             | Event::CounterStateChanged { by, .. }
-            | Event::ProfileChanged { by, .. } => by.as_ref(),
+            | Event::ProfileChanged { by, .. }
+            | Event::ReceptionChanged { by, .. } => by.as_ref(),
             _ => None,
         }
     }
@@ -346,7 +389,8 @@ impl Event {
             | Event::ProfileChanged { at, .. }
             | Event::PrinterStateChanged { at, .. }
             | Event::SatisfactionGiven { at, .. }
-            | Event::PrintJobFinished { at, .. } => *at,
+            | Event::PrintJobFinished { at, .. }
+            | Event::ReceptionChanged { at, .. } => *at,
         }
     }
 
@@ -364,7 +408,8 @@ impl Event {
             | Event::CounterStateChanged { .. }
             | Event::ProfileChanged { .. }
             | Event::PrinterStateChanged { .. }
-            | Event::PrintJobFinished { .. } => None,
+            | Event::PrintJobFinished { .. }
+            | Event::ReceptionChanged { .. } => None,
         }
     }
 
@@ -383,6 +428,7 @@ impl Event {
             Event::PrinterStateChanged { .. } => "printer_state_changed",
             Event::SatisfactionGiven { .. } => "satisfaction_given",
             Event::PrintJobFinished { .. } => "print_job_finished",
+            Event::ReceptionChanged { .. } => "reception_changed",
         }
     }
 }
@@ -454,6 +500,26 @@ pub enum DomainError {
     UnknownPrinter(PrinterId),
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    #[error("{}", closed_message(queue, next_open.as_ref()))]
+    QueueClosed {
+        queue: QueueId,
+        /// When it next takes tickets, in the site's local time (none within a year).
+        next_open: Option<chrono::DateTime<chrono::FixedOffset>>,
+    },
+}
+
+fn closed_message(
+    queue: &QueueId,
+    next_open: Option<&chrono::DateTime<chrono::FixedOffset>>,
+) -> String {
+    match next_open {
+        Some(at) => format!(
+            "ただいま受付時間外です。次の受付開始は {} です。 / Queue {queue} is not taking tickets now; reception opens again at {}.",
+            at.format("%-m月%-d日 %H:%M"),
+            at.format("%Y-%m-%d %H:%M")
+        ),
+        None => format!("この窓口は受付を行っていません。 / Queue {queue} is not taking tickets."),
+    }
 }
 
 /// How the edge should answer a refused command.
@@ -488,6 +554,7 @@ impl DomainError {
             | IdempotencyKeyReused
             | BadScore(_) => ErrorClass::Invalid,
             NumbersExhausted(_)
+            | QueueClosed { .. }
             | CounterNotOpen(_)
             | CounterBusy { .. }
             | NoCurrentTicket(_)
@@ -528,6 +595,7 @@ impl DomainError {
             UnknownPrinter(_) => "unknown_printer",
             BadScore(_) => "bad_score",
             AlreadyRated => "already_rated",
+            QueueClosed { .. } => "queue_closed",
         }
     }
 }

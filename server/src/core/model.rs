@@ -66,6 +66,8 @@ pub struct QueueConfig {
     pub range: (u32, u32),
     /// Procedures this queue handles; a visit plan goes to the first queue that covers all of it.
     pub procedures: Vec<ProcedureCode>,
+    /// When it takes tickets (its own, or its site's or the city's); `None`: at any hour.
+    pub hours: Option<std::sync::Arc<super::hours::Hours>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,31 @@ impl SiteConfig {
     }
     pub fn queue(&self, id: &QueueId) -> Option<&QueueConfig> {
         self.queues.iter().find(|q| &q.id == id)
+    }
+    /// Whether `queue` takes tickets at `at` (`None`: it has no reception hours, so always).
+    pub fn reception(
+        &self,
+        queue: &QueueConfig,
+        at: super::Timestamp,
+    ) -> Option<super::hours::Reception> {
+        let hours = queue.hours.as_ref()?;
+        Some(hours.at(at.with_timezone(&self.timezone).naive_local()))
+    }
+    /// A local time of this site as an instant with the site's offset (the earlier one where a
+    /// clock change makes it ambiguous; a time that does not exist moves an hour on).
+    pub fn instant(&self, local: chrono::NaiveDateTime) -> chrono::DateTime<chrono::FixedOffset> {
+        use chrono::{Offset, TimeZone};
+        let tz = self.timezone;
+        tz.from_local_datetime(&local)
+            .earliest()
+            .or_else(|| {
+                tz.from_local_datetime(&(local + chrono::Duration::hours(1)))
+                    .earliest()
+            })
+            .map_or_else(
+                || local.and_utc().fixed_offset(),
+                |t| t.with_timezone(&t.offset().fix()),
+            )
     }
     pub fn counter(&self, id: &CounterId) -> Option<&CounterConfig> {
         self.counters.iter().find(|c| &c.id == id)

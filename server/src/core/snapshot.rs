@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::model::SiteConfig;
 use super::state::{Counter, IdMap, RecentCall, SiteState, Ticket, WaitKey};
 use super::{
-    CounterId, CounterState, DispenserId, PrinterId, PrinterState, Profile, QueueId, SiteId,
-    Target, TicketId, TicketNumber, Timestamp,
+    CounterId, CounterState, DispenserId, PrinterId, PrinterState, Profile, QueueId, ReceptionMode,
+    SiteId, Target, TicketId, TicketNumber, Timestamp,
 };
 
 /// The snapshot format. Bump it whenever `Event`, `SiteState` or `SiteState::apply` change in a
@@ -52,6 +52,9 @@ pub struct StateData {
     counters: Vec<Counter>,
     recent_calls: VecDeque<RecentCall>,
     printers: BTreeMap<PrinterId, (PrinterState, Option<Timestamp>)>,
+    /// Absent from snapshots taken before reception hours (no such event then).
+    #[serde(default)]
+    reception: BTreeMap<QueueId, (ReceptionMode, Timestamp)>,
 }
 
 /// Why a snapshot cannot stand for a replay.
@@ -80,8 +83,11 @@ impl SiteSnapshot {
             counters,
             recent_calls,
             printers,
+            reception,
             // A cache of the wait estimates: recomputed after every event.
             estimates: _,
+            // The reception at the clock's time: recomputed by the owner.
+            reception_now: _,
         } = state;
         SiteSnapshot {
             format: SNAPSHOT_FORMAT,
@@ -99,6 +105,7 @@ impl SiteSnapshot {
                 counters: counters.clone(),
                 recent_calls: recent_calls.clone(),
                 printers: printers.clone(),
+                reception: reception.clone(),
             },
         }
     }
@@ -132,6 +139,7 @@ impl SiteSnapshot {
             counters,
             recent_calls,
             printers,
+            reception,
         } = self.state;
         Ok(SiteState {
             config,
@@ -147,6 +155,8 @@ impl SiteSnapshot {
             recent_calls,
             printers,
             estimates: Default::default(),
+            reception,
+            reception_now: Default::default(),
         })
     }
 }

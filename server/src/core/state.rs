@@ -153,6 +153,22 @@ pub struct SiteState {
     /// The wait estimates the views show, computed for one seq by the site's owner (see
     /// `core::estimate`); views fall back to the naive estimate when they are for another seq.
     pub estimates: EstimateCache,
+    /// Queues whose reception was closed or kept open (`ReceptionChanged`), until when.
+    pub reception: BTreeMap<QueueId, (super::ReceptionMode, Timestamp)>,
+    /// Each queue's reception as of the owner's last look at the clock (see
+    /// [`SiteState::refresh_reception`]): what the board shows.
+    pub reception_now: ReceptionCache,
+}
+
+/// The reception of each queue at one moment: derived from the hours, the clock and the log, so
+/// two states are equal whatever it holds.
+#[derive(Debug, Clone, Default)]
+pub struct ReceptionCache(pub Arc<BTreeMap<QueueId, super::QueueReception>>);
+
+impl PartialEq for ReceptionCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// The estimates a state's views show: derived from the state and the time they were made, so
@@ -198,7 +214,17 @@ impl SiteState {
             counters,
             recent_calls: VecDeque::new(),
             estimates: Default::default(),
+            reception: BTreeMap::new(),
+            reception_now: Default::default(),
         }
+    }
+
+    /// The reception mode set for `queue` and still in force at `at`.
+    pub fn reception_mode(&self, queue: &QueueId, at: Timestamp) -> Option<super::ReceptionMode> {
+        self.reception
+            .get(queue)
+            .filter(|(_, until)| at < *until)
+            .map(|(mode, _)| *mode)
     }
 
     pub fn counter(&self, id: &CounterId) -> Option<&Counter> {
@@ -291,6 +317,7 @@ impl SiteState {
                 self.idempotency.clear();
                 self.waiting.clear();
                 self.recent_calls.clear();
+                self.reception.clear();
                 for c in &mut self.counters {
                     c.current = None;
                 }
@@ -440,6 +467,11 @@ impl SiteState {
             }
             // The print jobs are a projection of their own (`printers::finished_for`).
             Event::PrintJobFinished { .. } => {}
+            Event::ReceptionChanged {
+                queue, mode, until, ..
+            } => {
+                self.reception.insert(queue.clone(), (*mode, *until));
+            }
         }
         ended
     }

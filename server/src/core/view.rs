@@ -1,7 +1,7 @@
 //! Read models computed from the state: the live board, ticket views, the public event feed
 //! (numbers only, never a token) and visit records for the stay-time KPI.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::SiteConfig;
 use super::state::WaitKey;
@@ -65,6 +65,45 @@ pub struct BoardQueue {
     /// its first wait's start, but counts only once it is at the head again).
     #[schema(value_type = Option<String>, format = DateTime)]
     pub oldest_since: Option<Timestamp>,
+    /// Whether it takes tickets now, and when it next does.
+    #[serde(flatten)]
+    pub reception: QueueReception,
+}
+
+/// Whether a queue takes tickets: `open`; `closing` (the day is full, or the floor closed it:
+/// 「本日の受付は終了しました」); `closed` (outside its reception hours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceptionState {
+    Open,
+    Closing,
+    Closed,
+}
+
+/// A queue's reception at one moment. Times carry the site's UTC offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct QueueReception {
+    pub state: ReceptionState,
+    /// When it next takes tickets (closing, closed; none within a year).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_open: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// The last-reception time of the period in progress (open, with hours).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_reception: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// When the period in progress ends: the counters serve until then (open, with hours).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub closes: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+impl QueueReception {
+    fn open() -> Self {
+        Self {
+            state: ReceptionState::Open,
+            next_open: None,
+            last_reception: None,
+            closes: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -350,6 +389,23 @@ impl SiteState {
         }
     }
 
+    /// The wait a ticket issued now into `queue` would have: the estimate of the latest ticket
+    /// in the line (so the lobby and that ticket agree), or for someone joining an empty line.
+    pub fn new_ticket_wait(&self, queue: &QueueId) -> u64 {
+        let target = Target::Queue(queue.clone());
+        let line = self.waiting.get(&target);
+        match line.and_then(|l| l.iter().rev().find(|k| k.rank == 1).map(|k| (l, k))) {
+            Some((line, last)) => self.wait_in_line(&target, line, last),
+            None => self
+                .current_estimates()
+                .and_then(|e| e.lines.get(&target).copied())
+                .unwrap_or_else(|| {
+                    let tickets = line.into_iter().flatten().map(|k| &self.tickets[&k.ticket]);
+                    self.naive_wait(&target, tickets)
+                }),
+        }
+    }
+
     pub fn board(&self) -> BoardView {
         let queues = self
             .config
@@ -358,21 +414,16 @@ impl SiteState {
             .map(|q| {
                 let target = Target::Queue(q.id.clone());
                 let line = self.waiting.get(&target);
-                let tickets = || line.into_iter().flatten().map(|k| &self.tickets[&k.ticket]);
                 BoardQueue {
                     id: q.id.clone(),
                     waiting: line.map_or(0, |l| l.len()),
-                    // The estimate of the latest ticket in the line (so the lobby and that
-                    // ticket agree), or for someone joining an empty line.
-                    estimated_wait_s: match line
-                        .and_then(|l| l.iter().rev().find(|k| k.rank == 1).map(|k| (l, k)))
-                    {
-                        Some((line, last)) => self.wait_in_line(&target, line, last),
-                        None => self
-                            .current_estimates()
-                            .and_then(|e| e.lines.get(&target).copied())
-                            .unwrap_or_else(|| self.naive_wait(&target, tickets())),
-                    },
+                    estimated_wait_s: self.new_ticket_wait(&q.id),
+                    reception: self
+                        .reception_now
+                        .0
+                        .get(&q.id)
+                        .cloned()
+                        .unwrap_or_else(QueueReception::open),
                     // The heads of the two ranks (priority, others): a line is ordered by rank,
                     // then by when the ticket (re)joined it.
                     oldest_since: line
@@ -482,6 +533,7 @@ impl SiteState {
             }
             Event::SatisfactionGiven { .. } => {}
             Event::PrintJobFinished { printer, .. } => p.printer = Some(printer.clone()),
+            Event::ReceptionChanged { queue, .. } => p.queue = Some(queue.clone()),
         }
         p
     }
@@ -498,6 +550,137 @@ pub struct CounterView {
 }
 
 impl SiteState {
+    /// `queue`'s reception at `at`: its hours, and what the forecast or the floor set.
+    pub fn queue_reception(
+        &self,
+        queue: &super::model::QueueConfig,
+        at: Timestamp,
+    ) -> QueueReception {
+        use super::hours::Reception;
+        let config = &self.config;
+        let mode = self.reception_mode(&queue.id, at);
+        match config.reception(queue, at) {
+            None if mode == Some(super::ReceptionMode::Closing) => QueueReception {
+                state: ReceptionState::Closing,
+                next_open: self
+                    .reception
+                    .get(&queue.id)
+                    .map(|(_, until)| until.with_timezone(&config.timezone).fixed_offset()),
+                last_reception: None,
+                closes: None,
+            },
+            None => QueueReception::open(),
+            Some(Reception::Closed { next_open }) => QueueReception {
+                state: ReceptionState::Closed,
+                next_open: next_open.map(|l| config.instant(l)),
+                last_reception: None,
+                closes: None,
+            },
+            Some(Reception::Open { closes, .. }) if mode == Some(super::ReceptionMode::Closing) => {
+                let hours = queue.hours.as_ref().expect("a reception comes from hours");
+                QueueReception {
+                    state: ReceptionState::Closing,
+                    next_open: hours.next_open(closes).map(|l| config.instant(l)),
+                    last_reception: None,
+                    closes: Some(config.instant(closes)),
+                }
+            }
+            Some(Reception::Open { last, closes }) => QueueReception {
+                state: ReceptionState::Open,
+                next_open: None,
+                last_reception: Some(config.instant(last)),
+                closes: Some(config.instant(closes)),
+            },
+        }
+    }
+
+    /// Recomputes every queue's reception at `at` for the board; true when one changed.
+    pub fn refresh_reception(&mut self, at: Timestamp) -> bool {
+        let now: std::collections::BTreeMap<_, _> = self
+            .config
+            .queues
+            .iter()
+            .map(|q| (q.id.clone(), self.queue_reception(q, at)))
+            .collect();
+        let changed = *self.reception_now.0 != now;
+        if changed {
+            self.reception_now = super::state::ReceptionCache(std::sync::Arc::new(now));
+        }
+        changed
+    }
+
+    /// The next moment after `at` when a queue's reception may change by the clock alone (a
+    /// period opens, reception ends, a closing or an override runs out).
+    pub fn next_reception_change(&self, at: Timestamp) -> Option<Timestamp> {
+        let from_hours = self.reception_now.0.values().flat_map(|r| {
+            [r.next_open, r.last_reception, r.closes]
+                .into_iter()
+                .flatten()
+                .map(|t| t.to_utc())
+        });
+        let from_log = self.reception.values().map(|(_, until)| *until);
+        from_hours.chain(from_log).filter(|t| *t > at).min()
+    }
+
+    /// Queues the forecast says are full: open by their hours and `close_when_full`, not kept
+    /// open by the floor, and a ticket issued now would still be served (its wait plus the
+    /// queue's shortest procedure) when the period ends, less the margin. A newcomer's wait is
+    /// the latest waiting ticket's estimate plus that ticket's planned service shared by the
+    /// open counters serving the queue (the estimate of an empty line when nobody waits).
+    pub fn full_queues(&self, at: Timestamp) -> Vec<QueueId> {
+        self.config
+            .queues
+            .iter()
+            .filter(|q| {
+                let Some(hours) = q.hours.as_ref().filter(|h| h.close_when_full) else {
+                    return false;
+                };
+                if self.reception_mode(&q.id, at).is_some() {
+                    return false;
+                }
+                let Some(super::hours::Reception::Open { closes, .. }) =
+                    self.config.reception(q, at)
+                else {
+                    return false;
+                };
+                let shortest = q
+                    .procedures
+                    .iter()
+                    .filter_map(|p| self.config.procedure(p))
+                    .map(|p| u64::from(p.service_s))
+                    .min()
+                    .unwrap_or(0);
+                let done =
+                    at + chrono::Duration::seconds((self.newcomer_wait(&q.id) + shortest) as i64);
+                let limit = self.config.instant(closes).to_utc()
+                    - chrono::Duration::minutes(i64::from(hours.closing_margin_min));
+                done > limit
+            })
+            .map(|q| q.id.clone())
+            .collect()
+    }
+
+    /// The wait of a ticket that would join `queue` now, behind everyone waiting (see
+    /// [`SiteState::full_queues`]).
+    fn newcomer_wait(&self, queue: &QueueId) -> u64 {
+        let wait = self.new_ticket_wait(queue);
+        let Some(last) = self
+            .waiting
+            .get(&Target::Queue(queue.clone()))
+            .and_then(|l| l.iter().next_back())
+            .and_then(|k| self.tickets.get(&k.ticket))
+        else {
+            return wait;
+        };
+        let serving = self
+            .counters
+            .iter()
+            .filter(|c| c.state == CounterState::Open && c.profile.queues.contains(queue))
+            .count()
+            .max(1) as u64;
+        wait + u64::from(last.planned_service_s) / serving
+    }
+
     /// A counter's ticket: since the call, or since service began.
     fn board_ticket(&self, t: &Ticket) -> BoardTicket {
         BoardTicket {

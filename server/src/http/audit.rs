@@ -135,6 +135,14 @@ fn entry(row: AuditRow, numbers: &HashMap<String, String>) -> Option<AuditEntry>
             Some(profile.queues.iter().map(ToString::to_string).collect()),
         ),
         Event::TicketCancelled { .. } => ("ticket_cancelled", None, None),
+        Event::ReceptionChanged { queue, mode, .. } => (
+            match mode {
+                crate::core::ReceptionMode::Closing => "reception_closed",
+                crate::core::ReceptionMode::Open => "reception_kept_open",
+            },
+            None,
+            Some(vec![queue.to_string()]),
+        ),
         Event::TicketCalled { counter, .. } => {
             ("called_out_of_order", Some(counter.to_string()), None)
         }

@@ -24,6 +24,9 @@ pub(super) struct ErrorDetail {
     pub(super) code: String,
     /// For people, in Japanese and/or English; may change.
     pub(super) message: String,
+    /// `queue_closed`: when the queue next takes tickets (RFC 3339, the site's offset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) next_open: Option<String>,
 }
 
 #[derive(Debug)]
@@ -33,6 +36,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429).
     pub retry_after: Option<u64>,
+    /// When a closed queue opens again (`queue_closed`).
+    pub next_open: Option<String>,
 }
 
 impl ApiError {
@@ -42,6 +47,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            next_open: None,
         }
     }
     /// Too many requests from one address; `wait` becomes `Retry-After` in whole seconds.
@@ -108,6 +114,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                next_open: self.next_open,
             },
         });
         let mut response = (self.status, body).into_response();
@@ -134,7 +141,17 @@ impl From<DomainError> for ApiError {
             // Handlers answer 204 themselves; reaching here is still not an error of the caller.
             ErrorClass::Empty => StatusCode::NO_CONTENT,
         };
-        Self::new(status, e.code(), e.to_string())
+        let next_open = match &e {
+            DomainError::QueueClosed {
+                next_open: Some(at),
+                ..
+            } => Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            _ => None,
+        };
+        Self {
+            next_open,
+            ..Self::new(status, e.code(), e.to_string())
+        }
     }
 }
 

@@ -10,6 +10,8 @@ mod live;
 mod openapi;
 mod ops;
 mod printers;
+mod public;
+mod reception;
 mod screens;
 mod socket;
 mod tickets;
@@ -57,6 +59,8 @@ struct Inner {
     public: Arc<PublicLimits>,
     /// The floor board's latest suggestions per site (see `crate::suggest`).
     suggestions: BTreeMap<SiteId, crate::suggest::Board>,
+    /// Each site's forecast calendar, made at most every few minutes (see `public`).
+    calendars: BTreeMap<SiteId, public::CalendarCache>,
 }
 
 /// The longest a read of the stored projections waits for them to catch up.
@@ -77,6 +81,10 @@ impl AppState {
             .keys()
             .map(|id| (id.clone(), Default::default()))
             .collect();
+        let calendars = sites
+            .keys()
+            .map(|id| (id.clone(), Default::default()))
+            .collect();
         let public = Arc::new(PublicLimits::new(&config.limits));
         Self {
             inner: Arc::new(Inner {
@@ -86,10 +94,15 @@ impl AppState {
                 shutdown,
                 public,
                 suggestions,
+                calendars,
             }),
         }
     }
 
+    /// Where a site's forecast calendar is kept.
+    fn calendar_cache(&self, site: &SiteId) -> Option<&public::CalendarCache> {
+        self.inner.calendars.get(site)
+    }
     /// Where a site's suggestions are kept.
     pub fn suggestions(&self, site: &SiteId) -> Option<&crate::suggest::Board> {
         self.inner.suggestions.get(site)
@@ -234,12 +247,16 @@ fn api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     let mut polled = OpenApiRouter::new()
         .merge(board::polled())
         .merge(tickets::residents());
+    let mut public = public::polled();
     if let Some(state) = state {
         polled = polled.route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
+        public = public.route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
     }
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(board::router())
         .merge(polled)
+        .merge(public)
+        .merge(reception::router())
         .merge(tickets::router())
         .merge(counters::router())
         .merge(live::router())
@@ -281,7 +298,47 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(middleware::from_fn(close_after_refused_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            public_cors(&state.config().public.origins),
+            cors_for_public,
+        ))
         .with_state(state)
+}
+
+/// Where the city's website may read from a browser: the public congestion figures.
+const CORS_PREFIX: &str = "/api/v1/public/";
+
+/// CORS for the city's `origins` (the `[public]` ones).
+fn public_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    let origins: Vec<axum::http::HeaderValue> =
+        origins.iter().filter_map(|o| o.parse().ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+        .allow_methods([Method::GET])
+        .expose_headers([axum::http::header::ETAG])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// Applies `cors` to [`CORS_PREFIX`] alone, outermost, so a browser's preflight (`OPTIONS`)
+/// meets it before routing; every other path answers `OPTIONS` as before (405), with no CORS
+/// header.
+async fn cors_for_public(
+    State(cors): State<tower_http::cors::CorsLayer>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    use tower::{Layer, ServiceExt};
+    if !request.uri().path().starts_with(CORS_PREFIX) {
+        return next.run(request).await;
+    }
+    let inner = tower::service_fn(move |request: Request| {
+        let next = next.clone();
+        async move { Ok::<_, std::convert::Infallible>(next.run(request).await) }
+    });
+    match cors.layer(inner).oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    }
 }
 
 /// The routes a `serve --public-only` instance serves (by route pattern): what residents and the
@@ -300,7 +357,11 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/tickets/{token}/live",
     "/api/v1/tickets/{token}/cancel",
     "/api/v1/tickets/{token}/satisfaction",
+    "/api/v1/public/congestion",
+    "/api/v1/public/congestion/calendar",
     "/screens/lobby/{site}",
+    "/public/congestion",
+    "/public/congestion/{site}",
     "/t/{token}",
     "/assets/{*path}",
 ];

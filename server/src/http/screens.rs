@@ -7,7 +7,7 @@
 //! WebSockets included), and forbids framing; `X-Frame-Options: DENY` for browsers that predate
 //! `frame-ancestors`; `X-Content-Type-Options: nosniff`; `Referrer-Policy: no-referrer`. The one
 //! exception: the lobby display may be framed by the origins of `[screens] frame_ancestors`
-//! (a city's website).
+//! (a city's website), the public congestion pages by those of `[public] origins`.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -39,6 +39,8 @@ pub(super) fn router() -> Router<AppState> {
             get(|s, p| site_page(s, p, "floor.html")),
         )
         .route("/screens/kpi/{site}", get(kpi_page))
+        .route("/public/congestion", get(public_page))
+        .route("/public/congestion/{site}", get(public_site_page))
         .route("/t/{token}", get(|| async { page("phone.html") }))
         .route("/assets/{*path}", get(asset))
         .layer(middleware::from_fn(secure))
@@ -159,10 +161,27 @@ async fn site_page(State(app): State<AppState>, Path(site): Path<String>, name: 
 /// The lobby display: the page a city may embed in its website, so the origins configured in
 /// `[screens] frame_ancestors` may frame it (an unknown site's "not found" may not).
 async fn lobby_page(State(app): State<AppState>, site: Path<String>) -> Response {
-    let origins = app.config().frame_ancestors.join(" ");
-    let mut response = site_page(State(app), site, "lobby.html").await;
+    let origins = app.config().frame_ancestors.clone();
+    framed_by(site_page(State(app), site, "lobby.html").await, &origins)
+}
+
+/// The congestion page for the city's website (every site): the `[public] origins` may frame it.
+async fn public_page(State(app): State<AppState>) -> Response {
+    framed_by(page("public.html"), &app.config().public.origins)
+}
+
+/// One site's congestion page, with its forecast calendar.
+async fn public_site_page(State(app): State<AppState>, site: Path<String>) -> Response {
+    let origins = app.config().public.origins.clone();
+    framed_by(site_page(State(app), site, "public.html").await, &origins)
+}
+
+/// Lets `origins` frame a page that was found.
+fn framed_by(mut response: Response, origins: &[String]) -> Response {
     if response.status().is_success() && !origins.is_empty() {
-        response.extensions_mut().insert(FrameAncestors(origins));
+        response
+            .extensions_mut()
+            .insert(FrameAncestors(origins.join(" ")));
     }
     response
 }

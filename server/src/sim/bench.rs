@@ -209,6 +209,7 @@ pub fn mms_site(servers: usize, service_s: u32) -> SiteConfig {
             prefix: String::new(),
             range: (1, 9999),
             procedures: vec![p],
+            hours: None,
         }],
         counters: (1..=servers)
             .map(|i| CounterConfig {
