@@ -1635,6 +1635,30 @@ mod tests {
         assert!(!config.demo_tokens);
         assert_eq!(config.tokens.len(), 5);
         assert_eq!(config.sites.len(), 13);
+        // Real reception hours: every queue has some; the ward office's Sunday mornings of the
+        // moving season; the service office's lunch; the new year and holidays closed.
+        let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let hours = |site: &str| {
+            let site = config.sites.iter().find(|s| s.id.as_str() == site).unwrap();
+            assert!(site.queues.iter().all(|q| q.hours.is_some()), "{}", site.id);
+            site.queues[0].hours.clone().unwrap()
+        };
+        let chuo = hours("chuo");
+        assert_eq!(
+            chuo.periods(date("2027-03-28")).len(),
+            1,
+            "a Sunday opening"
+        );
+        assert!(chuo.periods(date("2027-03-21")).is_empty(), "a Sunday");
+        assert!(chuo.periods(date("2027-01-11")).is_empty(), "成人の日");
+        assert!(chuo.periods(date("2026-12-30")).is_empty(), "the new year");
+        assert_eq!(chuo.periods(date("2026-12-07")).len(), 1, "a Monday");
+        assert_eq!(
+            hours("chuo_ekimae").periods(date("2026-12-07")).len(),
+            2,
+            "lunch"
+        );
+        assert_eq!(config.public.origins, ["https://www.city.example.jp"]);
     }
 
     /// The demo catalog and site with `tokens` instead of the demo tokens.

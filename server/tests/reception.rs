@@ -353,3 +353,78 @@ fn the_board_shows_each_queues_reception_after_a_refresh() {
     assert_eq!(json["queues"][0]["state"], "closed");
     assert_eq!(json["queues"][0]["next_open"], "2027-01-12T13:00:00+09:00");
 }
+
+/// The site without reception hours (`serve --always-open`), with the same events applied.
+fn always_open(state: &SiteState, events: &[Event]) -> SiteState {
+    let mut config = Config::parse(Path::new("reception.toml"), SITE, &|_| None).unwrap();
+    config.ignore_hours();
+    let mut open = SiteState::new(config.site(&"ward".parse().unwrap()).unwrap().clone());
+    for e in events {
+        open.apply(e);
+    }
+    assert_eq!(open.seq, state.seq);
+    open
+}
+
+#[test]
+fn the_forecast_calls_nobody_in_the_lunch_gap_and_lets_nobody_join_outside_hours() {
+    use madoguchi::core::estimate::{forecast, what_if};
+    use madoguchi::core::{Learner, Target};
+    let mut site = Site::new();
+    // 11:30: two hour-long visits for the one counter; reception pauses 11:45–13:00 and the
+    // counters with it (12:00–13:00). The first is served from now, the second after lunch.
+    let at = jst(2027, 1, 12, 11, 30);
+    let mut events = Vec::new();
+    events.extend(site.issue("long", at).unwrap());
+    events.extend(site.issue("long", at).unwrap());
+    let second = TicketId::try_from("t2".to_owned()).unwrap();
+    let learner = Learner::new(&site.state.config);
+    let with_hours = forecast(&site.state, &learner, at, 7).tickets[&second];
+    let open = always_open(&site.state, &events);
+    let without = forecast(&open, &Learner::new(&open.config), at, 7).tickets[&second];
+    // After lunch: 13:00 is 90 minutes away (a first visit ending before 13:00 in most runs).
+    assert!(
+        (90 * 60..=95 * 60).contains(&with_hours),
+        "the second is called when the counters call again at 13:00: {with_hours} s"
+    );
+    assert!(
+        without < 75 * 60,
+        "without hours it is called when the first visit ends: {without} s"
+    );
+
+    // What-if at 11:40 with a resident a minute joining: they join until 11:45, then nobody
+    // until 13:00, so the line at 12:30 is as it was at 11:45; without hours it keeps growing.
+    let at = jst(2027, 1, 12, 11, 40);
+    let onestop = Target::Queue("onestop".parse().unwrap());
+    let extra = std::collections::HashMap::from([(onestop.clone(), 1.0 / 60.0)]);
+    let waiting_at = |state: &SiteState, t: f64| {
+        let lines = what_if(
+            state,
+            &Learner::new(&state.config),
+            at,
+            3600.0,
+            600.0,
+            &extra,
+            3,
+        );
+        let (_, points) = lines.into_iter().find(|(l, _)| *l == onestop).unwrap();
+        points
+            .iter()
+            .find(|p| (p.at_s - t).abs() < 1.0)
+            .map(|p| p.waiting)
+            .unwrap()
+    };
+    let (before, lunch) = (
+        waiting_at(&site.state, 0.0),
+        waiting_at(&site.state, 3000.0),
+    );
+    assert!(
+        lunch - before < 12.0,
+        "about five join until 11:45, nobody during lunch: {before} → {lunch}"
+    );
+    let (open_before, open_lunch) = (waiting_at(&open, 0.0), waiting_at(&open, 3000.0));
+    assert!(
+        open_lunch - open_before > 30.0,
+        "about fifty join in 50 minutes without hours: {open_before} → {open_lunch}"
+    );
+}

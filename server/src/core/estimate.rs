@@ -479,6 +479,74 @@ struct Line {
     rate: f64,
     priority: f64,
     mean: f64,
+    /// The queue's reception hours over the run, if it has any.
+    hours: Option<LineHours>,
+}
+
+/// A queue's reception hours as a forward run sees them, in seconds from now: when residents
+/// may join (from a period's start to its last reception, not while the queue is closing), and
+/// when its counters do not call from it (before the day's first period and between periods:
+/// the office is closed; after the last period they finish whoever holds a ticket).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct LineHours {
+    joining: Vec<(f64, f64)>,
+    no_calls: Vec<(f64, f64)>,
+}
+
+impl LineHours {
+    /// The hours of `queue` from `now` to the run's horizon; `None` for a queue without hours.
+    fn of(state: &SiteState, queue: &super::QueueId, now: Timestamp) -> Option<LineHours> {
+        let config = &state.config;
+        let hours = config.queue(queue)?.hours.as_deref()?;
+        let at = |local: chrono::NaiveDateTime| secs(now, config.instant(local).to_utc());
+        let today = now.with_timezone(&config.timezone).date_naive();
+        let mut lh = LineHours::default();
+        let horizon = HORIZON_S;
+        for date in today.iter_days().take(2) {
+            let midnight = date.and_time(NaiveTime::MIN);
+            let periods = hours.periods(date);
+            let mut closed_from = at(midnight);
+            for &(start, end) in periods {
+                lh.no_calls.push((closed_from, at(date.and_time(start))));
+                lh.joining.push((
+                    at(date.and_time(start)),
+                    at(date.and_time(hours.last_reception(start, end))),
+                ));
+                closed_from = at(date.and_time(end));
+            }
+            if periods.is_empty() {
+                lh.no_calls
+                    .push((closed_from, at(midnight + chrono::Duration::days(1))));
+            }
+        }
+        // A queue closing (or kept open) now: nobody joins until that ends.
+        if let Some((super::ReceptionMode::Closing, until)) = state.reception.get(queue) {
+            let until = secs(now, *until);
+            for w in &mut lh.joining {
+                w.0 = w.0.max(until);
+            }
+        }
+        let keep = |w: &(f64, f64)| w.1 > 0.0 && w.0 < horizon && w.0 < w.1;
+        lh.joining.retain(keep);
+        lh.no_calls.retain(keep);
+        Some(lh)
+    }
+
+    /// Seconds between `from` and `to` when residents may join.
+    fn joining_between(&self, from: f64, to: f64) -> f64 {
+        self.joining
+            .iter()
+            .map(|(a, b)| (b.min(to) - a.max(from)).max(0.0))
+            .sum()
+    }
+
+    /// When counters may call from the line again, if they may not at `t`.
+    fn calls_resume(&self, t: f64) -> Option<f64> {
+        self.no_calls
+            .iter()
+            .find(|(a, b)| *a <= t && t < *b)
+            .map(|(_, b)| *b)
+    }
 }
 
 /// A line during one run: how far it has been called, and who has joined since.
@@ -619,6 +687,10 @@ impl Runner {
             let (rate, priority) = learner.arrivals(&target, now);
             let rate = rate + extra.get(&target).copied().unwrap_or(0.0);
             let mean = learner.line_mean(&state.config, &target);
+            let hours = match &target {
+                Target::Queue(q) => LineHours::of(state, q, now),
+                Target::Counter(_) => None,
+            };
             line_of.insert(target.clone(), lines.len());
             lines.push(Line {
                 target: target.clone(),
@@ -627,6 +699,7 @@ impl Runner {
                 rate,
                 priority,
                 mean,
+                hours,
             });
         }
         let counters = state
@@ -746,7 +819,7 @@ impl Runner {
                 for &l in c.own.iter().chain(&c.serves) {
                     self.arrive(&mut rng, l, &mut lines[l], t);
                 }
-                let Some((l, key)) = self.pick(i, &lines) else {
+                let Some((l, key)) = self.pick(i, &lines, t) else {
                     // Nobody for this counter: it looks again when someone joins its lines.
                     let next = c
                         .own
@@ -758,7 +831,13 @@ impl Runner {
                                 .joins
                                 .get(lines[l].next_join)
                                 .map_or(f64::INFINITY, |j| j.0);
-                            (t + exponential(&mut rng, line.rate)).min(join)
+                            let resume = line
+                                .hours
+                                .as_ref()
+                                .and_then(|h| h.calls_resume(t))
+                                .filter(|_| lines[l].waiting(line) > 0)
+                                .unwrap_or(f64::INFINITY);
+                            (t + exponential(&mut rng, line.rate)).min(join).min(resume)
                         })
                         .fold(f64::INFINITY, f64::min);
                     free[i] = c.availability.next_open(next);
@@ -822,9 +901,14 @@ impl Runner {
 
     /// The line counter `i` calls from next, and the key of whom it calls, by the core's rules:
     /// its own line first, then the priority ticket longest in line, then by its strategy.
-    fn pick(&self, i: usize, lines: &[LineRun]) -> Option<(usize, (u8, u64))> {
+    fn pick(&self, i: usize, lines: &[LineRun], t: f64) -> Option<(usize, (u8, u64))> {
         let c = &self.counters[i];
         let head = |l: usize| -> Option<(u8, u64)> {
+            if let Some(h) = &self.lines[l].hours {
+                if h.calls_resume(t).is_some() {
+                    return None;
+                }
+            }
             let run = &lines[l];
             if let Some(e) = self.lines[l].entries.get(run.next) {
                 if e.rank == 0 || run.joined_priority == 0 {
@@ -875,7 +959,11 @@ fn count_arrivals(rng: &mut SmallRng, line: &Line, run: &mut LineRun, to: f64) {
     if to <= run.until {
         return;
     }
-    let mean = line.rate * (to - run.until);
+    let open = match &line.hours {
+        None => to - run.until,
+        Some(h) => h.joining_between(run.until, to),
+    };
+    let mean = line.rate * open;
     run.until = to;
     if mean > 0.0 {
         run.joined_priority += poisson(rng, mean * line.priority);

@@ -90,7 +90,7 @@ impl Hours {
     }
 
     /// The end of reception in a period ending at `end` (never before its start).
-    fn last_reception(&self, start: NaiveTime, end: NaiveTime) -> NaiveTime {
+    pub fn last_reception(&self, start: NaiveTime, end: NaiveTime) -> NaiveTime {
         let last = end - Duration::minutes(i64::from(self.last_reception_min));
         if last < start || last > end {
             start
