@@ -143,6 +143,20 @@ async fn issuing_outside_reception_hours_is_refused_with_the_next_opening() {
         )
         .await;
     assert_eq!(status, 409, "{reply}");
+    assert_eq!(reply["error"]["code"], "queue_closed", "{reply}");
+    // Closing it outside its hours changes nothing: closed, and nothing in the audit trail.
+    let (status, reply) = server
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/sites/chuo/queues/certificates/reception",
+            Some(FLOOR),
+            Some(json!({"mode": "closing"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["reception"]["state"], "closed", "{reply}");
+    let (_, audit) = server.get("/api/v1/sites/chuo/audit", Some(FLOOR)).await;
+    assert_eq!(audit["audit"], json!([]), "{audit}");
 }
 
 #[tokio::test]

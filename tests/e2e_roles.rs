@@ -93,6 +93,7 @@ fn demo_value(name: &str, schema: &Value, number: &str, token: &str) -> String {
         "number" => number.to_owned(),
         "token" => token.to_owned(),
         "agent" => "agent-1".to_owned(),
+        "queue" => "certificates".to_owned(),
         other => {
             panic!("no demo value for the path parameter {other:?}: add one to tests/e2e_roles.rs")
         }
@@ -110,6 +111,8 @@ fn demo_body(schema: &Value) -> Value {
         "IssueBody" => json!({"procedures": ["shoumei"]}),
         "Profile" => json!({"queues": ["certificates", "onestop"], "strategy": "profile_order"}),
         "RateBody" => json!({"score": 5}),
+        // Kept open: it is open already, so nothing changes for the operations after it.
+        "ReceptionBody" => json!({"mode": "open"}),
         _ => json!({}),
     }
 }

@@ -293,7 +293,8 @@ function siteBlock(site, { headingLevel }) {
 }
 
 // ---- the forecast calendar (one site) ----
-const minutes = (s) => Math.max(0, Math.round((Number(s) || 0) / 300) * 5);
+// Down to 5 minutes, so a figure never reaches a threshold its colour has not (43 min shows 40, △).
+const minutes = (s) => Math.max(0, Math.floor((Number(s) || 0) / 300) * 5);
 
 function levelCell(level, waitS, label) {
   const lv = levelOf(level);

@@ -335,7 +335,7 @@ impl Config {
     }
 }
 
-/// `"12:29/01-03"` (every year), `"2027-05-06"` or `"2027-05-06/2027-05-07"` (once).
+/// `"12-29/01-03"` (every year), `"2027-05-06"` or `"2027-05-06/2027-05-07"` (once).
 fn parse_closure(s: &str) -> Option<Closure> {
     let (a, b) = s.split_once('/').unwrap_or((s, s));
     let (a, b) = (a.trim(), b.trim());

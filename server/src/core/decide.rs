@@ -471,14 +471,16 @@ fn set_reception(
     if state.reception_mode(queue, at) == Some(mode) {
         return Ok(vec![]);
     }
-    // Keeping a queue open overrides a closing, never its hours.
-    if let (ReceptionMode::Open, Some(Reception::Closed { next_open })) =
-        (mode, config.reception(q, at))
-    {
-        return Err(DomainError::QueueClosed {
-            queue: queue.clone(),
-            next_open: next_open.map(|t| config.instant(t)),
-        });
+    // Keeping a queue open overrides a closing, never its hours; outside them there is nothing
+    // to close.
+    if let Some(Reception::Closed { next_open }) = config.reception(q, at) {
+        return match mode {
+            ReceptionMode::Open => Err(DomainError::QueueClosed {
+                queue: queue.clone(),
+                next_open: next_open.map(|t| config.instant(t)),
+            }),
+            ReceptionMode::Closing => Ok(vec![]),
+        };
     }
     let until = match config.reception(q, at) {
         Some(Reception::Open { closes, .. }) => config.instant(closes).to_utc(),

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, RawBody};
 use super::openapi::{
-    BadRequest, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable,
-    Unprocessable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+    Unavailable, Unprocessable,
 };
 use super::AppState;
 use crate::config::Role;
@@ -56,6 +56,7 @@ struct ReceptionReply {
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = Unprocessable),
         (status = 503, response = Unavailable),
