@@ -80,18 +80,23 @@ pub enum ReceptionState {
     Closed,
 }
 
-/// A queue's reception at one moment. Times carry the site's UTC offset.
+/// A queue's reception at one moment. Times carry the site's UTC offset; a time not set is left
+/// out (the board goes to every lobby socket with every event: a queue without hours adds only
+/// its `state`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueueReception {
     pub state: ReceptionState,
     /// When it next takes tickets (closing, closed; none within a year).
     #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_open: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// The last-reception time of the period in progress (open, with hours).
     #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reception: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// When the period in progress ends: the counters serve until then (open, with hours).
     #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub closes: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
