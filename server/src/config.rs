@@ -310,6 +310,26 @@ impl Config {
                 s.id, s.name.ja, s.name.en, s.procedures.len(), s.life_events.len(), s.queues.len(),
                 s.counters.len(), open, s.dispensers.len()
             ));
+            // Reception hours, once per distinct set (most sites give every queue the same).
+            let mut seen: Vec<(String, Vec<&str>)> = Vec::new();
+            for q in &s.queues {
+                let hours = q
+                    .hours
+                    .as_deref()
+                    .map_or_else(|| "around the clock".to_owned(), ToString::to_string);
+                match seen.iter_mut().find(|(h, _)| *h == hours) {
+                    Some((_, queues)) => queues.push(q.id.as_str()),
+                    None => seen.push((hours, vec![q.id.as_str()])),
+                }
+            }
+            for (hours, queues) in &seen {
+                let which = if seen.len() == 1 {
+                    "every queue".to_owned()
+                } else {
+                    queues.join(", ")
+                };
+                out.push_str(&format!("  reception ({which}): {hours}\n"));
+            }
         }
         let mut roles: BTreeMap<String, usize> = BTreeMap::new();
         for g in self.tokens.values() {
@@ -1659,6 +1679,11 @@ mod tests {
             "lunch"
         );
         assert_eq!(config.public.origins, ["https://www.city.example.jp"]);
+        let summary = config.summary();
+        assert!(
+            summary.contains("reception (every queue): mon-fri 08:45-12:00 13:00-17:00, sat-sun closed; holidays closed; 1 closure(s); last ticket 30 min before the end; closes when full"),
+            "{summary}"
+        );
     }
 
     /// The demo catalog and site with `tokens` instead of the demo tokens.

@@ -61,6 +61,63 @@ pub struct Hours {
     pub closing_margin_min: u32,
 }
 
+impl std::fmt::Display for Hours {
+    /// One line for `check-config`: the week by runs of days with the same periods, then the
+    /// holidays, closures, extra dates and the last reception, e.g.
+    /// `mon-fri 08:30-17:15, sat-sun closed; holidays closed; 1 closure; last ticket 15 min before the end`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let periods = |p: &[(NaiveTime, NaiveTime)]| {
+            if p.is_empty() {
+                return "closed".to_owned();
+            }
+            p.iter()
+                .map(|(a, b)| format!("{}-{}", a.format("%H:%M"), b.format("%H:%M")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut runs: Vec<String> = Vec::new();
+        let mut d = 0;
+        while d < 7 {
+            let mut e = d;
+            while e + 1 < 7 && self.week[e + 1] == self.week[d] {
+                e += 1;
+            }
+            let days = if e == d {
+                DAYS[d].to_owned()
+            } else {
+                format!("{}-{}", DAYS[d], DAYS[e])
+            };
+            runs.push(format!("{days} {}", periods(&self.week[d])));
+            d = e + 1;
+        }
+        write!(f, "{}", runs.join(", "))?;
+        let holidays = if self.closed_on_holidays {
+            "closed"
+        } else {
+            "open"
+        };
+        write!(f, "; holidays {holidays}")?;
+        if !self.closures.is_empty() {
+            write!(f, "; {} closure(s)", self.closures.len())?;
+        }
+        if !self.extra.is_empty() {
+            write!(f, "; {} extra open date(s)", self.extra.len())?;
+        }
+        if self.last_reception_min > 0 {
+            write!(
+                f,
+                "; last ticket {} min before the end",
+                self.last_reception_min
+            )?;
+        }
+        if self.close_when_full {
+            write!(f, "; closes when full")?;
+        }
+        Ok(())
+    }
+}
+
 /// Whether a queue takes tickets at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reception {
