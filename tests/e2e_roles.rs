@@ -94,6 +94,7 @@ fn demo_value(name: &str, schema: &Value, number: &str, token: &str) -> String {
         "token" => token.to_owned(),
         "agent" => "agent-1".to_owned(),
         "queue" => "certificates".to_owned(),
+        "code" => "AAAAAAAA".to_owned(),
         other => {
             panic!("no demo value for the path parameter {other:?}: add one to tests/e2e_roles.rs")
         }

@@ -585,12 +585,26 @@ mod raw {
         pub(super) no_show: Option<NoShow>,
         pub(super) screens: Option<Screens>,
         pub(super) hours: Option<Hours>,
+        pub(super) reservations: Option<Reservations>,
         #[serde(default)]
         pub(super) queues: Vec<Queue>,
         #[serde(default)]
         pub(super) counters: Vec<Counter>,
         #[serde(default)]
         pub(super) dispensers: Vec<Dispenser>,
+    }
+
+    /// `[sites.reservations]`: bookings (来庁予約).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Reservations {
+        pub(super) queues: Vec<String>,
+        pub(super) slot_min: Option<u32>,
+        pub(super) booked_share: Option<f64>,
+        pub(super) check_in_early_min: Option<u32>,
+        pub(super) check_in_late_min: Option<u32>,
+        pub(super) horizon_days: Option<u32>,
+        pub(super) periods: Option<Vec<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1549,6 +1563,10 @@ impl Validator {
             .filter(|p| offered.contains(&p.code))
             .cloned()
             .collect();
+        let reservations = s
+            .reservations
+            .as_ref()
+            .map(|r| self.reservations(&f, r, &queues));
         Some(SiteConfig {
             id,
             name: s.name.clone(),
@@ -1562,7 +1580,67 @@ impl Validator {
             dispensers,
             screens: self.screens(&f, s.screens.as_ref()),
             public_url: city.public_url.to_owned(),
+            reservations,
         })
+    }
+
+    /// `[sites.reservations]` of the site at `f`, whose queues are `queues`.
+    fn reservations(
+        &mut self,
+        f: &str,
+        raw: &raw::Reservations,
+        queues: &[QueueConfig],
+    ) -> crate::core::reserve::ReservationConfig {
+        let f = format!("{f}.reservations");
+        let mut listed = Vec::new();
+        for q in &raw.queues {
+            match queues.iter().find(|c| c.id.as_str() == q) {
+                Some(c) => listed.push(c.id.clone()),
+                None => self.err(format!("{f}.queues"), format!("unknown queue {q}")),
+            }
+        }
+        if listed.is_empty() {
+            self.err(
+                format!("{f}.queues"),
+                "list the queues that take bookings (e.g. [\"onestop\"])",
+            );
+        }
+        let slot_min = raw.slot_min.unwrap_or(30);
+        if !(5..=240).contains(&slot_min) {
+            self.err(format!("{f}.slot_min"), "5 to 240 minutes");
+        }
+        let booked_share = raw.booked_share.unwrap_or(0.3);
+        if !(0.0..=1.0).contains(&booked_share) {
+            self.err(
+                format!("{f}.booked_share"),
+                "a share from 0 to 1 of the counters' time (e.g. 0.3: the rest is for walk-ins)",
+            );
+        }
+        let horizon_days = raw.horizon_days.unwrap_or(28);
+        if !(1..=366).contains(&horizon_days) {
+            self.err(format!("{f}.horizon_days"), "1 to 366 days");
+        }
+        let mut periods = Vec::new();
+        let default = ["09:00-12:00".to_owned(), "13:00-16:00".to_owned()];
+        for p in raw.periods.as_deref().unwrap_or(&default) {
+            match parse_break(p) {
+                Some(period) => periods.push(period),
+                None => self.err(
+                    format!("{f}.periods"),
+                    format!("{p:?} is not a period as \"HH:MM-HH:MM\" (start before end)"),
+                ),
+            }
+        }
+        periods.sort();
+        crate::core::reserve::ReservationConfig {
+            queues: listed,
+            slot_min,
+            booked_share,
+            check_in_early_min: raw.check_in_early_min.unwrap_or(15),
+            check_in_late_min: raw.check_in_late_min.unwrap_or(10),
+            horizon_days,
+            periods: crate::core::reserve::weekday_periods(periods),
+        }
     }
 }
 

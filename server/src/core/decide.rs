@@ -278,6 +278,20 @@ fn decide_today(
             mode,
             reason,
         } => set_reception(state, queue, *mode, *reason, at),
+        Command::Reserve {
+            code,
+            plan,
+            slot_start,
+        } => super::reserve::reserve(state, code, plan, *slot_start, at),
+        Command::MoveReservation { code, slot_start } => {
+            super::reserve::move_reservation(state, code, *slot_start, at)
+        }
+        Command::CancelReservation { code } => super::reserve::cancel_reservation(state, code, at),
+        Command::SetSlotCapacity {
+            queue,
+            slot_start,
+            capacity,
+        } => super::reserve::set_slot_capacity(state, queue, *slot_start, *capacity, at),
         Command::SetProfile { counter, profile } => {
             let c = state
                 .counter(counter)

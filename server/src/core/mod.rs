@@ -7,6 +7,7 @@ pub mod estimate;
 pub mod hours;
 mod ids;
 pub mod model;
+pub mod reserve;
 mod snapshot;
 mod state;
 mod view;
@@ -214,6 +215,27 @@ pub enum Command {
         mode: ReceptionMode,
         reason: ReceptionReason,
     },
+    /// Books the slot of the plan's queue that starts at `slot_start` under `code` (drawn at
+    /// the edge).
+    Reserve {
+        code: String,
+        plan: PlanRequest,
+        slot_start: Timestamp,
+    },
+    /// Moves a booking to another slot of its queue.
+    MoveReservation {
+        code: String,
+        slot_start: Timestamp,
+    },
+    CancelReservation {
+        code: String,
+    },
+    /// The floor manager sets how many bookings a slot takes.
+    SetSlotCapacity {
+        queue: QueueId,
+        slot_start: Timestamp,
+        capacity: u32,
+    },
 }
 
 /// Everything that happens at a site. Events are facts: `apply` never fails on them.
@@ -321,6 +343,35 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<Operator>,
     },
+    /// A resident booked a slot (来庁予約). The code is the booking's only credential.
+    ReservationMade {
+        code: String,
+        queue: QueueId,
+        procedures: Vec<ProcedureCode>,
+        life_event: Option<LifeEventId>,
+        slot_start: Timestamp,
+        slot_end: Timestamp,
+        at: Timestamp,
+    },
+    ReservationMoved {
+        code: String,
+        slot_start: Timestamp,
+        slot_end: Timestamp,
+        at: Timestamp,
+    },
+    ReservationCancelled {
+        code: String,
+        at: Timestamp,
+    },
+    /// The floor manager set a slot's capacity.
+    SlotCapacitySet {
+        queue: QueueId,
+        slot_start: Timestamp,
+        capacity: u32,
+        at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Operator>,
+    },
 }
 
 /// Who changed the floor: the name and role of the token that asked (never the token).
@@ -343,6 +394,7 @@ impl Command {
                     reason: ReceptionReason::Floor,
                     ..
                 }
+                | Command::SetSlotCapacity { .. }
                 | Command::Cancel {
                     reason: CancelReason::Staff,
                     ..
@@ -359,7 +411,8 @@ impl Event {
             | Event::TicketCancelled { by, .. }
             | Event::CounterStateChanged { by, .. }
             | Event::ProfileChanged { by, .. }
-            | Event::ReceptionChanged { by, .. } => *by = Some(operator.clone()),
+            | Event::ReceptionChanged { by, .. }
+            | Event::SlotCapacitySet { by, .. } => *by = Some(operator.clone()),
             _ => {}
         }
     }
@@ -371,7 +424,8 @@ impl Event {
             | Event::TicketCancelled { by, .. }
             | Event::CounterStateChanged { by, .. }
             | Event::ProfileChanged { by, .. }
-            | Event::ReceptionChanged { by, .. } => by.as_ref(),
+            | Event::ReceptionChanged { by, .. }
+            | Event::SlotCapacitySet { by, .. } => by.as_ref(),
             _ => None,
         }
     }
@@ -390,7 +444,11 @@ impl Event {
             | Event::PrinterStateChanged { at, .. }
             | Event::SatisfactionGiven { at, .. }
             | Event::PrintJobFinished { at, .. }
-            | Event::ReceptionChanged { at, .. } => *at,
+            | Event::ReceptionChanged { at, .. }
+            | Event::ReservationMade { at, .. }
+            | Event::ReservationMoved { at, .. }
+            | Event::ReservationCancelled { at, .. }
+            | Event::SlotCapacitySet { at, .. } => *at,
         }
     }
 
@@ -409,7 +467,11 @@ impl Event {
             | Event::ProfileChanged { .. }
             | Event::PrinterStateChanged { .. }
             | Event::PrintJobFinished { .. }
-            | Event::ReceptionChanged { .. } => None,
+            | Event::ReceptionChanged { .. }
+            | Event::ReservationMade { .. }
+            | Event::ReservationMoved { .. }
+            | Event::ReservationCancelled { .. }
+            | Event::SlotCapacitySet { .. } => None,
         }
     }
 
@@ -429,6 +491,10 @@ impl Event {
             Event::SatisfactionGiven { .. } => "satisfaction_given",
             Event::PrintJobFinished { .. } => "print_job_finished",
             Event::ReceptionChanged { .. } => "reception_changed",
+            Event::ReservationMade { .. } => "reservation_made",
+            Event::ReservationMoved { .. } => "reservation_moved",
+            Event::ReservationCancelled { .. } => "reservation_cancelled",
+            Event::SlotCapacitySet { .. } => "slot_capacity_set",
         }
     }
 }
@@ -506,6 +572,20 @@ pub enum DomainError {
         /// When it next takes tickets, in the site's local time (none within a year).
         next_open: Option<chrono::DateTime<chrono::FixedOffset>>,
     },
+    #[error("この庁舎は来庁予約を受け付けていません / this site takes no reservations")]
+    NoReservations,
+    #[error("この手続は予約できません / queue {0} takes no reservations: come without one")]
+    NotBookable(QueueId),
+    #[error("その時間帯は予約できません / there is no bookable slot of queue {queue} at {start}: pick one from the slots")]
+    NoSuchSlot { queue: QueueId, start: Timestamp },
+    #[error("その時間帯は満員です / the slot at {0} is fully booked: pick another")]
+    SlotFull(Timestamp),
+    #[error("予約番号が見つかりません / no reservation with this code")]
+    ReservationNotFound,
+    #[error("this reservation code is taken")]
+    CodeTaken,
+    #[error("a slot's capacity is 0 to 999")]
+    BadCapacity,
 }
 
 fn closed_message(
@@ -539,7 +619,8 @@ impl DomainError {
     pub fn class(&self) -> ErrorClass {
         use DomainError::*;
         match self {
-            UnknownCounter(_) | TicketNotFound(_) | UnknownPrinter(_) => ErrorClass::NotFound,
+            UnknownCounter(_) | TicketNotFound(_) | UnknownPrinter(_) | NoReservations
+            | ReservationNotFound => ErrorClass::NotFound,
             UnknownProcedure(_)
             | UnknownLifeEvent(_)
             | UnknownQuestion { .. }
@@ -552,6 +633,9 @@ impl DomainError {
             | TransferToSelf
             | BadProfile
             | IdempotencyKeyReused
+            | NotBookable(_)
+            | NoSuchSlot { .. }
+            | BadCapacity
             | BadScore(_) => ErrorClass::Invalid,
             NumbersExhausted(_)
             | QueueClosed { .. }
@@ -561,6 +645,8 @@ impl DomainError {
             | WrongStatus { .. }
             | TooFewCalls { .. }
             | AlreadyEnded(_)
+            | SlotFull(_)
+            | CodeTaken
             | AlreadyRated => ErrorClass::Conflict,
             NobodyWaiting(_) => ErrorClass::Empty,
         }
@@ -596,6 +682,13 @@ impl DomainError {
             BadScore(_) => "bad_score",
             AlreadyRated => "already_rated",
             QueueClosed { .. } => "queue_closed",
+            NoReservations => "no_reservations",
+            NotBookable(_) => "not_bookable",
+            NoSuchSlot { .. } => "no_such_slot",
+            SlotFull(_) => "slot_full",
+            ReservationNotFound => "reservation_not_found",
+            CodeTaken => "code_taken",
+            BadCapacity => "bad_capacity",
         }
     }
 }

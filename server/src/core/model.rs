@@ -150,6 +150,8 @@ pub struct SiteConfig {
     pub screens: ScreensConfig,
     /// Where residents reach the server from their phones; the QR code on a ticket points here.
     pub public_url: String,
+    /// Bookings (来庁予約): `None` when the site takes none.
+    pub reservations: Option<super::reserve::ReservationConfig>,
 }
 
 impl SiteConfig {

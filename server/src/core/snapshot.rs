@@ -55,6 +55,11 @@ pub struct StateData {
     /// Absent from snapshots taken before reception hours (no such event then).
     #[serde(default)]
     reception: BTreeMap<QueueId, (ReceptionMode, Timestamp)>,
+    /// Absent from snapshots taken before reservations.
+    #[serde(default)]
+    reservations: imbl::OrdMap<String, super::reserve::Reservation>,
+    #[serde(default, with = "pairs")]
+    slot_capacity: BTreeMap<(QueueId, Timestamp), u32>,
 }
 
 /// Why a snapshot cannot stand for a replay.
@@ -84,6 +89,10 @@ impl SiteSnapshot {
             recent_calls,
             printers,
             reception,
+            reservations,
+            slot_capacity,
+            // Counted from `reservations` on restore.
+            booked: _,
             // A cache of the wait estimates: recomputed after every event.
             estimates: _,
             // The reception at the clock's time: recomputed by the owner.
@@ -106,6 +115,8 @@ impl SiteSnapshot {
                 recent_calls: recent_calls.clone(),
                 printers: printers.clone(),
                 reception: reception.clone(),
+                reservations: reservations.clone(),
+                slot_capacity: slot_capacity.clone(),
             },
         }
     }
@@ -140,7 +151,13 @@ impl SiteSnapshot {
             recent_calls,
             printers,
             reception,
+            reservations,
+            slot_capacity,
         } = self.state;
+        let mut booked = imbl::OrdMap::new();
+        for r in reservations.values() {
+            *booked.entry((r.queue.clone(), r.slot_start)).or_insert(0) += 1;
+        }
         Ok(SiteState {
             config,
             seq: self.seq,
@@ -157,6 +174,9 @@ impl SiteSnapshot {
             estimates: Default::default(),
             reception,
             reception_now: Default::default(),
+            reservations,
+            booked,
+            slot_capacity,
         })
     }
 }

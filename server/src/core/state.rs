@@ -158,6 +158,13 @@ pub struct SiteState {
     /// Each queue's reception as of the owner's last look at the clock (see
     /// [`SiteState::refresh_reception`]): what the board shows.
     pub reception_now: ReceptionCache,
+    /// Bookings still to come, by code (kept across days; those whose slot ended go at the
+    /// start of a day).
+    pub reservations: imbl::OrdMap<String, super::reserve::Reservation>,
+    /// Bookings per slot (queue, start).
+    pub booked: imbl::OrdMap<(QueueId, Timestamp), u32>,
+    /// Slot capacities the floor manager set (queue, start).
+    pub slot_capacity: BTreeMap<(QueueId, Timestamp), u32>,
 }
 
 /// The reception of each queue at one moment: derived from the hours, the clock and the log, so
@@ -216,6 +223,21 @@ impl SiteState {
             estimates: Default::default(),
             reception: BTreeMap::new(),
             reception_now: Default::default(),
+            reservations: Default::default(),
+            booked: Default::default(),
+            slot_capacity: BTreeMap::new(),
+        }
+    }
+
+    /// Counts a booking in (`1`) or out of (`-1`) its slot.
+    fn count_booking(&mut self, queue: &QueueId, start: Timestamp, delta: i32) {
+        let key = (queue.clone(), start);
+        let n = self.booked.get(&key).copied().unwrap_or(0);
+        let n = n.saturating_add_signed(delta);
+        if n == 0 {
+            self.booked.remove(&key);
+        } else {
+            self.booked.insert(key, n);
         }
     }
 
@@ -321,6 +343,19 @@ impl SiteState {
                 for c in &mut self.counters {
                     c.current = None;
                 }
+                // Bookings whose slot has ended are past (no-shows; a check-in ends a booking).
+                let past: Vec<String> = self
+                    .reservations
+                    .values()
+                    .filter(|r| r.slot_end <= *at)
+                    .map(|r| r.code.clone())
+                    .collect();
+                for code in past {
+                    if let Some(r) = self.reservations.remove(&code) {
+                        self.count_booking(&r.queue, r.slot_start, -1);
+                    }
+                }
+                self.slot_capacity.retain(|(_, start), _| start > at);
             }
             Event::TicketIssued {
                 ticket,
@@ -471,6 +506,56 @@ impl SiteState {
                 queue, mode, until, ..
             } => {
                 self.reception.insert(queue.clone(), (*mode, *until));
+            }
+            Event::ReservationMade {
+                code,
+                queue,
+                procedures,
+                life_event,
+                slot_start,
+                slot_end,
+                at,
+            } => {
+                self.count_booking(queue, *slot_start, 1);
+                self.reservations.insert(
+                    code.clone(),
+                    super::reserve::Reservation {
+                        code: code.clone(),
+                        queue: queue.clone(),
+                        procedures: procedures.clone(),
+                        life_event: life_event.clone(),
+                        slot_start: *slot_start,
+                        slot_end: *slot_end,
+                        made_at: *at,
+                    },
+                );
+            }
+            Event::ReservationMoved {
+                code,
+                slot_start,
+                slot_end,
+                ..
+            } => {
+                if let Some(mut r) = self.reservations.get(code).cloned() {
+                    self.count_booking(&r.queue, r.slot_start, -1);
+                    self.count_booking(&r.queue, *slot_start, 1);
+                    (r.slot_start, r.slot_end) = (*slot_start, *slot_end);
+                    self.reservations.insert(code.clone(), r);
+                }
+            }
+            Event::ReservationCancelled { code, .. } => {
+                if let Some(r) = self.reservations.remove(code) {
+                    self.count_booking(&r.queue, r.slot_start, -1);
+                }
+            }
+            Event::SlotCapacitySet {
+                queue,
+                slot_start,
+                capacity,
+                ..
+            } => {
+                self.slot_capacity
+                    .insert((queue.clone(), *slot_start), *capacity);
             }
         }
         ended

@@ -539,6 +539,11 @@ impl SiteState {
             Event::SatisfactionGiven { .. } => {}
             Event::PrintJobFinished { printer, .. } => p.printer = Some(printer.clone()),
             Event::ReceptionChanged { queue, .. } => p.queue = Some(queue.clone()),
+            // A booking's code is its only credential: screens see the queue, never the code.
+            Event::ReservationMade { queue, .. } | Event::SlotCapacitySet { queue, .. } => {
+                p.queue = Some(queue.clone())
+            }
+            Event::ReservationMoved { .. } | Event::ReservationCancelled { .. } => {}
         }
         p
     }

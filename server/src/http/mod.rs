@@ -12,6 +12,7 @@ mod ops;
 mod printers;
 mod public;
 mod reception;
+mod reservations;
 mod screens;
 mod socket;
 mod tickets;
@@ -246,7 +247,8 @@ fn api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     // What anyone may ask again and again without a token: limited per client address.
     let mut polled = OpenApiRouter::new()
         .merge(board::polled())
-        .merge(tickets::residents());
+        .merge(tickets::residents())
+        .merge(reservations::residents());
     let mut public = public::polled();
     if let Some(state) = state {
         polled = polled.route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
@@ -257,6 +259,7 @@ fn api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(polled)
         .merge(public)
         .merge(reception::router())
+        .merge(reservations::router())
         .merge(tickets::router())
         .merge(counters::router())
         .merge(live::router())
@@ -359,6 +362,9 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/tickets/{token}/satisfaction",
     "/api/v1/public/congestion",
     "/api/v1/public/congestion/calendar",
+    "/api/v1/sites/{site}/reservations",
+    "/api/v1/sites/{site}/reservations/slots",
+    "/api/v1/sites/{site}/reservations/{code}",
     "/screens/lobby/{site}",
     "/public/congestion",
     "/public/congestion/{site}",

@@ -164,23 +164,7 @@ async fn issue(
             Some(v.to_owned())
         }
     };
-    let plan = match (body.life_event, body.procedures) {
-        (Some(id), None) => PlanRequest::LifeEvent {
-            id,
-            answers: body.answers.into_iter().collect(),
-        },
-        (None, Some(codes)) if body.answers.is_empty() => PlanRequest::Procedures(codes),
-        (None, Some(_)) => {
-            return Err(ApiError::invalid(
-                "`answers` go with `life_event`, not with `procedures`",
-            ))
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "give either `life_event` (with `answers`) or `procedures`",
-            ))
-        }
-    };
+    let plan = plan_request(body.life_event, body.answers, body.procedures)?;
     let agent = body
         .dispenser
         .as_ref()
@@ -220,6 +204,27 @@ async fn issue(
         }
     };
     Ok((status, Json(Issued { ticket, printer })))
+}
+
+/// The visit plan of a body with either `life_event` (and `answers`) or `procedures`.
+pub(super) fn plan_request(
+    life_event: Option<LifeEventId>,
+    answers: BTreeMap<QuestionId, bool>,
+    procedures: Option<Vec<ProcedureCode>>,
+) -> Result<PlanRequest, ApiError> {
+    match (life_event, procedures) {
+        (Some(id), None) => Ok(PlanRequest::LifeEvent {
+            id,
+            answers: answers.into_iter().collect(),
+        }),
+        (None, Some(codes)) if answers.is_empty() => Ok(PlanRequest::Procedures(codes)),
+        (None, Some(_)) => Err(ApiError::invalid(
+            "`answers` go with `life_event`, not with `procedures`",
+        )),
+        _ => Err(ApiError::invalid(
+            "give either `life_event` (with `answers`) or `procedures`",
+        )),
+    }
 }
 
 /// 128 random bits, URL-safe: the phone page's only credential.

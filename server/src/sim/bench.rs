@@ -226,6 +226,7 @@ pub fn mms_site(servers: usize, service_s: u32) -> SiteConfig {
         dispensers: Vec::new(),
         screens: ScreensConfig::default(),
         public_url: "http://localhost".into(),
+        reservations: None,
     }
 }
 

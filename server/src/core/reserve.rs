@@ -1,0 +1,368 @@
+//! Reservations (来庁予約): bookable slots per queue and day, booking, moving and cancelling by
+//! a short code. Pure, like the rest of the core: the code is drawn at the edge, the time is
+//! passed in, and whether a slot has room is decided against the state the log built, so two
+//! requests racing for a slot's last place are decided one after the other: one gets it, the
+//! other `SlotFull`.
+//!
+//! A slot is a queue's `slot_min` minutes from a start time. Slots tile the queue's reception
+//! periods of the day (from a period's start to its last reception), or, for a queue without
+//! reception hours, the `[sites.reservations] periods` on weekdays that are not holidays. Its
+//! capacity is the share of the counters' time set aside for bookings (`booked_share`) over the
+//! queue's mean service: `booked_share × counters serving the queue × slot length ÷ mean
+//! service`, at least one, unless the floor manager set another figure for that slot.
+
+use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
+use serde::{Deserialize, Serialize};
+
+use super::hours::Hours;
+use super::model::{QueueConfig, SiteConfig};
+use super::{LifeEventId, ProcedureCode, QueueId, Timestamp};
+
+/// Characters of a reservation code: no 0/O, 1/I/L, 8/B, 5/S look-alikes.
+pub const CODE_ALPHABET: &[u8] = b"ACDEFGHJKMNPQRTUVWXY234679";
+/// Characters in a reservation code: 26^8 ≈ 2 × 10^11 codes.
+pub const CODE_LEN: usize = 8;
+
+/// Whether `code` has the shape of a reservation code (upper case, from the alphabet).
+pub fn valid_code(code: &str) -> bool {
+    code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))
+}
+
+/// A code as a resident may type it: upper-cased, spaces and hyphens dropped.
+pub fn normalize_code(typed: &str) -> String {
+    typed
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// The `[sites.reservations]` table: which queues take bookings and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservationConfig {
+    /// Queues that take bookings.
+    pub queues: Vec<QueueId>,
+    pub slot_min: u32,
+    /// Share of the counters' time that bookings may take (the rest is for walk-ins).
+    pub booked_share: f64,
+    /// How early before its slot and how late after its start a booking is checked in.
+    pub check_in_early_min: u32,
+    pub check_in_late_min: u32,
+    /// How many days ahead slots can be booked (today included).
+    pub horizon_days: u32,
+    /// The bookable periods of a queue without reception hours (weekdays, not holidays).
+    pub periods: Hours,
+}
+
+/// One slot of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+/// A booking, as the log made it. No name, no contact: the plan, the slot and the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub code: String,
+    pub queue: QueueId,
+    pub procedures: Vec<ProcedureCode>,
+    pub life_event: Option<LifeEventId>,
+    pub slot_start: Timestamp,
+    pub slot_end: Timestamp,
+    pub made_at: Timestamp,
+}
+
+impl SiteConfig {
+    /// Whether `queue` takes bookings here.
+    pub fn bookable(&self, queue: &QueueId) -> bool {
+        self.reservations
+            .as_ref()
+            .is_some_and(|r| r.queues.contains(queue))
+    }
+
+    /// The slots of `queue` on local `date` (none when it takes no bookings).
+    pub fn slots(&self, queue: &QueueConfig, date: NaiveDate) -> Vec<Slot> {
+        let Some(r) = self
+            .reservations
+            .as_ref()
+            .filter(|r| r.queues.contains(&queue.id))
+        else {
+            return Vec::new();
+        };
+        let (hours, periods) = match queue.hours.as_deref() {
+            Some(h) => (h, h.periods(date)),
+            None => (&r.periods, r.periods.periods(date)),
+        };
+        let step = Duration::minutes(i64::from(r.slot_min.max(1)));
+        let mut out = Vec::new();
+        for &(start, end) in periods {
+            let last = hours.last_reception(start, end);
+            let mut t = date.and_time(start);
+            while t + step <= date.and_time(last) {
+                out.push(Slot {
+                    start: self.utc(t),
+                    end: self.utc(t + step),
+                });
+                t += step;
+            }
+        }
+        out
+    }
+
+    /// The slot of `queue` that starts at `start`, if there is one.
+    pub fn slot_at(&self, queue: &QueueConfig, start: Timestamp) -> Option<Slot> {
+        let date = start.with_timezone(&self.timezone).date_naive();
+        self.slots(queue, date)
+            .into_iter()
+            .find(|s| s.start == start)
+    }
+
+    /// How many bookings a slot of `queue` takes by the configuration.
+    pub fn slot_capacity(&self, queue: &QueueConfig) -> u32 {
+        let Some(r) = self.reservations.as_ref() else {
+            return 0;
+        };
+        let counters = self
+            .counters
+            .iter()
+            .filter(|c| c.profile.queues.contains(&queue.id))
+            .count() as f64;
+        let services: Vec<f64> = queue
+            .procedures
+            .iter()
+            .filter_map(|p| self.procedure(p))
+            .map(|p| f64::from(p.service_s.max(60)))
+            .collect();
+        let mean = if services.is_empty() {
+            600.0
+        } else {
+            services.iter().sum::<f64>() / services.len() as f64
+        };
+        let slots = r.booked_share * counters * f64::from(r.slot_min) * 60.0 / mean;
+        if r.booked_share <= 0.0 {
+            0
+        } else {
+            (slots.floor() as u32).max(1)
+        }
+    }
+
+    /// The local date `days` after the local date of `at`.
+    pub fn local_date(&self, at: Timestamp) -> NaiveDate {
+        at.with_timezone(&self.timezone).date_naive()
+    }
+
+    /// A local time of this site as an instant.
+    fn utc(&self, local: NaiveDateTime) -> Timestamp {
+        self.instant(local).to_utc()
+    }
+}
+
+/// A period list on weekdays that are not holidays, as [`ReservationConfig::periods`] holds it.
+pub fn weekday_periods(periods: Vec<(NaiveTime, NaiveTime)>) -> Hours {
+    let mut week: [Vec<(NaiveTime, NaiveTime)>; 7] = Default::default();
+    for day in week.iter_mut().take(5) {
+        *day = periods.clone();
+    }
+    Hours {
+        week,
+        last_reception_min: 0,
+        closed_on_holidays: true,
+        closures: Vec::new(),
+        extra: Vec::new(),
+        close_when_full: false,
+        closing_margin_min: 0,
+    }
+}
+
+/// The local start of `date` at a site's time zone, as an instant (for horizons).
+pub fn day_start(config: &SiteConfig, date: NaiveDate) -> Timestamp {
+    config
+        .timezone
+        .from_local_datetime(&date.and_time(NaiveTime::MIN))
+        .earliest()
+        .map_or_else(
+            || config.instant(date.and_time(NaiveTime::MIN)).to_utc(),
+            |t| t.to_utc(),
+        )
+}
+
+impl super::SiteState {
+    /// How many bookings the slot of `queue` at `start` takes: the floor's figure, else the
+    /// configuration's.
+    pub fn slot_capacity(&self, queue: &QueueConfig, start: Timestamp) -> u32 {
+        self.slot_capacity
+            .get(&(queue.id.clone(), start))
+            .copied()
+            .unwrap_or_else(|| self.config.slot_capacity(queue))
+    }
+
+    /// Bookings in the slot of `queue` at `start`.
+    pub fn slot_booked(&self, queue: &QueueId, start: Timestamp) -> u32 {
+        self.booked
+            .get(&(queue.clone(), start))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A booking by its code, as typed.
+    pub fn reservation(&self, code: &str) -> Option<&Reservation> {
+        self.reservations.get(&normalize_code(code))
+    }
+}
+
+/// A slot that can be booked at `at`: one of the queue's, in the future, within the horizon.
+fn bookable_slot(
+    state: &super::SiteState,
+    queue: &QueueConfig,
+    start: Timestamp,
+    at: Timestamp,
+) -> Result<Slot, super::DomainError> {
+    let config = &state.config;
+    let no_slot = || super::DomainError::NoSuchSlot {
+        queue: queue.id.clone(),
+        start,
+    };
+    let r = config
+        .reservations
+        .as_ref()
+        .ok_or(super::DomainError::NoReservations)?;
+    let slot = config.slot_at(queue, start).ok_or_else(no_slot)?;
+    let last_day = config
+        .local_date(at)
+        .checked_add_days(chrono::Days::new(u64::from(r.horizon_days.max(1)) - 1))
+        .ok_or_else(no_slot)?;
+    if slot.start <= at || config.local_date(slot.start) > last_day {
+        return Err(no_slot());
+    }
+    Ok(slot)
+}
+
+/// Refuses a slot without room (`SlotFull`).
+fn has_room(
+    state: &super::SiteState,
+    queue: &QueueConfig,
+    slot: Slot,
+) -> Result<(), super::DomainError> {
+    if state.slot_booked(&queue.id, slot.start) >= state.slot_capacity(queue, slot.start) {
+        return Err(super::DomainError::SlotFull(slot.start));
+    }
+    Ok(())
+}
+
+pub(super) fn reserve(
+    state: &super::SiteState,
+    code: &str,
+    plan: &super::PlanRequest,
+    slot_start: Timestamp,
+    at: Timestamp,
+) -> Result<Vec<super::Event>, super::DomainError> {
+    let config = &state.config;
+    if config.reservations.is_none() {
+        return Err(super::DomainError::NoReservations);
+    }
+    let procedures = super::plan_for(config, plan)?;
+    let queue_id = super::route(config, &procedures)?;
+    let queue = config
+        .queue(queue_id)
+        .ok_or_else(|| super::DomainError::UnknownQueue(queue_id.clone()))?;
+    if !config.bookable(&queue.id) {
+        return Err(super::DomainError::NotBookable(queue.id.clone()));
+    }
+    let slot = bookable_slot(state, queue, slot_start, at)?;
+    has_room(state, queue, slot)?;
+    if !valid_code(code) || state.reservations.contains_key(code) {
+        return Err(super::DomainError::CodeTaken);
+    }
+    let life_event = match plan {
+        super::PlanRequest::LifeEvent { id, .. } => Some(id.clone()),
+        super::PlanRequest::Procedures(_) => None,
+    };
+    Ok(vec![super::Event::ReservationMade {
+        code: code.to_owned(),
+        queue: queue.id.clone(),
+        procedures,
+        life_event,
+        slot_start: slot.start,
+        slot_end: slot.end,
+        at,
+    }])
+}
+
+pub(super) fn move_reservation(
+    state: &super::SiteState,
+    code: &str,
+    slot_start: Timestamp,
+    at: Timestamp,
+) -> Result<Vec<super::Event>, super::DomainError> {
+    let r = state
+        .reservation(code)
+        .ok_or(super::DomainError::ReservationNotFound)?;
+    if r.slot_start == slot_start {
+        return Ok(vec![]);
+    }
+    let queue = state
+        .config
+        .queue(&r.queue)
+        .ok_or_else(|| super::DomainError::UnknownQueue(r.queue.clone()))?;
+    let slot = bookable_slot(state, queue, slot_start, at)?;
+    has_room(state, queue, slot)?;
+    Ok(vec![super::Event::ReservationMoved {
+        code: r.code.clone(),
+        slot_start: slot.start,
+        slot_end: slot.end,
+        at,
+    }])
+}
+
+pub(super) fn cancel_reservation(
+    state: &super::SiteState,
+    code: &str,
+    at: Timestamp,
+) -> Result<Vec<super::Event>, super::DomainError> {
+    let r = state
+        .reservation(code)
+        .ok_or(super::DomainError::ReservationNotFound)?;
+    Ok(vec![super::Event::ReservationCancelled {
+        code: r.code.clone(),
+        at,
+    }])
+}
+
+/// Most bookings a slot can be set to take.
+pub const MAX_SLOT_CAPACITY: u32 = 999;
+
+pub(super) fn set_slot_capacity(
+    state: &super::SiteState,
+    queue: &QueueId,
+    slot_start: Timestamp,
+    capacity: u32,
+    at: Timestamp,
+) -> Result<Vec<super::Event>, super::DomainError> {
+    let config = &state.config;
+    let q = config
+        .queue(queue)
+        .ok_or_else(|| super::DomainError::UnknownQueue(queue.clone()))?;
+    if !config.bookable(queue) {
+        return Err(super::DomainError::NotBookable(queue.clone()));
+    }
+    if capacity > MAX_SLOT_CAPACITY {
+        return Err(super::DomainError::BadCapacity);
+    }
+    let slot = config
+        .slot_at(q, slot_start)
+        .ok_or_else(|| super::DomainError::NoSuchSlot {
+            queue: queue.clone(),
+            start: slot_start,
+        })?;
+    if state.slot_capacity(q, slot.start) == capacity {
+        return Ok(vec![]);
+    }
+    Ok(vec![super::Event::SlotCapacitySet {
+        queue: queue.clone(),
+        slot_start: slot.start,
+        capacity,
+        at,
+        by: None,
+    }])
+}
