@@ -308,3 +308,142 @@ async fn bad_bookings_get_clear_errors_and_only_the_floor_sets_capacity() {
         "{reply}"
     );
 }
+
+/// Hours from UTC of a zone where it is now around midday.
+fn midday_offset_h() -> i64 {
+    12 - (Utc::now().timestamp() / 3600 % 24)
+}
+
+/// The demo configuration in a zone where it is midday, open and bookable all day every day
+/// (holidays too) in 5-minute slots, so a slot starts within minutes of now whatever the hour
+/// and the day of the run.
+fn bookable_now_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let demo = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
+    let zone = match midday_offset_h() {
+        0 => "Etc/GMT".to_owned(),
+        n if n > 0 => format!("Etc/GMT-{n}"),
+        n => format!("Etc/GMT+{}", -n),
+    };
+    let start = demo.find("[sites.reservations]").unwrap();
+    let end =
+        start + demo[start..].find("horizon_days = 28\n").unwrap() + "horizon_days = 28\n".len();
+    let config = format!(
+        "{}[sites.reservations]\nqueues = [\"onestop\"]\nslot_min = 5\n\
+         check_in_early_min = 15\ncheck_in_late_min = 10\nhorizon_days = 2\n{}\n[hours]\n\
+         weekdays = [\"00:00-23:55\"]\nsat = [\"00:00-23:55\"]\nsun = [\"00:00-23:55\"]\n\
+         holidays = \"open\"\nclose_when_full = false\n",
+        &demo[..start],
+        &demo[end..]
+    )
+    .replace("timezone = \"Asia/Tokyo\"", &format!("timezone = \"{zone}\""));
+    let path = dir.join("bookable.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+async fn check_in(server: &Server, code: &str) -> (u16, Value) {
+    server
+        .post(
+            &format!("/api/v1/sites/chuo/reservations/{code}/check-in"),
+            Some(DISPENSER),
+            Some(json!({"dispenser": "kiosk-1", "lang": "ja"})),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_booking_checks_in_at_the_kiosk_for_a_ticket_with_the_booked_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = bookable_now_config(dir.path());
+    let server = Server::start_with(&dir.path().join("data"), &config).await;
+    let today = (Utc::now() + chrono::Duration::hours(midday_offset_h()))
+        .date_naive()
+        .to_string();
+    let (status, day) = server
+        .get(
+            &format!("/api/v1/sites/chuo/reservations/slots?date={today}&queue=onestop"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{day}");
+    let open: Vec<&Value> = day["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["free"].as_u64().unwrap() > 0)
+        .collect();
+    // The next slot starts within 5 minutes: check-in is open. One an hour ahead is not yet.
+    let next = open[0]["start"].as_str().unwrap().to_owned();
+    let later = open[12]["start"].as_str().unwrap().to_owned();
+    let (status, booked) = book(&server, &next).await;
+    assert_eq!(status, 201, "{booked}");
+    let code = booked["reservation"]["code"].as_str().unwrap().to_owned();
+    let (status, early) = book(&server, &later).await;
+    assert_eq!(status, 201, "{early}");
+    let early_code = early["reservation"]["code"].as_str().unwrap().to_owned();
+
+    // The QR code of the booking is an SVG image.
+    let resp = server
+        .http
+        .get(server.url(&format!("/api/v1/sites/chuo/reservations/{code}/qr.svg")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+    assert!(resp.text().await.unwrap().contains("<svg"));
+
+    // Check-in needs the kiosk's token; then a ticket for the booked plan.
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/sites/chuo/reservations/{code}/check-in"),
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, checked) = check_in(&server, &code.to_lowercase()).await;
+    assert_eq!(status, 201, "{checked}");
+    assert_eq!(checked["late"], false);
+    let ticket = &checked["ticket"];
+    assert_eq!(ticket["queue"], "onestop", "{checked}");
+    assert_eq!(
+        ticket["procedures"], booked["reservation"]["procedures"],
+        "{checked}"
+    );
+    assert_eq!(checked["reservation"]["code"], code.as_str());
+    let (_, list) = server
+        .get("/api/v1/sites/chuo/tickets", Some(COUNTER))
+        .await;
+    assert!(
+        list["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["number"] == ticket["number"]),
+        "{list}"
+    );
+    // Once only; the booking itself is gone (checked in).
+    let (status, again) = check_in(&server, &code).await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("already_checked_in")),
+        "{again}"
+    );
+    let (status, _) = server
+        .get(&format!("/api/v1/sites/chuo/reservations/{code}"), None)
+        .await;
+    assert_eq!(status, 404);
+    // An hour early: refused, with the time check-in opens.
+    let (status, refused) = check_in(&server, &early_code).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("too_early")),
+        "{refused}"
+    );
+    let from =
+        chrono::DateTime::parse_from_rfc3339(refused["error"]["check_in_from"].as_str().unwrap())
+            .unwrap();
+    let later_start = chrono::DateTime::parse_from_rfc3339(&later).unwrap();
+    assert_eq!(later_start - from, chrono::Duration::minutes(15));
+}

@@ -773,7 +773,14 @@ impl Actor {
         let mut follow = self.log.follow(&self.state.config.id);
         loop {
             let now = self.now();
-            let next_change = self.state.next_reception_change(now);
+            // A reception period opens or ends, or a booking's slot begins.
+            let next_change = [
+                self.state.next_reception_change(now),
+                self.state.next_release(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let reception_change_due = next_change.is_some();
             // A second past the change, so the clock reads the new side of it.
             let reception_change = tokio::time::Instant::now()
@@ -848,10 +855,20 @@ impl Actor {
                     self.close_full_queues().await;
                 }
                 // A reception period opens or ends, or a closing runs out: the board shows it.
+                // A booking's slot began: its ticket takes its place in line.
                 _ = tokio::time::sleep_until(reception_change), if reception_change_due => {
                     let now = self.now();
                     if self.state.refresh_reception(now) {
                         self.send_snapshot();
+                    }
+                    if self.state.next_release().is_some_and(|t| t <= now)
+                        && self.status.log() == LogState::Available
+                    {
+                        for result in self.commands(&[(Command::ReleaseHeld, None)]).await {
+                            if let Err(e) = result {
+                                tracing::warn!(site = %self.state.config.id, error = %e, "could not put held tickets in line");
+                            }
+                        }
                     }
                     self.closing_check_due = true;
                     self.close_full_queues().await;

@@ -241,3 +241,171 @@ fn a_slot_takes_its_capacity_and_moving_or_cancelling_frees_a_place() {
     assert_eq!(site.state.slot_booked(&onestop, slot), 0);
     assert!(site.state.reservations.is_empty());
 }
+
+/// The number of the ticket a call-next at counter 2 calls, serving it to the end.
+fn serve_next(site: &mut Site, at: Timestamp) -> String {
+    let counter: madoguchi::core::CounterId = "2".parse().unwrap();
+    let events = site
+        .run(
+            Command::CallNext {
+                counter: counter.clone(),
+            },
+            at,
+        )
+        .unwrap();
+    let Some(Event::TicketCalled { ticket, .. }) = events.last() else {
+        panic!("a call: {events:?}")
+    };
+    let number = site.state.tickets[ticket].number.to_string();
+    site.run(
+        Command::Start {
+            counter: counter.clone(),
+        },
+        at,
+    )
+    .unwrap();
+    site.run(
+        Command::Complete {
+            counter,
+            transfer_to: None,
+        },
+        at,
+    )
+    .unwrap();
+    number
+}
+
+fn walk_in(site: &mut Site, n: u32, at: Timestamp) -> String {
+    let events = site
+        .run(
+            Command::Issue(madoguchi::core::IssueCommand {
+                id: format!("w{n}").try_into().unwrap(),
+                token: format!("{n:032x}"),
+                plan: PlanRequest::Procedures(vec!["move".parse().unwrap()]),
+                priority: false,
+                dispenser: None,
+                lang: None,
+                idempotency_key: None,
+            }),
+            at,
+        )
+        .unwrap();
+    match events.last() {
+        Some(Event::TicketIssued { number, .. }) => number.to_string(),
+        other => panic!("an issue: {other:?}"),
+    }
+}
+
+fn check_in(site: &mut Site, code: &str, n: u32, at: Timestamp) -> Result<String, DomainError> {
+    let events = site.run(
+        Command::CheckIn {
+            code: code.to_owned(),
+            id: format!("b{n}").try_into().unwrap(),
+            token: format!("{:032x}", 1000 + n),
+            dispenser: None,
+            lang: None,
+        },
+        at,
+    )?;
+    match events.last() {
+        Some(Event::TicketIssued { number, .. }) => Ok(number.to_string()),
+        other => panic!("a ticket: {other:?}"),
+    }
+}
+
+#[test]
+fn a_booking_checked_in_on_time_takes_the_place_of_its_booked_time_among_walk_ins() {
+    let mut site = Site {
+        state: SiteState::new(config()),
+    };
+    let slot = jst(2027, 1, 12, 10, 0);
+    let the_day_before = jst(2027, 1, 11, 20, 0);
+    site.reserve("AAAAAAAA", slot, the_day_before).unwrap();
+    site.reserve("CCCCCCCC", slot, the_day_before).unwrap();
+    site.reserve("DDDDDDDD", slot, the_day_before).unwrap();
+
+    // Too early: before 09:45 (15 minutes ahead), refused with the time it opens.
+    match check_in(&mut site, "AAAAAAAA", 1, jst(2027, 1, 12, 9, 40)) {
+        Err(DomainError::TooEarly { from }) => {
+            assert_eq!(from.to_utc(), jst(2027, 1, 12, 9, 45))
+        }
+        other => panic!("too early: {other:?}"),
+    }
+    // 09:30 a walk-in; 09:46 the booked resident checks in; 09:50 another walk-in.
+    let w1 = walk_in(&mut site, 1, jst(2027, 1, 12, 9, 30));
+    let booked = check_in(&mut site, "aaaa-aaaa", 1, jst(2027, 1, 12, 9, 46)).unwrap();
+    assert_eq!(
+        check_in(&mut site, "AAAAAAAA", 9, jst(2027, 1, 12, 9, 47)),
+        Err(DomainError::AlreadyCheckedIn)
+    );
+    let w2 = walk_in(&mut site, 2, jst(2027, 1, 12, 9, 50));
+    assert_eq!(site.state.next_release(), Some(slot));
+    // 10:00 the slot begins: the ticket takes its place as if it arrived then.
+    let released = site.run(Command::ReleaseHeld, slot).unwrap();
+    assert!(matches!(
+        released.as_slice(),
+        [Event::TicketReleased { .. }]
+    ));
+    assert_eq!(site.state.next_release(), None);
+    let w3 = walk_in(&mut site, 3, jst(2027, 1, 12, 10, 1));
+    // Late within the window (10:05): in line at once, behind those who came before.
+    let late_ok = check_in(&mut site, "CCCCCCCC", 2, jst(2027, 1, 12, 10, 5)).unwrap();
+    let w4 = walk_in(&mut site, 4, jst(2027, 1, 12, 10, 6));
+    // Past the window (10:11): a walk-in's ticket, marked late.
+    let late = check_in(&mut site, "DDDDDDDD", 3, jst(2027, 1, 12, 10, 11)).unwrap();
+    let late_ticket = site
+        .state
+        .tickets
+        .values()
+        .find(|t| t.number.to_string() == late)
+        .unwrap();
+    assert!(late_ticket.booked.as_ref().unwrap().late);
+    assert_eq!(late_ticket.procedures, ["move".parse().unwrap()]);
+
+    let order: Vec<String> = (0..7)
+        .map(|i| serve_next(&mut site, jst(2027, 1, 12, 10, 20 + i)))
+        .collect();
+    assert_eq!(order, [w1, w2, booked, w3, late_ok, w4, late]);
+    // Checked-in bookings are no longer bookings; their codes stay used for the day.
+    assert!(site.state.reservations.is_empty());
+    assert_eq!(site.state.checked_in.len(), 3);
+}
+
+#[test]
+fn a_held_booking_is_called_early_when_nobody_else_waits_and_passes_a_closing() {
+    let mut site = Site {
+        state: SiteState::new(config()),
+    };
+    let slot = jst(2027, 1, 12, 15, 0);
+    site.reserve("AAAAAAAA", slot, jst(2027, 1, 11, 20, 0))
+        .unwrap();
+    // The floor closes the queue for walk-ins; a booking checked in on time is still taken.
+    site.run(
+        Command::SetReception {
+            queue: "onestop".parse().unwrap(),
+            mode: madoguchi::core::ReceptionMode::Closing,
+            reason: madoguchi::core::ReceptionReason::Floor,
+        },
+        jst(2027, 1, 12, 14, 40),
+    )
+    .unwrap();
+    let booked = check_in(&mut site, "AAAAAAAA", 1, jst(2027, 1, 12, 14, 50)).unwrap();
+    // Held until 15:00, but nobody else waits: the counter calls it now.
+    assert_eq!(serve_next(&mut site, jst(2027, 1, 12, 14, 51)), booked);
+    // Nothing left to put in line at 15:00.
+    assert_eq!(site.state.next_release(), None);
+    assert!(site.run(Command::ReleaseHeld, slot).unwrap().is_empty());
+    // A snapshot of a state with a held ticket restores the same state.
+    site.reserve(
+        "CCCCCCCC",
+        jst(2027, 1, 12, 16, 0),
+        jst(2027, 1, 12, 14, 52),
+    )
+    .unwrap();
+    check_in(&mut site, "CCCCCCCC", 2, jst(2027, 1, 12, 15, 50)).unwrap();
+    let restored = SiteSnapshot::take(&site.state, None)
+        .restore(site.state.config.clone())
+        .unwrap();
+    assert_eq!(restored, site.state);
+    assert_eq!(restored.next_release(), Some(jst(2027, 1, 12, 16, 0)));
+}

@@ -73,7 +73,9 @@ fn decide_today(
     let at = now;
     match command {
         Command::StartDay => Ok(vec![]),
-        Command::Issue(issue) => issue_ticket(state, issue, at).map(|e| vec![e]),
+        Command::Issue(issue) => issue_ticket(state, issue, at, false).map(|e| vec![e]),
+        Command::CheckIn { .. } => super::reserve::check_in(state, command, at),
+        Command::ReleaseHeld => Ok(super::reserve::release_held(state, at)),
         Command::CallNext { counter } => {
             let c = free_open_counter(state, counter)?;
             let ticket =
@@ -516,10 +518,13 @@ fn set_reception(
     }])
 }
 
-fn issue_ticket(
+/// A ticket for `issue` at `at`. `booked`: a booking checked in within its window, taken while
+/// the queue is closing for walk-ins.
+pub(super) fn issue_ticket(
     state: &SiteState,
     issue: &IssueCommand,
     at: Timestamp,
+    booked: bool,
 ) -> Result<Event, DomainError> {
     let config = &state.config;
     if let Some(d) = &issue.dispenser {
@@ -533,7 +538,12 @@ fn issue_ticket(
         .queue(queue_id)
         .expect("route returns a configured queue");
     let reception = state.queue_reception(queue, at);
-    if reception.state != ReceptionState::Open {
+    let takes = match reception.state {
+        ReceptionState::Open => true,
+        ReceptionState::Closing => booked,
+        ReceptionState::Closed => false,
+    };
+    if !takes {
         return Err(DomainError::QueueClosed {
             queue: queue_id.clone(),
             next_open: reception.next_open,
@@ -571,5 +581,7 @@ fn issue_ticket(
         idempotency_key: issue.idempotency_key.clone(),
         planned_service_s,
         at,
+        booked: None,
+        held_until: None,
     })
 }

@@ -227,6 +227,17 @@ pub enum Command {
         code: String,
         slot_start: Timestamp,
     },
+    /// A booked resident checks in at the kiosk: a ticket for the booked plan, placed in line
+    /// by the rule of `reserve::check_in`. Ids and token are drawn at the edge.
+    CheckIn {
+        code: String,
+        id: TicketId,
+        token: String,
+        dispenser: Option<DispenserId>,
+        lang: Option<String>,
+    },
+    /// Puts the tickets of bookings whose slot has begun into their line (see `CheckIn`).
+    ReleaseHeld,
     CancelReservation {
         code: String,
     },
@@ -263,6 +274,17 @@ pub enum Event {
         idempotency_key: Option<String>,
         /// Sum of the typical service times of the plan, for the wait estimate.
         planned_service_s: u32,
+        at: Timestamp,
+        /// The booking checked in, for a booked resident.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        booked: Option<reserve::Booked>,
+        /// Waits behind everyone in line until then: a booking checked in before its slot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_until: Option<Timestamp>,
+    },
+    /// A booked resident's slot began: the ticket takes its place in line as if it arrived now.
+    TicketReleased {
+        ticket: TicketId,
         at: Timestamp,
     },
     /// Called to a counter; a second call of the same ticket to the same counter is a recall.
@@ -445,6 +467,7 @@ impl Event {
             | Event::SatisfactionGiven { at, .. }
             | Event::PrintJobFinished { at, .. }
             | Event::ReceptionChanged { at, .. }
+            | Event::TicketReleased { at, .. }
             | Event::ReservationMade { at, .. }
             | Event::ReservationMoved { at, .. }
             | Event::ReservationCancelled { at, .. }
@@ -461,7 +484,8 @@ impl Event {
             | Event::StepCompleted { ticket, .. }
             | Event::NoShowMarked { ticket, .. }
             | Event::TicketCancelled { ticket, .. }
-            | Event::SatisfactionGiven { ticket, .. } => Some(ticket),
+            | Event::SatisfactionGiven { ticket, .. }
+            | Event::TicketReleased { ticket, .. } => Some(ticket),
             Event::DayStarted { .. }
             | Event::CounterStateChanged { .. }
             | Event::ProfileChanged { .. }
@@ -491,6 +515,7 @@ impl Event {
             Event::SatisfactionGiven { .. } => "satisfaction_given",
             Event::PrintJobFinished { .. } => "print_job_finished",
             Event::ReceptionChanged { .. } => "reception_changed",
+            Event::TicketReleased { .. } => "ticket_released",
             Event::ReservationMade { .. } => "reservation_made",
             Event::ReservationMoved { .. } => "reservation_moved",
             Event::ReservationCancelled { .. } => "reservation_cancelled",
@@ -586,6 +611,12 @@ pub enum DomainError {
     CodeTaken,
     #[error("a slot's capacity is 0 to 999")]
     BadCapacity,
+    #[error("受付は {} からです / check-in opens at {}", from.format("%-H:%M"), from.format("%H:%M"))]
+    TooEarly {
+        from: chrono::DateTime<chrono::FixedOffset>,
+    },
+    #[error("この予約は受付済みです / this reservation has been checked in already")]
+    AlreadyCheckedIn,
 }
 
 fn closed_message(
@@ -646,6 +677,8 @@ impl DomainError {
             | TooFewCalls { .. }
             | AlreadyEnded(_)
             | SlotFull(_)
+            | TooEarly { .. }
+            | AlreadyCheckedIn
             | CodeTaken
             | AlreadyRated => ErrorClass::Conflict,
             NobodyWaiting(_) => ErrorClass::Empty,
@@ -689,6 +722,8 @@ impl DomainError {
             ReservationNotFound => "reservation_not_found",
             CodeTaken => "code_taken",
             BadCapacity => "bad_capacity",
+            TooEarly { .. } => "too_early",
+            AlreadyCheckedIn => "already_checked_in",
         }
     }
 }

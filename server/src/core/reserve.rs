@@ -61,6 +61,15 @@ pub struct Slot {
     pub end: Timestamp,
 }
 
+/// The booking behind a ticket: its code, its slot's start, and whether the resident came
+/// past the check-in window (then the ticket is a walk-in's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Booked {
+    pub code: String,
+    pub slot_start: Timestamp,
+    pub late: bool,
+}
+
 /// A booking, as the log made it. No name, no contact: the plan, the slot and the code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
@@ -365,4 +374,91 @@ pub(super) fn set_slot_capacity(
         at,
         by: None,
     }])
+}
+
+/// Checks a booking in (see the module's rule in docs/ARCHITECTURE.md, Reservations):
+/// - before `check_in_early_min` ahead of its slot: refused, `TooEarly`;
+/// - before its slot begins: a ticket held behind everyone in line until the slot's start, then
+///   placed as if it arrived then (`TicketReleased`): ahead of everyone who comes later, behind
+///   everyone who came before; called earlier only when nobody else waits;
+/// - from the slot's start to `check_in_late_min` after it: placed at once, as if it arrived then;
+/// - later: a walk-in's ticket, at the end of the line (`late`).
+///
+/// The ticket carries the booked plan. A booking checked in on time is served even when its
+/// queue stopped taking walk-ins for the day (closing); never outside the queue's hours.
+pub(super) fn check_in(
+    state: &super::SiteState,
+    command: &super::Command,
+    at: Timestamp,
+) -> Result<Vec<super::Event>, super::DomainError> {
+    let super::Command::CheckIn {
+        code,
+        id,
+        token,
+        dispenser,
+        lang,
+    } = command
+    else {
+        unreachable!("check_in takes a CheckIn command")
+    };
+    let config = &state.config;
+    let rc = config
+        .reservations
+        .as_ref()
+        .ok_or(super::DomainError::NoReservations)?;
+    let code = normalize_code(code);
+    if state.checked_in.contains_key(&code) {
+        return Err(super::DomainError::AlreadyCheckedIn);
+    }
+    let r = state
+        .reservations
+        .get(&code)
+        .ok_or(super::DomainError::ReservationNotFound)?;
+    let from = r.slot_start - Duration::minutes(i64::from(rc.check_in_early_min));
+    let until = r.slot_start + Duration::minutes(i64::from(rc.check_in_late_min));
+    if at < from {
+        return Err(super::DomainError::TooEarly {
+            from: from.with_timezone(&config.timezone).fixed_offset(),
+        });
+    }
+    let late = at > until;
+    let issue = super::IssueCommand {
+        id: id.clone(),
+        token: token.clone(),
+        plan: super::PlanRequest::Procedures(r.procedures.clone()),
+        priority: false,
+        dispenser: dispenser.clone(),
+        lang: lang.clone(),
+        idempotency_key: None,
+    };
+    let mut event = super::decide::issue_ticket(state, &issue, at, !late)?;
+    if let super::Event::TicketIssued {
+        life_event,
+        booked,
+        held_until,
+        ..
+    } = &mut event
+    {
+        life_event.clone_from(&r.life_event);
+        *booked = Some(Booked {
+            code: code.clone(),
+            slot_start: r.slot_start,
+            late,
+        });
+        *held_until = (at < r.slot_start).then_some(r.slot_start);
+    }
+    Ok(vec![event])
+}
+
+/// The tickets of bookings whose slot has begun by `at`, into their lines.
+pub(super) fn release_held(state: &super::SiteState, at: Timestamp) -> Vec<super::Event> {
+    state
+        .held
+        .iter()
+        .take_while(|(until, _)| *until <= at)
+        .map(|(_, ticket)| super::Event::TicketReleased {
+            ticket: ticket.clone(),
+            at,
+        })
+        .collect()
 }

@@ -60,6 +60,8 @@ pub struct StateData {
     reservations: imbl::OrdMap<String, super::reserve::Reservation>,
     #[serde(default, with = "pairs")]
     slot_capacity: BTreeMap<(QueueId, Timestamp), u32>,
+    #[serde(default)]
+    checked_in: imbl::OrdMap<String, TicketId>,
 }
 
 /// Why a snapshot cannot stand for a replay.
@@ -91,8 +93,10 @@ impl SiteSnapshot {
             reception,
             reservations,
             slot_capacity,
-            // Counted from `reservations` on restore.
+            checked_in,
+            // Counted from `reservations` and the tickets on restore.
             booked: _,
+            held: _,
             // A cache of the wait estimates: recomputed after every event.
             estimates: _,
             // The reception at the clock's time: recomputed by the owner.
@@ -117,6 +121,7 @@ impl SiteSnapshot {
                 reception: reception.clone(),
                 reservations: reservations.clone(),
                 slot_capacity: slot_capacity.clone(),
+                checked_in: checked_in.clone(),
             },
         }
     }
@@ -153,7 +158,12 @@ impl SiteSnapshot {
             reception,
             reservations,
             slot_capacity,
+            checked_in,
         } = self.state;
+        let held = tickets
+            .values()
+            .filter_map(|t| t.held_until.map(|until| (until, t.id.clone())))
+            .collect();
         let mut booked = imbl::OrdMap::new();
         for r in reservations.values() {
             *booked.entry((r.queue.clone(), r.slot_start)).or_insert(0) += 1;
@@ -177,6 +187,8 @@ impl SiteSnapshot {
             reservations,
             booked,
             slot_capacity,
+            checked_in,
+            held,
         })
     }
 }

@@ -84,6 +84,12 @@ pub struct Ticket {
     pub cancel_reason: Option<CancelReason>,
     /// The resident's satisfaction answer after the visit, 1–5.
     pub satisfaction: Option<u8>,
+    /// The booking this visit was checked in for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booked: Option<super::reserve::Booked>,
+    /// Held behind everyone in line until its slot begins (a booking checked in early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<Timestamp>,
 }
 
 impl Ticket {
@@ -95,17 +101,25 @@ impl Ticket {
     }
     pub fn wait_key(&self) -> WaitKey {
         WaitKey {
-            rank: u8::from(!self.priority),
+            rank: if self.held_until.is_some() {
+                HELD_RANK
+            } else {
+                u8::from(!self.priority)
+            },
             order: self.step().order,
             ticket: self.id.clone(),
         }
     }
 }
 
-/// Sort key of a waiting ticket within its line: priority first, then arrival in line.
+/// The rank of a booked ticket held until its slot: behind everyone else in its line.
+pub(super) const HELD_RANK: u8 = 2;
+
+/// Sort key of a waiting ticket within its line: priority first, then arrival in line, then
+/// bookings checked in before their slot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WaitKey {
-    /// 0 for priority tickets, 1 otherwise.
+    /// 0 for priority tickets, 1 otherwise, [`HELD_RANK`] for a booking held until its slot.
     pub rank: u8,
     pub order: u64,
     pub ticket: TicketId,
@@ -165,6 +179,10 @@ pub struct SiteState {
     pub booked: imbl::OrdMap<(QueueId, Timestamp), u32>,
     /// Slot capacities the floor manager set (queue, start).
     pub slot_capacity: BTreeMap<(QueueId, Timestamp), u32>,
+    /// Today's bookings checked in, by code: their tickets.
+    pub checked_in: imbl::OrdMap<String, TicketId>,
+    /// Tickets held until their slot begins, by that time (derived from the tickets).
+    pub held: imbl::OrdSet<(Timestamp, TicketId)>,
 }
 
 /// The reception of each queue at one moment: derived from the hours, the clock and the log, so
@@ -226,7 +244,14 @@ impl SiteState {
             reservations: Default::default(),
             booked: Default::default(),
             slot_capacity: BTreeMap::new(),
+            checked_in: Default::default(),
+            held: Default::default(),
         }
+    }
+
+    /// When the next held ticket is due in its line.
+    pub fn next_release(&self) -> Option<Timestamp> {
+        self.held.iter().next().map(|(at, _)| *at)
     }
 
     /// Counts a booking in (`1`) or out of (`-1`) its slot.
@@ -275,6 +300,7 @@ impl SiteState {
             .expect("events name only issued tickets")
     }
 
+    /// Takes a ticket out of its line; a held one is held no more.
     fn unqueue(&mut self, id: &TicketId) {
         let t = &self.tickets[id];
         if t.status == TicketStatus::Waiting {
@@ -286,6 +312,10 @@ impl SiteState {
                     self.waiting.remove(&target);
                 }
             }
+        }
+        if let Some(until) = t.held_until {
+            self.held.remove(&(until, id.clone()));
+            self.ticket_mut(id).held_until = None;
         }
     }
 
@@ -332,6 +362,8 @@ impl SiteState {
                     }
                 }
                 self.day = Some(*day);
+                self.checked_in.clear();
+                self.held.clear();
                 self.next_value.clear();
                 self.tickets.clear();
                 self.by_number.clear();
@@ -371,6 +403,8 @@ impl SiteState {
                 idempotency_key,
                 planned_service_s,
                 at,
+                booked,
+                held_until,
             } => {
                 self.tickets.insert(
                     ticket.clone(),
@@ -391,9 +425,20 @@ impl SiteState {
                         departed_at: None,
                         cancel_reason: None,
                         satisfaction: None,
+                        booked: booked.clone(),
+                        held_until: *held_until,
                     },
                 );
                 self.enqueue(ticket);
+                if let Some(until) = held_until {
+                    self.held.insert((*until, ticket.clone()));
+                }
+                if let Some(b) = booked {
+                    if let Some(r) = self.reservations.remove(&b.code) {
+                        self.count_booking(&r.queue, r.slot_start, -1);
+                    }
+                    self.checked_in.insert(b.code.clone(), ticket.clone());
+                }
                 let next = self.next_value.entry(queue.clone()).or_insert(0);
                 *next = (*next).max(value + 1);
                 self.by_number.insert(number.clone(), ticket.clone());
@@ -506,6 +551,18 @@ impl SiteState {
                 queue, mode, until, ..
             } => {
                 self.reception.insert(queue.clone(), (*mode, *until));
+            }
+            Event::TicketReleased { ticket, .. } => {
+                let held = self
+                    .tickets
+                    .get(ticket)
+                    .is_some_and(|t| t.status == TicketStatus::Waiting && t.held_until.is_some());
+                if held {
+                    self.unqueue(ticket);
+                    // Its place from now; its wait still counts from the check-in.
+                    self.ticket_mut(ticket).step_mut().order = seq;
+                    self.enqueue(ticket);
+                }
             }
             Event::ReservationMade {
                 code,

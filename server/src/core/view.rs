@@ -544,6 +544,7 @@ impl SiteState {
                 p.queue = Some(queue.clone())
             }
             Event::ReservationMoved { .. } | Event::ReservationCancelled { .. } => {}
+            Event::TicketReleased { .. } => {}
         }
         p
     }

@@ -27,6 +27,9 @@ pub(super) struct ErrorDetail {
     /// `queue_closed`: when the queue next takes tickets (RFC 3339, the site's offset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) next_open: Option<String>,
+    /// `too_early`: when the booking can be checked in (RFC 3339, the site's offset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) check_in_from: Option<String>,
 }
 
 #[derive(Debug)]
@@ -38,6 +41,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// When a closed queue opens again (`queue_closed`).
     pub next_open: Option<String>,
+    /// When a booking can be checked in (`too_early`).
+    pub check_in_from: Option<String>,
 }
 
 impl ApiError {
@@ -48,6 +53,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             next_open: None,
+            check_in_from: None,
         }
     }
     /// Too many requests from one address; `wait` becomes `Retry-After` in whole seconds.
@@ -115,6 +121,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: self.message,
                 next_open: self.next_open,
+                check_in_from: self.check_in_from,
             },
         });
         let mut response = (self.status, body).into_response();
@@ -148,8 +155,15 @@ impl From<DomainError> for ApiError {
             } => Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             _ => None,
         };
+        let check_in_from = match &e {
+            DomainError::TooEarly { from } => {
+                Some(from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }
+            _ => None,
+        };
         Self {
             next_open,
+            check_in_from,
             ..Self::new(status, e.code(), e.to_string())
         }
     }

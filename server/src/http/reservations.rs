@@ -35,11 +35,14 @@ pub(super) fn residents() -> OpenApiRouter<AppState> {
         .routes(routes!(slots))
         .routes(routes!(create))
         .routes(routes!(read, change, cancel))
+        .routes(routes!(qr))
 }
 
-/// The floor's routes.
+/// The kiosk's and the floor's routes.
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(set_capacity))
+    OpenApiRouter::new()
+        .routes(routes!(set_capacity))
+        .routes(routes!(check_in))
 }
 
 /// A booking as residents and staff see it. Times carry the site's UTC offset.
@@ -483,4 +486,154 @@ async fn set_capacity(
         })
         .await?
         .map(Json)
+}
+
+/// The booking's code as a QR code (SVG), for the resident to show at the kiosk's scanner (no
+/// token: the code is the credential, and the image holds nothing else).
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/reservations/{code}/qr.svg",
+    tag = "reservations",
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("code" = String, Path, description = "The reservation code"),
+    ),
+    responses(
+        (status = 200, description = "An SVG image of a QR code holding the code", body = String, content_type = "image/svg+xml"),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn qr(
+    State(app): State<AppState>,
+    Path((site, code)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let handle = app.public_site(&site)?;
+    let code = normalize_code(&code);
+    let known = {
+        let code = code.clone();
+        handle
+            .read(move |state| state.reservation(&code).is_some())
+            .await?
+    };
+    if !known {
+        return Err(DomainError::ReservationNotFound.into());
+    }
+    let svg = qrcode::QrCode::new(code.as_bytes())
+        .map_err(ApiError::unavailable)?
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build();
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        svg,
+    ))
+}
+
+/// What the kiosk sends at check-in: its dispenser (for the printer) and the resident's language.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckInBody {
+    dispenser: Option<crate::core::DispenserId>,
+    lang: Option<super::tickets::Lang>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CheckedIn {
+    /// The new ticket, with the booked plan; its `token` (the phone page's key) appears only here.
+    ticket: crate::core::TicketView,
+    /// The printer of the dispenser named in the request, if it has one.
+    printer: Option<super::tickets::IssuePrinter>,
+    /// The booking that was checked in.
+    reservation: ReservationView,
+    /// Past the check-in window: the ticket is a walk-in's, at the end of the line.
+    late: bool,
+}
+
+/// Checks a booking in at the kiosk: a ticket for the booked plan, placed in line by the rule in
+/// docs/ARCHITECTURE.md (Reservations).
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/reservations/{code}/check-in",
+    tag = "reservations",
+    security(("bearer" = ["dispenser", "floor"])),
+    params(
+        ("site" = String, Path, description = "A site id, e.g. `chuo`"),
+        ("code" = String, Path, description = "The reservation code, as typed or scanned"),
+    ),
+    request_body = CheckInBody,
+    responses(
+        (status = 201, description = "Checked in: the ticket", body = CheckedIn),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn check_in(
+    State(app): State<AppState>,
+    Path((site, code)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, handle) = app.site_for(&site, &headers, &[Role::Dispenser, Role::Floor])?;
+    let body: CheckInBody = body.json().await?;
+    let code = normalize_code(&code);
+    let booking = {
+        let code = code.clone();
+        handle
+            .read(move |state| state.reservation(&code).map(|r| view(&state.config, r)))
+            .await?
+    };
+    let agent = body
+        .dispenser
+        .as_ref()
+        .and_then(|d| handle.config.dispenser(d))
+        .and_then(|d| d.printer_agent.clone());
+    let applied = handle
+        .command(Command::CheckIn {
+            code,
+            id: crate::core::TicketId::try_from(uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid id"),
+            token: super::tickets::new_token(),
+            dispenser: body.dispenser,
+            lang: body.lang.map(|l| l.as_str().to_owned()),
+        })
+        .await?;
+    let ticket = applied
+        .ticket
+        .ok_or_else(|| ApiError::unavailable("check-in gave no ticket"))?;
+    let reservation =
+        booking.ok_or_else(|| ApiError::unavailable("the booking went away during check-in"))?;
+    let late = {
+        let number = ticket.number.clone();
+        handle
+            .read(move |state| {
+                state
+                    .ticket_by_number(&number)
+                    .and_then(|t| t.booked.as_ref())
+                    .is_some_and(|b| b.late)
+            })
+            .await?
+    };
+    tracing::info!(site = %handle.config.id, number = %ticket.number, late, "reservation checked in");
+    let printer = super::tickets::dispenser_printer(handle, agent).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CheckedIn {
+            ticket,
+            printer,
+            reservation,
+            late,
+        }),
+    ))
 }

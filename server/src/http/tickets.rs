@@ -49,7 +49,7 @@ struct Issued {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-struct IssuePrinter {
+pub(super) struct IssuePrinter {
     id: PrinterId,
     state: PrinterState,
     /// The kiosk tells the resident to ask staff (paper end, cover open, offline…).
@@ -75,7 +75,7 @@ struct PhoneTicket {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Lang {
+pub(super) enum Lang {
     Ja,
     En,
     Zh,
@@ -84,7 +84,7 @@ enum Lang {
 }
 
 impl Lang {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Lang::Ja => "ja",
             Lang::En => "en",
@@ -189,21 +189,27 @@ async fn issue(
     } else {
         StatusCode::CREATED
     };
-    // The kiosk tells the resident to ask staff when the printer cannot print.
-    let printer = match agent {
-        None => None,
-        Some(agent) => {
-            let state = handle
-                .read(move |s| s.printers.get(&agent).map(|p| (agent.clone(), p.0)))
-                .await?;
-            state.map(|(id, state)| IssuePrinter {
-                id,
-                state,
-                needs_staff: state.needs_staff(),
-            })
-        }
-    };
+    let printer = dispenser_printer(handle, agent).await?;
     Ok((status, Json(Issued { ticket, printer })))
+}
+
+/// The state of the printer of a dispenser's agent: the kiosk tells the resident to ask staff
+/// when it cannot print.
+pub(super) async fn dispenser_printer(
+    handle: &crate::site::SiteHandle,
+    agent: Option<PrinterId>,
+) -> Result<Option<IssuePrinter>, ApiError> {
+    let Some(agent) = agent else {
+        return Ok(None);
+    };
+    let state = handle
+        .read(move |s| s.printers.get(&agent).map(|p| (agent.clone(), p.0)))
+        .await?;
+    Ok(state.map(|(id, state)| IssuePrinter {
+        id,
+        state,
+        needs_staff: state.needs_staff(),
+    }))
 }
 
 /// The visit plan of a body with either `life_event` (and `answers`) or `procedures`.
@@ -228,7 +234,7 @@ pub(super) fn plan_request(
 }
 
 /// 128 random bits, URL-safe: the phone page's only credential.
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     use rand::Rng;
     let bytes: [u8; 16] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
