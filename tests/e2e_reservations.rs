@@ -335,7 +335,10 @@ fn bookable_now_config(dir: &std::path::Path) -> std::path::PathBuf {
         &demo[..start],
         &demo[end..]
     )
-    .replace("timezone = \"Asia/Tokyo\"", &format!("timezone = \"{zone}\""));
+    .replace(
+        "timezone = \"Asia/Tokyo\"",
+        &format!("timezone = \"{zone}\""),
+    );
     let path = dir.join("bookable.toml");
     std::fs::write(&path, config).unwrap();
     path
@@ -446,4 +449,18 @@ async fn a_booking_checks_in_at_the_kiosk_for_a_ticket_with_the_booked_plan() {
             .unwrap();
     let later_start = chrono::DateTime::parse_from_rfc3339(&later).unwrap();
     assert_eq!(later_start - from, chrono::Duration::minutes(15));
+
+    // The KPI counts today's bookings: two booked, one checked in, no no-show yet.
+    let (status, kpi) = server
+        .get(
+            &format!("/api/v1/sites/chuo/kpi?from={today}&to={today}"),
+            Some(ANALYST),
+        )
+        .await;
+    assert_eq!(status, 200, "{kpi}");
+    assert_eq!(
+        kpi["reservations"],
+        json!({"booked": 2, "checked_in": 1, "late": 0, "no_show": 0}),
+        "{kpi}"
+    );
 }

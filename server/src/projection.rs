@@ -4,6 +4,7 @@
 //! A checkpoint per site says how far the log has been projected, so a restart re-projects
 //! exactly what the log holds beyond it; every write is idempotent.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,6 +122,18 @@ pub struct AuditRow {
     pub event: crate::core::Event,
     /// The ticket's number when its visit has ended (else the site actor knows it).
     pub number: Option<String>,
+}
+
+/// Bookings (来庁予約) of a period, for the KPI: those not cancelled, how many checked in (of
+/// them past their window), and the no-shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ReservationCounts {
+    pub booked: u64,
+    pub checked_in: u64,
+    /// Checked in past the window (served as walk-ins); counted in `checked_in` too.
+    pub late: u64,
+    /// The slot ended and nobody checked in.
+    pub no_show: u64,
 }
 
 /// Which visits a KPI covers.
@@ -338,6 +351,98 @@ impl ProjectionStore {
             )
             .map_err(err)?;
             tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// Bookings whose slot starts in `[from, to)` at `site` (every site for `None`), as the
+    /// log tells them: booked (not cancelled), checked in (late or not) and no-shows (slot
+    /// ended before `now`, never checked in). A read of the event log on a reader connection.
+    pub async fn reservation_counts(
+        &self,
+        site: Option<String>,
+        from: Timestamp,
+        to: Timestamp,
+        now: Timestamp,
+    ) -> Result<ReservationCounts, StoreError> {
+        self.read(move |conn, cancelled| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT site, kind, body FROM events
+                     WHERE (?1 IS NULL OR site = ?1)
+                       AND kind IN ('reservation_made', 'reservation_moved',
+                                    'reservation_cancelled', 'ticket_issued')
+                       AND (kind != 'ticket_issued' OR json_extract(body, '$.booked') IS NOT NULL)
+                     ORDER BY site, seq",
+                )
+                .map_err(err)?;
+            #[derive(Default)]
+            struct Booking {
+                slot_start: Option<Timestamp>,
+                slot_end: Option<Timestamp>,
+                cancelled: bool,
+                checked_in: Option<bool>,
+            }
+            let mut bookings: HashMap<(String, String), Booking> = HashMap::new();
+            let mut rows = stmt.query(params![site]).map_err(err)?;
+            let mut n = 0usize;
+            while let Some(row) = rows.next().map_err(err)? {
+                let site: String = row.get(0).map_err(err)?;
+                let body: String = row.get(2).map_err(err)?;
+                let event: crate::core::Event = serde_json::from_str(&body).map_err(err)?;
+                use crate::core::Event::*;
+                match event {
+                    ReservationMade {
+                        code,
+                        slot_start,
+                        slot_end,
+                        ..
+                    }
+                    | ReservationMoved {
+                        code,
+                        slot_start,
+                        slot_end,
+                        ..
+                    } => {
+                        let b = bookings.entry((site, code)).or_default();
+                        (b.slot_start, b.slot_end) = (Some(slot_start), Some(slot_end));
+                    }
+                    ReservationCancelled { code, .. } => {
+                        bookings.entry((site, code)).or_default().cancelled = true;
+                    }
+                    TicketIssued {
+                        booked: Some(booked),
+                        ..
+                    } => {
+                        bookings.entry((site, booked.code)).or_default().checked_in =
+                            Some(booked.late);
+                    }
+                    _ => {}
+                }
+                n += 1;
+                if n.is_multiple_of(CANCEL_EVERY) && cancelled.load(Ordering::Relaxed) {
+                    return Err(StoreError("the request went away".into()));
+                }
+            }
+            let mut counts = ReservationCounts::default();
+            for b in bookings.values() {
+                let (Some(start), Some(end)) = (b.slot_start, b.slot_end) else {
+                    continue;
+                };
+                if start < from || start >= to || b.cancelled {
+                    continue;
+                }
+                counts.booked += 1;
+                match b.checked_in {
+                    Some(late) => {
+                        counts.checked_in += 1;
+                        counts.late += u64::from(late);
+                    }
+                    None if end <= now => counts.no_show += 1,
+                    None => {}
+                }
+            }
+            Ok(counts)
         })
         .await
     }

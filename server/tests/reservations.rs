@@ -409,3 +409,98 @@ fn a_held_booking_is_called_early_when_nobody_else_waits_and_passes_a_closing() 
     assert_eq!(restored, site.state);
     assert_eq!(restored.next_release(), Some(jst(2027, 1, 12, 16, 0)));
 }
+
+#[tokio::test]
+async fn the_kpi_counts_bookings_check_ins_late_ones_and_no_shows_from_the_log() {
+    use madoguchi::log::{EventLog, SqliteLog};
+    use madoguchi::projection::{ProjectionStore, ReservationCounts};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("madoguchi.db");
+    let log = SqliteLog::open(&db).unwrap();
+    let store = ProjectionStore::open(&db).unwrap();
+    let mut site = Site {
+        state: SiteState::new(config()),
+    };
+    let mut events = Vec::new();
+    let mut run = |site: &mut Site, command: Command, at: Timestamp| {
+        events.extend(site.run(command, at).unwrap());
+    };
+    let before = jst(2027, 1, 11, 20, 0);
+    let reserve = |code: &str, slot: Timestamp| Command::Reserve {
+        code: code.into(),
+        plan: PlanRequest::Procedures(vec!["move".parse().unwrap()]),
+        slot_start: slot,
+    };
+    // Five bookings on the 12th: one checked in on time, one late, one cancelled, one moved
+    // to the 13th, one nobody came for.
+    for (code, h) in [
+        ("AAAAAAAA", 9),
+        ("CCCCCCCC", 10),
+        ("DDDDDDDD", 11),
+        ("EEEEEEEE", 13),
+        ("FFFFFFFF", 14),
+    ] {
+        run(&mut site, reserve(code, jst(2027, 1, 12, h, 0)), before);
+    }
+    run(
+        &mut site,
+        Command::CancelReservation {
+            code: "DDDDDDDD".into(),
+        },
+        before,
+    );
+    run(
+        &mut site,
+        Command::MoveReservation {
+            code: "EEEEEEEE".into(),
+            slot_start: jst(2027, 1, 13, 9, 0),
+        },
+        before,
+    );
+    for (code, n, at) in [
+        ("AAAAAAAA", 1, jst(2027, 1, 12, 8, 50)),
+        ("CCCCCCCC", 2, jst(2027, 1, 12, 10, 30)),
+    ] {
+        run(
+            &mut site,
+            Command::CheckIn {
+                code: code.into(),
+                id: format!("b{n}").try_into().unwrap(),
+                token: format!("{n:032x}"),
+                dispenser: None,
+                lang: None,
+            },
+            at,
+        );
+    }
+    log.append(&site.state.config.id, 0, &events).await.unwrap();
+    let counts = store
+        .reservation_counts(
+            Some("ward".into()),
+            jst(2027, 1, 12, 0, 0),
+            jst(2027, 1, 13, 0, 0),
+            jst(2027, 1, 12, 18, 0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        ReservationCounts {
+            booked: 3,
+            checked_in: 2,
+            late: 1,
+            no_show: 1,
+        }
+    );
+    // The 13th: the moved one, not yet due.
+    let next = store
+        .reservation_counts(
+            None,
+            jst(2027, 1, 13, 0, 0),
+            jst(2027, 1, 14, 0, 0),
+            jst(2027, 1, 12, 18, 0),
+        )
+        .await
+        .unwrap();
+    assert_eq!((next.booked, next.no_show), (1, 0));
+}

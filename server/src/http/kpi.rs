@@ -60,6 +60,8 @@ struct KpiReply {
     timezone: String,
     #[serde(flatten)]
     report: kpi::Report,
+    /// Bookings whose slot starts in the period.
+    reservations: crate::projection::ReservationCounts,
 }
 
 fn invalid_query(message: impl Into<String>) -> ApiError {
@@ -239,7 +241,13 @@ async fn kpi(
         })
     });
     let report = fold.finish(fy, target);
+    let reservations = app
+        .store()
+        .reservation_counts(id.as_ref().map(SiteId::to_string), from, to, Utc::now())
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(KpiReply {
+        reservations,
         site,
         from: Some(from),
         to: Some(to),

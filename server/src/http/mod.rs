@@ -368,6 +368,7 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/screens/lobby/{site}",
     "/public/congestion",
     "/public/congestion/{site}",
+    "/book/{site}",
     "/t/{token}",
     "/assets/{*path}",
 ];

@@ -41,6 +41,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/screens/kpi/{site}", get(kpi_page))
         .route("/public/congestion", get(public_page))
         .route("/public/congestion/{site}", get(public_site_page))
+        .route("/book/{site}", get(|s, p| site_page(s, p, "book.html")))
         .route("/t/{token}", get(|| async { page("phone.html") }))
         .route("/assets/{*path}", get(asset))
         .layer(middleware::from_fn(secure))

@@ -21,7 +21,10 @@ use crate::core::{Event, SiteId};
 /// The format of the events this version writes. It goes up with a change to `Event` that an
 /// older version would read wrongly; during a rolling upgrade the older instances refuse events
 /// of a newer format ([`LogError::NewerFormat`]) instead of misreading them.
-pub const EVENT_FORMAT: u32 = 1;
+/// 2: reception (`reception_changed`) and reservations (`reservation_*`, `slot_capacity_set`,
+/// `ticket_released`, and a booked ticket's `booked` and `held_until`, which a version 1
+/// instance would drop and so misplace the ticket in its line).
+pub const EVENT_FORMAT: u32 = 2;
 
 /// An event with its position in its site's log (1 for the first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
