@@ -504,3 +504,45 @@ async fn the_kpi_counts_bookings_check_ins_late_ones_and_no_shows_from_the_log()
         .unwrap();
     assert_eq!((next.booked, next.no_show), (1, 0));
 }
+
+#[test]
+fn the_forecast_counts_bookings_still_to_come() {
+    use madoguchi::core::estimate::what_if;
+    use madoguchi::core::{Learner, Target};
+    let mut site = Site {
+        state: SiteState::new(config()),
+    };
+    let now = jst(2027, 1, 12, 9, 50);
+    let slot = jst(2027, 1, 12, 10, 0);
+    let without = site.state.clone();
+    for code in ["AAAAAAAA", "CCCCCCCC", "DDDDDDDD"] {
+        site.reserve(code, slot, jst(2027, 1, 11, 20, 0)).unwrap();
+    }
+    let onestop = Target::Queue("onestop".parse().unwrap());
+    // Someone joining at 10:00 and at 10:10, and the line then.
+    let at = |state: &SiteState, t: f64| {
+        let lines = what_if(
+            state,
+            &Learner::new(&state.config),
+            now,
+            1200.0,
+            600.0,
+            &Default::default(),
+            5,
+        );
+        let (_, points) = lines.into_iter().find(|(l, _)| *l == onestop).unwrap();
+        let p = points.iter().find(|p| (p.at_s - t).abs() < 1.0).unwrap();
+        (p.waiting, p.wait_s)
+    };
+    let (line_booked, wait_booked) = at(&site.state, 600.0);
+    let (line_free, wait_free) = at(&without, 600.0);
+    assert!(
+        line_booked - line_free >= 2.5,
+        "three booked residents join at 10:00: {line_free} → {line_booked}"
+    );
+    // Two counters, ten minutes each: a walk-in at 10:00 waits for the third booking's turn.
+    assert!(
+        wait_booked > wait_free + 300.0,
+        "someone at 10:00 waits behind the bookings: {wait_free} s → {wait_booked} s"
+    );
+}

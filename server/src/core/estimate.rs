@@ -481,6 +481,9 @@ struct Line {
     mean: f64,
     /// The queue's reception hours over the run, if it has any.
     hours: Option<LineHours>,
+    /// Bookings still to check in, each joining at its slot's start (seconds from now, sorted):
+    /// residents known to come, besides the rate.
+    booked: Vec<f64>,
 }
 
 /// A queue's reception hours as a forward run sees them, in seconds from now: when residents
@@ -561,6 +564,8 @@ struct LineRun {
     until: f64,
     /// The next of the line's followed joins still to come.
     next_join: usize,
+    /// The next of the line's bookings still to come.
+    next_booked: usize,
     /// Followed joins in line: (followed index, when, how many joined before them).
     in_line: std::collections::VecDeque<(usize, f64, u32)>,
 }
@@ -691,6 +696,10 @@ impl Runner {
                 Target::Queue(q) => LineHours::of(state, q, now),
                 Target::Counter(_) => None,
             };
+            let booked = match &target {
+                Target::Queue(q) => booked_arrivals(state, q, now),
+                Target::Counter(_) => Vec::new(),
+            };
             line_of.insert(target.clone(), lines.len());
             lines.push(Line {
                 target: target.clone(),
@@ -700,6 +709,7 @@ impl Runner {
                 priority,
                 mean,
                 hours,
+                booked,
             });
         }
         let counters = state
@@ -781,6 +791,7 @@ impl Runner {
                     joined_called: 0,
                     until: 0.0,
                     next_join: 0,
+                    next_booked: 0,
                     in_line: Default::default(),
                 });
             }
@@ -965,10 +976,32 @@ fn count_arrivals(rng: &mut SmallRng, line: &Line, run: &mut LineRun, to: f64) {
     };
     let mean = line.rate * open;
     run.until = to;
+    while line.booked.get(run.next_booked).is_some_and(|b| *b <= to) {
+        run.joined += 1;
+        run.next_booked += 1;
+    }
     if mean > 0.0 {
         run.joined_priority += poisson(rng, mean * line.priority);
         run.joined += poisson(rng, mean * (1.0 - line.priority));
     }
+}
+
+/// When today's bookings of `queue` still to check in join its line, in seconds from `now`:
+/// at their slot's start (now for one whose slot began but whose check-in window is open).
+fn booked_arrivals(state: &SiteState, queue: &super::QueueId, now: Timestamp) -> Vec<f64> {
+    let Some(r) = state.config.reservations.as_ref() else {
+        return Vec::new();
+    };
+    let late = chrono::Duration::minutes(i64::from(r.check_in_late_min));
+    let mut times: Vec<f64> = state
+        .reservations
+        .values()
+        .filter(|b| &b.queue == queue && b.slot_start + late >= now)
+        .map(|b| secs(now, b.slot_start).max(0.0))
+        .filter(|t| *t <= HORIZON_S)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times
 }
 
 /// A Poisson draw of mean `mean` (0 for none).
