@@ -546,3 +546,45 @@ fn the_forecast_counts_bookings_still_to_come() {
         "someone at 10:00 waits behind the bookings: {wait_free} s → {wait_booked} s"
     );
 }
+
+#[test]
+fn behind_a_long_line_a_booking_is_placed_to_be_called_at_its_booked_time() {
+    let mut site = Site {
+        state: SiteState::new(config()),
+    };
+    let slot = jst(2027, 1, 12, 10, 0);
+    site.reserve("AAAAAAAA", slot, jst(2027, 1, 11, 20, 0))
+        .unwrap();
+    // One counter on the one-stop line, ten minutes a visit; six walk-ins from 09:00 to 09:50.
+    site.run(
+        Command::SetCounterState {
+            counter: "1".parse().unwrap(),
+            state: madoguchi::core::CounterState::Closed,
+        },
+        jst(2027, 1, 12, 8, 55),
+    )
+    .unwrap();
+    let walk_ins: Vec<String> = (0..6)
+        .map(|i| walk_in(&mut site, i, jst(2027, 1, 12, 9, 10 * i)))
+        .collect();
+    let booked = check_in(&mut site, "AAAAAAAA", 1, jst(2027, 1, 12, 9, 55)).unwrap();
+    // 10:00: the last walk-in's wait is 50 minutes (five visits ahead of it), so those who came
+    // from 09:10 on would be called after 10:00: the booking goes ahead of them.
+    let released = site.run(Command::ReleaseHeld, slot).unwrap();
+    assert!(
+        matches!(
+            released.as_slice(),
+            [Event::TicketReleased {
+                before: Some(_),
+                ..
+            }]
+        ),
+        "{released:?}"
+    );
+    let order: Vec<String> = (0..7)
+        .map(|i| serve_next(&mut site, jst(2027, 1, 12, 10, i)))
+        .collect();
+    let mut expected = vec![walk_ins[0].clone(), booked];
+    expected.extend(walk_ins[1..].iter().cloned());
+    assert_eq!(order, expected);
+}

@@ -133,3 +133,65 @@ fn the_what_if_forecast_of_the_next_hour_beats_persistence() {
         check.persistence_mae_s
     );
 }
+
+/// Mean stay in minutes of the moving-in visits of `days` simulated moving-season days with
+/// `share` of them booked: (all, booked, walk-in, share actually booked).
+fn moving_in_stays(share: f64, days: u32) -> (f64, f64, f64, f64) {
+    let mut sim = Sim::new(&demo_site(), scenario("moving-season"), 11).unwrap();
+    sim.booked_share = share;
+    let (mut all, mut booked, mut walk_in) = (Vec::new(), Vec::new(), Vec::new());
+    for d in weekdays(first(), days) {
+        let day = sim.day(d, &mut ());
+        let moving_in: std::collections::HashSet<_> = day
+            .records
+            .iter()
+            .filter(|r| {
+                r.life_event
+                    .as_ref()
+                    .is_some_and(|l| l.as_str() == "moving_in")
+            })
+            .map(|r| r.ticket.clone())
+            .collect();
+        for v in day.visits.iter().filter(|v| moving_in.contains(&v.ticket)) {
+            let stay = (v.departed - v.arrived).num_seconds() as f64 / 60.0;
+            all.push(stay);
+            if sim.booked_tickets.contains(&v.ticket) {
+                booked.push(stay);
+            } else {
+                walk_in.push(stay);
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    (
+        mean(&all),
+        mean(&booked),
+        mean(&walk_in),
+        booked.len() as f64 / all.len().max(1) as f64,
+    )
+}
+
+#[test]
+fn booked_moving_in_visits_stay_shorter_than_walk_ins_and_the_table_of_shares() {
+    let mut table = Vec::new();
+    for share in [0.0, 0.3, 0.6] {
+        let (all, booked, walk_in, actual) = moving_in_stays(share, 10);
+        table.push((share, all, booked, walk_in, actual));
+        eprintln!(
+            "booked {:>3.0} % (actual {:>4.1} %): moving-in mean stay {all:5.1} min, booked {booked:5.1}, walk-in {walk_in:5.1}",
+            share * 100.0,
+            actual * 100.0
+        );
+    }
+    assert_eq!(table[0].4, 0.0, "nobody books at 0 %");
+    for &(share, _, booked, walk_in, actual) in &table[1..] {
+        assert!(
+            actual > share * 0.5,
+            "most who want to book find a slot: {actual}"
+        );
+        assert!(
+            booked < walk_in,
+            "at {share}: a booked visit is served near its slot, shorter than a walk-in's ({booked} vs {walk_in})"
+        );
+    }
+}

@@ -282,10 +282,13 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         held_until: Option<Timestamp>,
     },
-    /// A booked resident's slot began: the ticket takes its place in line as if it arrived now.
+    /// A booked resident's slot began: the ticket takes its booked place in line, just ahead
+    /// of the waiting ticket whose place is `before` (its `order`), or at the end for `None`.
     TicketReleased {
         ticket: TicketId,
         at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
     },
     /// Called to a counter; a second call of the same ticket to the same counter is a recall.
     TicketCalled {

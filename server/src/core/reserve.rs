@@ -450,15 +450,47 @@ pub(super) fn check_in(
     Ok(vec![event])
 }
 
-/// The tickets of bookings whose slot has begun by `at`, into their lines.
+/// The tickets of bookings whose slot has begun by `at`, into their booked place in line: the
+/// place that has them called at their slot's start, ahead of every walk-in who came later
+/// than that start less the line's wait now (they would be called after it), behind those who
+/// came earlier.
 pub(super) fn release_held(state: &super::SiteState, at: Timestamp) -> Vec<super::Event> {
     state
         .held
         .iter()
         .take_while(|(until, _)| *until <= at)
-        .map(|(_, ticket)| super::Event::TicketReleased {
+        .map(|(until, ticket)| super::Event::TicketReleased {
             ticket: ticket.clone(),
             at,
+            before: booked_place(state, ticket, *until),
         })
         .collect()
+}
+
+/// The order of the first walk-in the ticket goes ahead of, if any (see [`release_held`]).
+fn booked_place(
+    state: &super::SiteState,
+    ticket: &super::TicketId,
+    slot: Timestamp,
+) -> Option<u64> {
+    let t = state.tickets.get(ticket)?;
+    let target = t.step().target.clone();
+    let queue = match &target {
+        super::Target::Queue(q) => q,
+        super::Target::Counter(_) => return None,
+    };
+    let wait = i64::try_from(state.new_ticket_wait(queue)).unwrap_or(i64::MAX / 2);
+    let since = slot - Duration::seconds(wait);
+    state
+        .waiting
+        .get(&target)?
+        .iter()
+        .filter(|k| k.rank == 1 && &k.ticket != ticket)
+        .find(|k| {
+            state
+                .tickets
+                .get(&k.ticket)
+                .is_some_and(|w| w.step().enqueued_at >= since)
+        })
+        .map(|k| k.order)
 }

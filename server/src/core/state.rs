@@ -43,6 +43,10 @@ pub struct Step {
     pub counter: Option<CounterId>,
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
+    /// Placed just ahead of the tickets of the same `order`: a booking that took its booked
+    /// place in line (see `reserve::release_held`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ahead: bool,
 }
 
 impl Step {
@@ -59,6 +63,7 @@ impl Step {
             counter: None,
             started_at: None,
             ended_at: None,
+            ahead: false,
         }
     }
 }
@@ -107,6 +112,7 @@ impl Ticket {
                 u8::from(!self.priority)
             },
             order: self.step().order,
+            sub: u8::from(!self.step().ahead),
             ticket: self.id.clone(),
         }
     }
@@ -122,7 +128,15 @@ pub struct WaitKey {
     /// 0 for priority tickets, 1 otherwise, [`HELD_RANK`] for a booking held until its slot.
     pub rank: u8,
     pub order: u64,
+    /// 0 for a booking placed ahead of the tickets of its `order`, 1 otherwise.
+    #[serde(default = "behind")]
+    pub sub: u8,
     pub ticket: TicketId,
+}
+
+/// The `sub` of every key before bookings (snapshots taken before them have none).
+fn behind() -> u8 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,6 +520,7 @@ impl SiteState {
                     step.requeues += 1;
                     step.calls_before_requeue = step.calls;
                     step.order = seq;
+                    step.ahead = false;
                     step.counter = None;
                     t.status = TicketStatus::Waiting;
                     self.enqueue(ticket);
@@ -552,15 +567,18 @@ impl SiteState {
             } => {
                 self.reception.insert(queue.clone(), (*mode, *until));
             }
-            Event::TicketReleased { ticket, .. } => {
+            Event::TicketReleased { ticket, before, .. } => {
                 let held = self
                     .tickets
                     .get(ticket)
                     .is_some_and(|t| t.status == TicketStatus::Waiting && t.held_until.is_some());
                 if held {
                     self.unqueue(ticket);
-                    // Its place from now; its wait still counts from the check-in.
-                    self.ticket_mut(ticket).step_mut().order = seq;
+                    // Its booked place (ahead of `before`), else from now; its wait still
+                    // counts from the check-in.
+                    let step = self.ticket_mut(ticket).step_mut();
+                    step.order = before.unwrap_or(seq);
+                    step.ahead = before.is_some();
                     self.enqueue(ticket);
                 }
             }

@@ -68,6 +68,12 @@ pub struct DayReport {
 enum Action {
     StartDay,
     Arrive,
+    /// A resident who could not book arrives with this plan (index into `Sim::planned`).
+    ArrivePlanned(usize),
+    /// A booked resident checks in at the kiosk.
+    CheckIn(String),
+    /// A booked slot begins: held tickets take their place in line.
+    Release,
     /// Counter (index into the state's counters) looks for its next resident.
     Idle(usize),
     /// The called resident reaches the counter, or does not.
@@ -98,6 +104,12 @@ pub struct Sim {
     warm: Timestamp,
     report: DayReport,
     serial: u64,
+    /// Share of the residents who come for moving in (転入) that book a slot the day before
+    /// (the rest walk in). 0 by default.
+    pub booked_share: f64,
+    /// Tickets of booked residents (checked in), for the report.
+    pub booked_tickets: HashSet<TicketId>,
+    planned: Vec<PlanRequest>,
 }
 
 impl Sim {
@@ -218,6 +230,9 @@ impl Sim {
             warm: Timestamp::MIN_UTC,
             report: DayReport::default(),
             serial: 0,
+            booked_share: 0.0,
+            booked_tickets: HashSet::new(),
+            planned: Vec::new(),
             state,
             scenario,
             config,
@@ -291,6 +306,7 @@ impl Sim {
             Action::StartDay,
         );
         // Arrivals: a Poisson process with the profile's rate, by thinning.
+        let mut arrivals = Vec::new();
         let span = self.scenario.span_s();
         let peak = (0..(span / 60.0) as usize)
             .map(|m| self.scenario.rate(m as f64 * 60.0))
@@ -303,13 +319,11 @@ impl Sim {
                     break;
                 }
                 if self.rng.random::<f64>() * peak < self.scenario.rate(s) {
-                    self.schedule(
-                        opens + chrono::Duration::milliseconds((s * 1000.0) as i64),
-                        Action::Arrive,
-                    );
+                    arrivals.push(opens + chrono::Duration::milliseconds((s * 1000.0) as i64));
                 }
             }
         }
+        self.book(day, arrivals);
         for i in self.working.clone() {
             let start = opens + chrono::Duration::seconds(self.rng.random_range(0..60));
             self.schedule(start, Action::Idle(i));
@@ -344,7 +358,38 @@ impl Sim {
             Action::StartDay => {
                 let _ = self.run(Command::StartDay, observer);
             }
-            Action::Arrive => self.arrive(observer),
+            Action::Arrive => {
+                self.report.arrivals += 1;
+                let Some(plan) = self.plan() else { return };
+                self.arrive(plan, observer)
+            }
+            Action::ArrivePlanned(k) => {
+                self.report.arrivals += 1;
+                let plan = self.planned[k].clone();
+                self.arrive(plan, observer)
+            }
+            Action::CheckIn(code) => {
+                self.report.arrivals += 1;
+                let id = self.next_ticket_id();
+                let command = Command::CheckIn {
+                    code,
+                    id: id.clone(),
+                    token: format!("sim-{}", self.serial),
+                    dispenser: None,
+                    lang: None,
+                };
+                match self.run(command, observer) {
+                    Ok(()) => {
+                        self.booked_tickets.insert(id.clone());
+                        self.joined(id, observer);
+                    }
+                    Err(_) => self.report.refused += 1,
+                }
+            }
+            Action::Release => {
+                let _ = self.run(Command::ReleaseHeld, observer);
+                self.wake();
+            }
             Action::Idle(i) => {
                 let c = &self.state.counters[i];
                 if c.state != CounterState::Open || c.current.is_some() || self.now > closes {
@@ -547,9 +592,109 @@ impl Sim {
         }
     }
 
-    fn arrive(&mut self, observer: &mut dyn Observer) {
-        self.report.arrivals += 1;
-        let Some(plan) = self.plan() else { return };
+    /// The day's arrivals: a share of those who come for moving in booked the slot nearest
+    /// their time with a free place the evening before, and come 0–10 minutes before it; the
+    /// others (and bookers who found no place) walk in.
+    fn book(&mut self, day: NaiveDate, arrivals: Vec<Timestamp>) {
+        let moving_in = self
+            .life_events
+            .iter()
+            .find(|(id, _)| id.as_str() == "moving_in")
+            .map(|(id, w)| (id.clone(), *w));
+        let total: f64 = self.life_events.iter().map(|(_, w)| w).sum();
+        let onestop = self
+            .config
+            .queues
+            .iter()
+            .find(|q| self.config.bookable(&q.id))
+            .cloned();
+        let (Some((id, weight)), Some(queue)) = (moving_in, onestop) else {
+            arrivals
+                .into_iter()
+                .for_each(|t| self.schedule(t, Action::Arrive));
+            return;
+        };
+        let p = if self.booked_share > 0.0 && total > 0.0 {
+            self.scenario.life_event_share * weight / total * self.booked_share
+        } else {
+            0.0
+        };
+        let evening = self.at(day, self.scenario.opens) - chrono::Duration::hours(12);
+        let slots = self.config.slots(&queue, day);
+        for t in arrivals {
+            if p <= 0.0 || !self.rng.random_bool(p.min(1.0)) {
+                self.schedule(t, Action::Arrive);
+                continue;
+            }
+            let event = self.config.life_event(&id).cloned();
+            let answers = event
+                .iter()
+                .flat_map(|e| e.questions.iter())
+                .map(|q| (q.id.clone(), self.rng.random_bool(self.scenario.yes_share)))
+                .collect();
+            let plan = PlanRequest::LifeEvent {
+                id: id.clone(),
+                answers,
+            };
+            let mut by_nearness: Vec<_> = slots.iter().collect();
+            by_nearness.sort_by_key(|s| (s.start - t).num_seconds().abs());
+            let code: String = (0..crate::core::reserve::CODE_LEN)
+                .map(|_| {
+                    let a = crate::core::reserve::CODE_ALPHABET;
+                    a[self.rng.random_range(0..a.len())] as char
+                })
+                .collect();
+            let booked = by_nearness.into_iter().find_map(|slot| {
+                let command = Command::Reserve {
+                    code: code.clone(),
+                    plan: plan.clone(),
+                    slot_start: slot.start,
+                };
+                let events = decide(&self.state, &command, evening).ok()?;
+                Some((slot.start, events))
+            });
+            match booked {
+                Some((start, events)) => {
+                    for event in events {
+                        self.learner.observe(&self.state, &event);
+                        self.state.apply(&event);
+                    }
+                    let early = self.rng.random_range(0..600);
+                    self.schedule(
+                        start - chrono::Duration::seconds(early),
+                        Action::CheckIn(code),
+                    );
+                    self.schedule(start, Action::Release);
+                }
+                None => {
+                    self.planned.push(plan);
+                    self.schedule(t, Action::ArrivePlanned(self.planned.len() - 1));
+                }
+            }
+        }
+    }
+
+    fn next_ticket_id(&mut self) -> TicketId {
+        self.serial += 1;
+        let bytes: [u8; 16] = self.rng.random();
+        TicketId::try_from(
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string(),
+        )
+        .expect("a UUID is a valid id")
+    }
+
+    /// A ticket just issued: waiting for its first call.
+    fn joined(&mut self, id: TicketId, observer: &mut dyn Observer) {
+        let counted = self.now >= self.warm;
+        self.uncalled.insert(id.clone(), (self.now, counted));
+        self.arrived.insert(id.clone(), self.now);
+        observer.issued(&self.state, &self.learner, &id, self.now);
+        self.wake();
+    }
+
+    fn arrive(&mut self, plan: PlanRequest, observer: &mut dyn Observer) {
         if plan_for(&self.config, &plan)
             .and_then(|p| route(&self.config, &p))
             .is_err()
@@ -557,14 +702,7 @@ impl Sim {
             self.report.refused += 1;
             return;
         }
-        self.serial += 1;
-        let bytes: [u8; 16] = self.rng.random();
-        let id = TicketId::try_from(
-            uuid::Builder::from_random_bytes(bytes)
-                .into_uuid()
-                .to_string(),
-        )
-        .expect("a UUID is a valid id");
+        let id = self.next_ticket_id();
         let command = Command::Issue(IssueCommand {
             id: id.clone(),
             token: format!("sim-{}", self.serial),
@@ -575,13 +713,7 @@ impl Sim {
             idempotency_key: None,
         });
         match self.run(command, observer) {
-            Ok(()) => {
-                let counted = self.now >= self.warm;
-                self.uncalled.insert(id.clone(), (self.now, counted));
-                self.arrived.insert(id.clone(), self.now);
-                observer.issued(&self.state, &self.learner, &id, self.now);
-                self.wake();
-            }
+            Ok(()) => self.joined(id, observer),
             Err(_) => self.report.refused += 1,
         }
     }
