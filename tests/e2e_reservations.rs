@@ -297,6 +297,9 @@ async fn bad_bookings_get_clear_errors_and_only_the_floor_sets_capacity() {
         "{reply}"
     );
     let updated = set_capacity(&server, &slot, 0).await;
+    let (_, audit) = server.get("/api/v1/sites/chuo/audit", Some(FLOOR)).await;
+    assert_eq!(audit["audit"][0]["action"], "slot_capacity_set", "{audit}");
+    assert_eq!(audit["audit"][0]["queues"], json!(["onestop"]), "{audit}");
     assert_eq!(
         (updated["capacity"].as_u64(), updated["free"].as_u64()),
         (Some(0), Some(0))

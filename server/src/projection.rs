@@ -460,7 +460,7 @@ impl ProjectionStore {
                      WHERE e.site = ?1
                        AND e.kind IN ('ticket_called', 'ticket_cancelled',
                                       'counter_state_changed', 'profile_changed',
-                                      'reception_changed')
+                                      'reception_changed', 'slot_capacity_set')
                        AND json_extract(e.body, '$.by') IS NOT NULL
                      ORDER BY e.seq DESC LIMIT ?2",
                 )

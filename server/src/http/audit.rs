@@ -143,6 +143,9 @@ fn entry(row: AuditRow, numbers: &HashMap<String, String>) -> Option<AuditEntry>
             None,
             Some(vec![queue.to_string()]),
         ),
+        Event::SlotCapacitySet { queue, .. } => {
+            ("slot_capacity_set", None, Some(vec![queue.to_string()]))
+        }
         Event::TicketCalled { counter, .. } => {
             ("called_out_of_order", Some(counter.to_string()), None)
         }
