@@ -1,11 +1,14 @@
 // The dispenser kiosk (/screens/kiosk/{site}?dispenser=ID): life event → yes/no questions → the
 // procedures the resident will be helped with → the number. Needs a dispenser token on the device.
+// Residents with a booking (来庁予約, /book/{site}) check in instead: 「予約の方」 → the 8-character
+// code (on-screen keys of the code's alphabet, or typed / scanned) → the number of the booked plan.
 // Queues that take no tickets now (the board's `state`: `closing`, `closed`) are shown so: their
 // life events disabled with the notice, the issue button disabled, and when none takes tickets a
 // full-screen notice with the next opening instead of any button.
 import { api, ApiError, loadCatalog, esc, waitText, clock, nameOf, siteFromPath, followBoard, DeviceToken }
   from "/assets/common.js";
-import { receptionNotice, nextOpenLine, stateOf, earliest } from "/assets/reception.js";
+import { receptionNotice, nextOpenLine, stateOf, earliest, wallClock, timeText } from "/assets/reception.js";
+import { eventName, visitPlan, routeQueue as routeFor } from "/assets/plan.js";
 
 // ---------------------------------------------------------------------------------------------
 // Settings and state
@@ -17,6 +20,9 @@ const TICKET_MS = 20_000;        // the ticket screen returns to the start after
 const TICKET_TAP_GUARD_MS = 1500; // ignore the second tap of a double tap on "Get my ticket"
 const ARM_MS = 350;              // new screens ignore taps this long (double taps on はい)
 const REQUEST_TIMEOUT_MS = 15_000;
+// The characters of a reservation code (no look-alikes: 0/O, 1/I/L, 8/B, 5/S), and its length.
+const CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY234679";
+const CODE_LEN = 8;
 // Printer states in which a resident needs a member of staff (see docs/API.md).
 const NEEDS_STAFF = new Set(["paper_end", "cover_open", "offline", "unreachable", "disconnected"]);
 
@@ -37,8 +43,14 @@ const S = {
   printer: null,
   ticketAt: 0,
   error: null,
-  errorFrom: null,          // "issue" | "catalog"
+  errorFrom: null,          // "issue" | "catalog" | "checkin"
   setupError: "",
+  reservable: true,         // the site takes bookings: the start screen offers check-in
+  code: "",                 // the reservation code being entered (normalized, no hyphen)
+  checkinError: null,       // {ja, en} under the code: not found, already checked in, too short
+  early: null,              // a too_early refusal: {from} (RFC 3339) or {message}
+  reservation: null,        // the booking of a checked-in ticket
+  late: false,              // checked in after the window: issued as a walk-in
 };
 
 const $ = (id) => document.getElementById(id);
@@ -96,6 +108,25 @@ const TXT = {
   closedLead: { ja: "ただいま番号札は発券できません。", en: "No tickets can be issued right now." },
   closedAsk: { ja: "ご不明な点は職員にお声がけください。", en: "If you need help, please ask a staff member." },
   queueClosed: { ja: "この窓口は受付を終了しています。", en: "This counter is not taking tickets now." },
+  checkinStart: { ja: "予約の方", en: "I have a reservation" },
+  checkinStartSub: { ja: "予約番号で受付します", en: "Check in with your booking code" },
+  checkinTitle: { ja: "予約番号を入力してください", en: "Enter your booking code" },
+  checkinLead: { ja: "8文字の予約番号です（ハイフンは不要です）。", en: "The 8-character code of your booking (no hyphen needed)." },
+  codeLabel: { ja: "予約番号", en: "Booking code" },
+  keyDelete: { ja: "1字消す", en: "Delete" },
+  keyClear: { ja: "全部消す", en: "Clear" },
+  checkin: { ja: "受付する", en: "Check in" },
+  checkingIn: { ja: "受付しています…", en: "Checking in…" },
+  codeShort: { ja: "予約番号は8文字です。", en: "The booking code has 8 characters." },
+  codeNotFound: { ja: "この予約番号は見つかりません。もう一度ご確認ください。", en: "No booking has this code. Please check it and try again." },
+  alreadyIn: { ja: "この予約はすでに受付済みです。職員にお声がけください。", en: "This booking has already been checked in. Please ask a staff member." },
+  earlyTitle: { ja: "まだ受付できません", en: "It is too early to check in" },
+  earlyAt: { ja: (t) => `${t}から受付できます。しばらくお待ちください。`, en: (t) => `You can check in from ${t}. Please wait a little.` },
+  earlyLead: { ja: "ご予約の時間の少し前から受付できます。", en: "Check-in opens shortly before your booked time." },
+  errCheckin: { ja: "予約の受付ができませんでした。", en: "Your booking could not be checked in." },
+  reserved: { ja: "ご予約の方", en: "Reservation" },
+  late: { ja: "予約の受付時間を過ぎたため、予約なしの方と同じ順番でご案内します。",
+          en: "Your check-in time has passed: this ticket was issued as a walk-in." },
 };
 
 // Stripe colours for the life event buttons (decorative, distinct hues).
@@ -129,22 +160,17 @@ function withTimeout(promise, ms) {
     () => reject(new ApiError(0, "timeout", "応答がありません / no answer from the server")), ms))]);
 }
 
-function eventName(le) {
-  if (le.id === "certificates") return { ja: "証明書のみ", en: "Certificates only" };
-  return le.name;
+/** A code as typed or scanned: full-width forms folded, upper case, only the code's characters
+ *  (hyphens, spaces and anything else dropped), at most CODE_LEN of them. A scanned address
+ *  (…/ABCDEFGH) gives its last part. */
+function normalizeCode(typed) {
+  let t = String(typed ?? "").normalize("NFKC").trim();
+  if (t.includes("/")) t = t.replace(/[?#].*$/, "").split("/").filter(Boolean).pop() || "";
+  return [...t.toUpperCase()].filter((c) => CODE_ALPHABET.includes(c)).join("").slice(0, CODE_LEN);
 }
 
-/** The visit plan: the life event's procedures plus each answer's yes/no list, without repeats. */
-function visitPlan(le, answers) {
-  const plan = [];
-  const add = (codes) => (codes || []).forEach((c) => { if (!plan.includes(c)) plan.push(c); });
-  add(le.procedures);
-  for (const q of le.questions || []) {
-    if (answers[q.id] === true) add(q.yes);
-    else if (answers[q.id] === false) add(q.no);
-  }
-  return plan;
-}
+/** "ABCD-EFGH", as the booking page shows it. */
+const formatCode = (c) => (c.length > 4 ? `${c.slice(0, 4)}-${c.slice(4)}` : c);
 
 function printerState() {
   const agent = S.dispenser?.printer_agent;
@@ -156,13 +182,8 @@ const printerNeedsStaffLive = () => NEEDS_STAFF.has(printerState());
 // ---------------------------------------------------------------------------------------------
 // Reception: which queue a plan goes to, and whether it takes tickets now
 // ---------------------------------------------------------------------------------------------
-/** The queue a visit plan waits in: the first of the catalog that handles all of its procedures
- *  (the server's routing rule); null when none does. */
-function routeQueue(plan) {
-  if (!plan.length) return null;
-  const q = (S.catalog?.queues || []).find((q) => plan.every((p) => (q.procedures || []).includes(p)));
-  return q ? q.id : null;
-}
+/** The queue a visit plan waits in (the server's routing rule); null when none handles it. */
+const routeQueue = (plan) => routeFor(S.catalog, plan);
 
 /** A queue's reception from the live board: {state, next_open}; open while the board is unknown. */
 function reception(queueId) {
@@ -229,6 +250,9 @@ function go(step) {
   if (step === "ticket") startTicketTimer(); else stopTicketTimer();
 }
 
+/** Buttons that stay disabled while a request is in flight. */
+const BUSY_BUTTONS = ["issue", "retry", "checkin"];
+
 /** A new screen ignores taps for a moment, so the second tap of a double tap does not land on it. */
 let armTimer = null;
 function arm() {
@@ -240,7 +264,7 @@ function arm() {
     screen.classList.remove("arming");
     screen.querySelectorAll("button[data-arming]").forEach((b) => {
       delete b.dataset.arming;
-      if (!(b.id === "issue" && S.busy) && !(b.id === "retry" && S.busy)) b.disabled = false;
+      if (!(BUSY_BUTTONS.includes(b.id) && S.busy)) b.disabled = false;
     });
   }, ARM_MS);
 }
@@ -252,10 +276,12 @@ function render() {
   renderHeader();
   renderBanner();
   const views = { loading: viewLoading, events: viewEvents, questions: viewQuestions, confirm: viewConfirm,
-                  ticket: viewTicket, error: viewError, setup: viewSetup, closed: viewClosed };
+                  ticket: viewTicket, error: viewError, setup: viewSetup, closed: viewClosed,
+                  checkin: viewCheckin, early: viewEarly };
   screen.innerHTML = (views[S.step] || viewLoading)();
-  $("hint").innerHTML = ["events", "questions"].includes(S.step) ? bi(TXT.hint) : "";
+  $("hint").innerHTML = ["events", "questions", "checkin"].includes(S.step) ? bi(TXT.hint) : "";
   if (S.step === "setup") setTimeout(() => $("token")?.focus(), 0);
+  if (S.step === "checkin") setTimeout(focusCode, 0);
 }
 
 function renderHeader() {
@@ -309,9 +335,15 @@ function viewEvents() {
       data-reception="${esc(r.state)}" ${closed ? `disabled aria-disabled="true"` : ""}
       style="--stripe:${STRIPES[i % STRIPES.length]}">${pri}${closed ? noticeHtml(r, { inButton: true }) : ""}</button>`;
   }).join("");
+  const checkin = S.reservable
+    ? `<button type="button" class="btn checkin-start" id="checkin-start">
+        <span class="pri" lang="${S.lang}">${esc(TXT.checkinStart[S.lang])}<span class="sub">${esc(TXT.checkinStartSub[S.lang])}</span></span>
+        <span class="sec" lang="${other()}">${esc(TXT.checkinStart[other()])} — ${esc(TXT.checkinStartSub[other()])}</span></button>`
+    : "";
   return `<h1 class="title">${bi(TXT.chooseTitle)}</h1>
     <p class="lead">${bi(TXT.chooseLead)}</p>
-    <div class="events" style="${events.length > 8 ? "--cols:" + (matchMedia("(orientation: landscape)").matches ? 4 : 3) : ""}">${buttons}</div>`;
+    <div class="events" style="${events.length > 8 ? "--cols:" + (matchMedia("(orientation: landscape)").matches ? 4 : 3) : ""}">${buttons}</div>
+    ${checkin}`;
 }
 
 function viewQuestions() {
@@ -384,6 +416,7 @@ function viewTicket() {
         <div id="ticket-number" class="num">${esc(t.number)}</div>
         <div class="queue-name" id="ticket-queue">${bi(nameOf(queues, t.queue))}</div>
         ${t.priority ? `<div class="prio-tag">${esc(TXT.priority.ja)} / ${esc(TXT.priority.en)}</div>` : ""}
+        ${S.reservation && !S.late ? `<div class="resv-tag" id="ticket-reservation">${esc(TXT.reserved.ja)} / ${esc(TXT.reserved.en)}</div>` : ""}
       </div>
       <div class="side">
         <div class="facts">
@@ -392,6 +425,7 @@ function viewTicket() {
           <div class="fact"><div class="k inline">${bi(TXT.wait)}</div>
             <div class="v" id="ticket-wait">${waitVal}</div></div>
         </div>
+        ${S.reservation ? reservationPlanHtml(t) : ""}
         ${message}
         <div class="seat">${bi(TXT.seat)}</div>
         <button type="button" class="btn primary" data-go="done" style="min-width:40vmin">${bi(TXT.done)}</button>
@@ -400,10 +434,21 @@ function viewTicket() {
     </div>`;
 }
 
+/** A checked-in ticket's booked plan (and, when late, that it was issued as a walk-in). */
+function reservationPlanHtml(t) {
+  const procs = S.catalog.procedures || [];
+  const codes = t.procedures?.length ? t.procedures : S.reservation.procedures || [];
+  const list = (lang, id) => `<ul class="resv-plan${lang === S.lang ? "" : " sec"}"${id ? ` id="${id}"` : ""} lang="${lang}">${
+    codes.map((c) => `<li data-procedure="${esc(c)}">${esc(nameOf(procs, c)[lang])}</li>`).join("")}</ul>`;
+  return `${S.late ? `<div class="late-note" id="late-note" role="status">${bi(TXT.late)}</div>` : ""}
+    <div class="resv-plan-box">${list(S.lang, "ticket-plan")}${list(other(), "")}</div>`;
+}
+
 function errorMessage(e) {
   if (!e) return TXT.errIssue;
   if (e.status === 0) return TXT.errNetwork;
   if (e.status === 401 || e.status === 403 || e.code === "unknown_dispenser") return TXT.errStaff;
+  if (S.errorFrom === "checkin") return TXT.errCheckin;
   return S.errorFrom === "catalog" ? TXT.errCatalog : TXT.errIssue;
 }
 
@@ -433,11 +478,11 @@ function viewError() {
   const staff = e && (e.status === 401 || e.status === 403 || e.code === "unknown_dispenser");
   const head = S.errorFrom === "catalog" && e?.status !== 0 ? TXT.errCatalog : errorMessage(e);
   const detail = e ? `${e.status ? e.status + " " : ""}${e.code || ""}: ${e.message || ""}` : "";
-  const canBack = S.errorFrom === "issue" && S.event;
+  const canBack = (S.errorFrom === "issue" && S.event) || S.errorFrom === "checkin";
   return `<div class="center">
       <div class="err-head"><div class="err-icon" aria-hidden="true">!</div><h1 class="title">${bi(TXT.errTitle)}</h1></div>
       <p class="lead" id="error-text">${bi(head)}</p>
-      ${S.errorFrom === "issue" && !staff ? `<p class="lead">${bi(TXT.errAsk)}</p>` : ""}
+      ${(S.errorFrom === "issue" || S.errorFrom === "checkin") && !staff ? `<p class="lead">${bi(TXT.errAsk)}</p>` : ""}
       ${detail ? `<div class="detail" id="error-detail">${esc(detail)}</div>` : ""}
       <button type="button" class="btn primary" id="retry" aria-busy="${S.busy}" ${S.busy ? "disabled" : ""}>${bi(S.busy ? TXT.retrying : TXT.retry)}</button>
       <div class="row">
@@ -456,6 +501,52 @@ function viewClosed() {
       ${noticeHtml(r, { id: "reception-notice", big: true })}
       <p class="lead">${bi(TXT.closedLead)}</p>
       <p class="lead">${bi(TXT.closedAsk)}</p>
+    </div>`;
+}
+
+/** The code entry: the code as entered (typed or scanned into the field, or from the keys of the
+ *  code's alphabet below it), a message, and the check-in button. */
+function viewCheckin() {
+  const keys = ["2", "3", "4", "6", "7", "9", "⌫", ..."ACDEFGHJKMNPQR", ..."TUVWXY", "clear"];
+  const keyHtml = keys.map((k) => {
+    if (k === "⌫") {
+      return `<button type="button" class="btn key key-fn" id="key-back" aria-label="${esc(TXT.keyDelete.ja)} / ${esc(TXT.keyDelete.en)}">
+        <span class="pri" aria-hidden="true">⌫</span><span class="sec">${esc(TXT.keyDelete[S.lang])}</span></button>`;
+    }
+    if (k === "clear") return `<button type="button" class="btn key key-fn" id="key-clear">${bi(TXT.keyClear)}</button>`;
+    return `<button type="button" class="btn key" data-key="${k}">${k}</button>`;
+  }).join("");
+  return `<h1 class="title">${bi(TXT.checkinTitle)}</h1>
+    <p class="lead">${bi(TXT.checkinLead)}</p>
+    <form class="code-form" id="checkin-form" autocomplete="off">
+      <label class="sr-only" for="checkin-code">${esc(TXT.codeLabel.ja)} / ${esc(TXT.codeLabel.en)}</label>
+      <input id="checkin-code" name="code" class="code-input num" value="${esc(formatCode(S.code))}" placeholder="____-____"
+        inputmode="none" autocomplete="off" autocapitalize="characters" spellcheck="false" maxlength="40"
+        aria-describedby="checkin-error">
+      <div class="field-error code-error" id="checkin-error" role="alert">${S.checkinError ? bi(S.checkinError) : ""}</div>
+      <div class="keys" id="keys">${keyHtml}</div>
+      <div class="row">
+        <button type="button" class="btn" data-go="restart">${bi({ ja: "← " + TXT.back.ja, en: "← " + TXT.back.en })}</button>
+        <button type="submit" class="btn primary" id="checkin" aria-busy="${S.busy}" ${S.busy ? "disabled" : ""}>
+          <span class="idle-label">${bi(TXT.checkin)}</span><span class="busy-label">${bi(TXT.checkingIn)}</span></button>
+      </div>
+    </form>`;
+}
+
+/** A `too_early` refusal: from when the booking can be checked in. */
+function viewEarly() {
+  const w = wallClock(S.early?.from);
+  const at = w
+    ? { ja: TXT.earlyAt.ja(timeText(w, "ja")), en: TXT.earlyAt.en(timeText(w, "en")) }
+    : { ja: S.early?.message || TXT.earlyLead.ja, en: "" };
+  return `<div class="center" id="too-early">
+      <div class="err-head"><div class="err-icon" aria-hidden="true">!</div><h1 class="title">${bi(TXT.earlyTitle)}</h1></div>
+      <div class="early-note" id="early-text" role="status" data-check-in-from="${esc(S.early?.from || "")}">${bi(at)}</div>
+      <p class="lead">${bi(TXT.earlyLead)}</p>
+      <div class="row">
+        <button type="button" class="btn" data-go="back">${bi({ ja: "← " + TXT.back.ja, en: "← " + TXT.back.en })}</button>
+        <button type="button" class="btn primary" data-go="restart">${bi(TXT.restart)}</button>
+      </div>
     </div>`;
 }
 
@@ -482,6 +573,7 @@ function viewSetup() {
 function reset() {
   S.event = null; S.qIndex = 0; S.answers = {}; S.priority = false;
   S.press = null; S.ticket = null; S.printer = null; S.error = null; S.errorFrom = null;
+  S.code = ""; S.checkinError = null; S.early = null; S.reservation = null; S.late = false;
   S.reqGen++; S.busy = false;
   if (!token.value) { go("setup"); return; }
   go(siteClosure() ? "closed" : "events");
@@ -505,6 +597,10 @@ function answer(yes) {
 function back() {
   if (S.step === "questions") {
     if (S.qIndex > 0) { S.qIndex--; go("questions"); } else reset();
+  } else if (S.step === "error" && S.errorFrom === "checkin") {
+    go("checkin");
+  } else if (S.step === "early") {
+    go("checkin");
   } else if (S.step === "error" && S.event) {
     go("confirm");
   } else if (S.step === "confirm") {
@@ -552,7 +648,7 @@ async function issue() {
 }
 
 function setBusyButtons() {
-  for (const id of ["issue", "retry"]) {
+  for (const id of BUSY_BUTTONS) {
     const b = $(id);
     if (!b) continue;
     b.disabled = S.busy;
@@ -561,8 +657,99 @@ function setBusyButtons() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Check-in with a booking code
+// ---------------------------------------------------------------------------------------------
+function startCheckin() {
+  S.event = null; S.answers = {}; S.qIndex = 0; S.press = null;
+  S.code = ""; S.checkinError = null; S.early = null;
+  go("checkin");
+}
+
+/** Shows the code (and clears the message) without rebuilding the screen. */
+function showCode() {
+  const input = $("checkin-code");
+  if (input && input.value !== formatCode(S.code)) input.value = formatCode(S.code);
+  const err = $("checkin-error");
+  if (err) err.innerHTML = S.checkinError ? bi(S.checkinError) : "";
+}
+
+function keyPressed(btn) {
+  if (btn.dataset.key) {
+    if (S.code.length < CODE_LEN) S.code += btn.dataset.key;
+  } else if (btn.id === "key-back") {
+    S.code = S.code.slice(0, -1);
+  } else if (btn.id === "key-clear") {
+    S.code = "";
+  }
+  S.checkinError = null;
+  showCode();
+  focusCode();
+}
+
+/** The code field keeps the focus (typed or scanned input goes there), the caret at its end. */
+function focusCode() {
+  const input = $("checkin-code");
+  if (!input) return;
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+/** Typed or scanned into the field: kept normalized, shown grouped 4-4. */
+function codeTyped(input) {
+  S.code = normalizeCode(input.value);
+  S.checkinError = null;
+  input.value = formatCode(S.code);
+  showCode();
+}
+
+async function checkIn() {
+  if (S.busy) return;
+  const field = $("checkin-code");
+  if (field) S.code = normalizeCode(field.value);
+  if (S.code.length !== CODE_LEN) {
+    S.checkinError = TXT.codeShort;
+    if (S.step === "checkin") showCode(); else go("checkin");
+    return;
+  }
+  const body = { lang: S.lang };
+  if (S.dispenser?.id) body.dispenser = S.dispenser.id;
+  const gen = ++S.reqGen;
+  S.busy = true;
+  setBusyButtons();
+  try {
+    const reply = await withTimeout(api("POST",
+      `/api/v1/sites/${encodeURIComponent(SITE)}/reservations/${encodeURIComponent(S.code)}/check-in`,
+      { token: token.value, body }), REQUEST_TIMEOUT_MS);
+    if (gen !== S.reqGen) return;
+    S.busy = false;
+    S.ticket = reply.ticket;
+    S.printer = reply.printer || null;
+    S.reservation = reply.reservation || { procedures: reply.ticket?.procedures || [] };
+    S.late = reply.late === true;
+    S.ticketAt = Date.now();
+    go("ticket");
+  } catch (e) {
+    if (gen !== S.reqGen) return;
+    S.busy = false;
+    const err = e instanceof ApiError ? e : new ApiError(0, "error", String(e?.message || e));
+    if (err.code === "reservation_not_found" || err.code === "already_checked_in") {
+      S.checkinError = err.code === "already_checked_in" ? TXT.alreadyIn : TXT.codeNotFound;
+      go("checkin");
+    } else if (err.code === "too_early") {
+      S.early = { from: err.details?.check_in_from || null, message: err.message };
+      go("early");
+    } else {
+      S.error = err;
+      S.errorFrom = "checkin";
+      go("error");
+    }
+  }
+}
+
 async function retry() {
   if (S.errorFrom === "catalog") { await boot(); return; }
+  if (S.errorFrom === "checkin") { await checkIn(); return; }
   await issue();
 }
 
@@ -630,6 +817,8 @@ document.addEventListener("click", (ev) => {
   if (btn.dataset.lifeEvent) return chooseEvent(btn.dataset.lifeEvent);
   if (btn.dataset.answer) return answer(btn.dataset.answer === "yes");
   if (btn.id === "issue") return void issue();
+  if (btn.id === "checkin-start") return startCheckin();
+  if (btn.dataset.key || btn.id === "key-back" || btn.id === "key-clear") return keyPressed(btn);
   if (btn.id === "retry") return void retry();
   switch (btn.dataset.go) {
     case "back": return back();
@@ -637,7 +826,11 @@ document.addEventListener("click", (ev) => {
     case "setup": S.setupError = ""; return go("setup");
   }
 });
-document.addEventListener("submit", (ev) => { if (ev.target.id === "setup-form") saveToken(ev); });
+document.addEventListener("submit", (ev) => {
+  if (ev.target.id === "setup-form") saveToken(ev);
+  if (ev.target.id === "checkin-form") { ev.preventDefault(); void checkIn(); }
+});
+document.addEventListener("input", (ev) => { if (ev.target.id === "checkin-code") codeTyped(ev.target); });
 
 // ---------------------------------------------------------------------------------------------
 // Start
@@ -667,11 +860,27 @@ async function boot() {
   S.dispenser = (wanted ? list.find((d) => d.id === wanted) || { id: wanted, priority_button: false, printer_agent: null }
                         : list[0]) || null;
   document.title = `${S.catalog.site.name.ja} 受付 / Reception`;
+  checkReservable();
   feed ??= followBoard(SITE, {
     onBoard: (b) => { S.board = b; onBoard(); },
     onStatus: (up) => $("conn").classList.toggle("show", !up),
   });
   reset();
+}
+
+/** Whether the site takes bookings (a site without `[sites.reservations]` answers 404
+ *  `no_reservations`): the start screen offers check-in only then. Unknown: offered. */
+function checkReservable() {
+  api("GET", `/api/v1/sites/${encodeURIComponent(SITE)}/reservations/slots`, { token: token.value })
+    .then(() => true)
+    .catch((e) => !(e instanceof ApiError && e.code === "no_reservations"))
+    .then((yes) => {
+      if (yes === S.reservable) return;
+      S.reservable = yes;
+      // Only the button changes: the life events under the resident's finger stay put.
+      if (!yes) $("checkin-start")?.remove();
+      else if (S.step === "events" && !S.busy) { render(); arm(); }
+    });
 }
 
 let shownReception = "";

@@ -365,6 +365,7 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/sites/{site}/reservations",
     "/api/v1/sites/{site}/reservations/slots",
     "/api/v1/sites/{site}/reservations/{code}",
+    "/api/v1/sites/{site}/reservations/{code}/qr.svg",
     "/screens/lobby/{site}",
     "/public/congestion",
     "/public/congestion/{site}",
