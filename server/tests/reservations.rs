@@ -588,3 +588,30 @@ fn behind_a_long_line_a_booking_is_placed_to_be_called_at_its_booked_time() {
     expected.extend(walk_ins[1..].iter().cloned());
     assert_eq!(order, expected);
 }
+
+#[test]
+fn a_booking_checks_in_before_the_office_opens() {
+    let mut site = Site {
+        state: SiteState::new(config()),
+    };
+    site.reserve("AAAAAAAA", jst(2027, 1, 12, 8, 30), jst(2027, 1, 11, 20, 0))
+        .unwrap();
+    // 08:20: reception opens at 08:30; a walk-in is refused, the booking is taken and held.
+    assert!(matches!(
+        site.run(
+            Command::Issue(madoguchi::core::IssueCommand {
+                id: "w1".to_owned().try_into().unwrap(),
+                token: format!("{:032x}", 1),
+                plan: PlanRequest::Procedures(vec!["move".parse().unwrap()]),
+                priority: false,
+                dispenser: None,
+                lang: None,
+                idempotency_key: None,
+            }),
+            jst(2027, 1, 12, 8, 20),
+        ),
+        Err(DomainError::QueueClosed { .. })
+    ));
+    check_in(&mut site, "AAAAAAAA", 1, jst(2027, 1, 12, 8, 20)).unwrap();
+    assert_eq!(site.state.next_release(), Some(jst(2027, 1, 12, 8, 30)));
+}

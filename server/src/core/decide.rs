@@ -518,8 +518,9 @@ fn set_reception(
     }])
 }
 
-/// A ticket for `issue` at `at`. `booked`: a booking checked in within its window, taken while
-/// the queue is closing for walk-ins.
+/// A ticket for `issue` at `at`. `booked`: a booking checked in within its window, taken
+/// whatever the queue's reception (its slot lies within the hours; the resident may come a few
+/// minutes before the office opens, or after the day was closed for walk-ins).
 pub(super) fn issue_ticket(
     state: &SiteState,
     issue: &IssueCommand,
@@ -538,12 +539,7 @@ pub(super) fn issue_ticket(
         .queue(queue_id)
         .expect("route returns a configured queue");
     let reception = state.queue_reception(queue, at);
-    let takes = match reception.state {
-        ReceptionState::Open => true,
-        ReceptionState::Closing => booked,
-        ReceptionState::Closed => false,
-    };
-    if !takes {
+    if reception.state != ReceptionState::Open && !booked {
         return Err(DomainError::QueueClosed {
             queue: queue_id.clone(),
             next_open: reception.next_open,

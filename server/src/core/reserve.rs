@@ -376,16 +376,18 @@ pub(super) fn set_slot_capacity(
     }])
 }
 
-/// Checks a booking in (see the module's rule in docs/ARCHITECTURE.md, Reservations):
+/// Checks a booking in (the rule in docs/ARCHITECTURE.md, Reservations):
 /// - before `check_in_early_min` ahead of its slot: refused, `TooEarly`;
 /// - before its slot begins: a ticket held behind everyone in line until the slot's start, then
-///   placed as if it arrived then (`TicketReleased`): ahead of everyone who comes later, behind
-///   everyone who came before; called earlier only when nobody else waits;
-/// - from the slot's start to `check_in_late_min` after it: placed at once, as if it arrived then;
-/// - later: a walk-in's ticket, at the end of the line (`late`).
+///   placed where it is called at its booked time ([`release_held`]); called earlier only when
+///   nobody else waits;
+/// - from the slot's start to `check_in_late_min` after it: in line at once, at the end;
+/// - later: a walk-in's ticket, at the end of the line (`late`), refused like any walk-in's
+///   when the queue is not taking tickets.
 ///
-/// The ticket carries the booked plan. A booking checked in on time is served even when its
-/// queue stopped taking walk-ins for the day (closing); never outside the queue's hours.
+/// The ticket carries the booked plan. Within its window a booking is taken whatever the queue's
+/// reception: its slot lies within the hours (a resident may come before the office opens, or
+/// after the day was closed for walk-ins).
 pub(super) fn check_in(
     state: &super::SiteState,
     command: &super::Command,
