@@ -11,7 +11,7 @@
 mod browser;
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use browser::Browser;
 use chrono::DateTime;
@@ -19,36 +19,6 @@ use common::*;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Records, in every page opened from now on, what its Content-Security-Policy refused.
-async fn record_csp(b: &Browser) {
-    b.before_each_page(
-        "window.cspViolations = [];
-         addEventListener('securitypolicyviolation',
-           (e) => window.cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`), true);",
-    )
-    .await;
-}
-
-/// Panics when the current page or the console reported a Content-Security-Policy violation.
-async fn assert_strict(b: &Browser, what: &str) {
-    assert_eq!(
-        b.exec("return window.cspViolations || []").await,
-        json!([]),
-        "{what}: refused by the Content-Security-Policy"
-    );
-    b.assert_no_csp_violations(what).await;
-}
-
-/// Opens a page that keeps a token on the device, with the token already entered.
-async fn open_with_token(b: &Browser, url: &str, key: &str, token: &str) {
-    b.goto(url).await;
-    b.exec(&format!(
-        "localStorage.setItem('madoguchi.{key}', {}); location.reload(); return true;",
-        serde_json::to_string(token).unwrap()
-    ))
-    .await;
-}
 
 /// A JavaScript string literal.
 fn js(s: &str) -> String {
@@ -259,7 +229,7 @@ async fn residents_book_view_move_and_cancel_on_a_phone_in_japanese_and_english(
     assert_eq!(unknown.status(), 404);
 
     let b = Browser::start(390, 844).await;
-    record_csp(&b).await;
+    b.record_csp().await;
 
     // Certificates only wait in a queue that takes no bookings: come without one.
     b.goto(&page).await;
@@ -377,7 +347,7 @@ async fn residents_book_view_move_and_cancel_on_a_phone_in_japanese_and_english(
     );
     qr_shown_if_served(&server, &b, &code).await;
     b.screenshot("book-done").await;
-    assert_strict(&b, "the booking page (ja)").await;
+    b.assert_strict("the booking page (ja)").await;
 
     // In English through the page's own button: the birth of a child, on another day.
     b.goto(&page).await;
@@ -449,7 +419,7 @@ async fn residents_book_view_move_and_cancel_on_a_phone_in_japanese_and_english(
         "no name asked"
     );
     b.screenshot("book-done-en").await;
-    assert_strict(&b, "the booking page (en)").await;
+    b.assert_strict("the booking page (en)").await;
 
     // The first booking, by its code as a resident may type it: shown, moved, cancelled.
     b.goto(&page).await;
@@ -545,21 +515,7 @@ async fn residents_book_view_move_and_cancel_on_a_phone_in_japanese_and_english(
         200,
         "the other stays"
     );
-    assert_strict(&b, "the booking page (manage)").await;
-}
-
-/// A time zone in which it is now around midday ("Etc/GMT-N" is UTC+N).
-fn midday_zone() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let utc_hour = ((secs / 3600) % 24) as i64;
-    match 12 - utc_hour {
-        0 => "Etc/GMT".to_owned(),
-        n if n > 0 => format!("Etc/GMT-{n}"),
-        n => format!("Etc/GMT+{}", -n),
-    }
+    b.assert_strict("the booking page (manage)").await;
 }
 
 /// The demo configuration in a zone where it is midday, with 5-minute slots that may be checked
@@ -633,9 +589,9 @@ async fn a_booking_is_checked_in_at_the_kiosk_by_its_code() {
     assert!(from <= chrono::Utc::now(), "check-in is open: {now}");
 
     let kiosk = Browser::start(1080, 1920).await;
-    record_csp(&kiosk).await;
+    kiosk.record_csp().await;
     let url = server.url("/screens/kiosk/chuo?dispenser=kiosk-1");
-    open_with_token(&kiosk, &url, "dispenser", DISPENSER).await;
+    kiosk.open_with_token(&url, "dispenser", DISPENSER).await;
     kiosk
         .wait(
             "the start screen with check-in",
@@ -771,5 +727,5 @@ async fn a_booking_is_checked_in_at_the_kiosk_by_its_code() {
             WAIT,
         )
         .await;
-    assert_strict(&kiosk, "the kiosk").await;
+    kiosk.assert_strict("the kiosk").await;
 }

@@ -19,16 +19,6 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Opens a page that keeps a token on the device, with the token already entered.
-async fn open_with_token(b: &Browser, url: &str, key: &str, token: &str) {
-    b.goto(url).await;
-    b.exec(&format!(
-        "localStorage.setItem('madoguchi.{key}', {}); location.reload(); return true;",
-        serde_json::to_string(token).unwrap()
-    ))
-    .await;
-}
-
 /// Sets an input or a select as a user would leave it (with its `input` and `change` events).
 async fn set_value(b: &Browser, css: &str, value: &str) {
     let (sel, v) = (
@@ -114,7 +104,9 @@ async fn the_what_if_panel_forecasts_a_counter_opened_and_changes_nothing_until_
     let before = server.board().await;
 
     let floor = Browser::start(1600, 1000).await;
-    open_with_token(&floor, &server.url("/screens/floor/chuo"), "floor", FLOOR).await;
+    floor
+        .open_with_token(&server.url("/screens/floor/chuo"), "floor", FLOOR)
+        .await;
     floor
         .wait(
             "the what-if panel",
@@ -255,7 +247,9 @@ async fn a_suggestion_shows_unasked_is_confirmed_by_a_what_if_and_goes_once_appl
 
     // The board shows it without being asked.
     let floor = Browser::start(1600, 1000).await;
-    open_with_token(&floor, &server.url("/screens/floor/chuo"), "floor", FLOOR).await;
+    floor
+        .open_with_token(&server.url("/screens/floor/chuo"), "floor", FLOOR)
+        .await;
     let shown = floor
         .wait(
             "the suggestion notice",

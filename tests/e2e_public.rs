@@ -9,43 +9,13 @@
 mod browser;
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use browser::Browser;
 use common::*;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Records, in every page opened from now on, what its Content-Security-Policy refused.
-async fn record_csp(b: &Browser) {
-    b.before_each_page(
-        "window.cspViolations = [];
-         addEventListener('securitypolicyviolation',
-           (e) => window.cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`), true);",
-    )
-    .await;
-}
-
-/// Panics when the current page or the console reported a Content-Security-Policy violation.
-async fn assert_strict(b: &Browser, what: &str) {
-    assert_eq!(
-        b.exec("return window.cspViolations || []").await,
-        json!([]),
-        "{what}: refused by the Content-Security-Policy"
-    );
-    b.assert_no_csp_violations(what).await;
-}
-
-/// Opens a page that keeps a token on the device, with the token already entered.
-async fn open_with_token(b: &Browser, url: &str, key: &str, token: &str) {
-    b.goto(url).await;
-    b.exec(&format!(
-        "localStorage.setItem('madoguchi.{key}', {}); location.reload(); return true;",
-        serde_json::to_string(token).unwrap()
-    ))
-    .await;
-}
 
 /// A wait as the screens show it: 「まもなく」 below 3 minutes, else to the nearest 5 minutes.
 fn wait_text(seconds: u64, lang: &str) -> String {
@@ -177,7 +147,7 @@ async fn the_public_page_shows_the_boards_figures_in_japanese_and_english() {
     assert_eq!(certificates["now_calling"], json!([calling]));
 
     let b = Browser::start(390, 844).await;
-    record_csp(&b).await;
+    b.record_csp().await;
     let ja = server.url("/public/congestion/chuo");
     let board = page_matches_board(&server, &b, &ja, "ja").await;
     assert_eq!(b.exec("return document.documentElement.lang").await, "ja");
@@ -247,7 +217,7 @@ async fn the_public_page_shows_the_boards_figures_in_japanese_and_english() {
     b.exec("document.getElementById('forecast').scrollIntoView(); return true;")
         .await;
     b.screenshot("public-calendar").await;
-    assert_strict(&b, "the public page (ja)").await;
+    b.assert_strict("the public page (ja)").await;
 
     // English through the page's own link, with the same figures.
     b.goto(&ja).await;
@@ -297,21 +267,7 @@ async fn the_public_page_shows_the_boards_figures_in_japanese_and_english() {
             .await,
         "/public/congestion/chuo"
     );
-    assert_strict(&b, "the public pages").await;
-}
-
-/// A time zone in which it is now around midday ("Etc/GMT-N" is UTC+N).
-fn midday_zone() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let utc_hour = ((secs / 3600) % 24) as i64;
-    match 12 - utc_hour {
-        0 => "Etc/GMT".to_owned(),
-        n if n > 0 => format!("Etc/GMT-{n}"),
-        n => format!("Etc/GMT+{}", -n),
-    }
+    b.assert_strict("the public pages").await;
 }
 
 /// The demo configuration in a zone where it is midday, every queue taking tickets 06:00–18:00
@@ -374,17 +330,19 @@ async fn a_queue_the_floor_closes_is_closed_at_the_kiosk_until_it_is_kept_open()
     }
 
     let kiosk = Browser::start(1080, 1920).await;
-    record_csp(&kiosk).await;
-    open_with_token(
-        &kiosk,
-        &server.url("/screens/kiosk/chuo?dispenser=kiosk-1"),
-        "dispenser",
-        DISPENSER,
-    )
-    .await;
+    kiosk.record_csp().await;
+    kiosk
+        .open_with_token(
+            &server.url("/screens/kiosk/chuo?dispenser=kiosk-1"),
+            "dispenser",
+            DISPENSER,
+        )
+        .await;
     let floor = Browser::start(1600, 1000).await;
-    record_csp(&floor).await;
-    open_with_token(&floor, &server.url("/screens/floor/chuo"), "floor", FLOOR).await;
+    floor.record_csp().await;
+    floor
+        .open_with_token(&server.url("/screens/floor/chuo"), "floor", FLOOR)
+        .await;
     floor
         .wait(
             "the queues with their reception",
@@ -536,6 +494,6 @@ async fn a_queue_the_floor_closes_is_closed_at_the_kiosk_until_it_is_kept_open()
             WAIT,
         )
         .await;
-    assert_strict(&kiosk, "the kiosk").await;
-    assert_strict(&floor, "the floor board").await;
+    kiosk.assert_strict("the kiosk").await;
+    floor.assert_strict("the floor board").await;
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike, Utc};
 use common::*;
@@ -18,24 +18,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The city's website in the tests' `[public]` table.
 const CITY: &str = "https://www.city.example.jp";
-
-/// Hours from UTC of a zone where it is now around midday.
-fn midday_offset_h() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    12 - ((secs / 3600) % 24) as i64
-}
-
-/// That zone's name ("Etc/GMT-N" is UTC+N).
-fn midday_zone() -> String {
-    match midday_offset_h() {
-        0 => "Etc/GMT".to_owned(),
-        n if n > 0 => format!("Etc/GMT-{n}"),
-        n => format!("Etc/GMT+{}", -n),
-    }
-}
 
 /// Local time now in that zone.
 fn local_now() -> DateTime<FixedOffset> {

@@ -312,11 +312,6 @@ async fn bad_bookings_get_clear_errors_and_only_the_floor_sets_capacity() {
     );
 }
 
-/// Hours from UTC of a zone where it is now around midday.
-fn midday_offset_h() -> i64 {
-    12 - (Utc::now().timestamp() / 3600 % 24)
-}
-
 /// The demo configuration in a zone where it is midday, open and bookable all day every day
 /// (holidays too) in 5-minute slots, so a slot starts within minutes of now whatever the hour
 /// and the day of the run.

@@ -29,16 +29,6 @@ fn now_ms() -> f64 {
         * 1000.0
 }
 
-/// Opens a page that keeps a token on the device, with the token already entered.
-async fn open_with_token(b: &Browser, url: &str, key: &str, token: &str) {
-    b.goto(url).await;
-    b.exec(&format!(
-        "localStorage.setItem('madoguchi.{key}', {}); location.reload(); return true;",
-        serde_json::to_string(token).unwrap()
-    ))
-    .await;
-}
-
 async fn lobby(server: &Server) -> Browser {
     let b = Browser::start(1920, 1080).await;
     b.goto(&server.url("/screens/lobby/chuo")).await;
@@ -120,13 +110,13 @@ async fn a_ticket_from_the_kiosk_is_called_on_the_lobby_and_the_phone() {
 
     // The kiosk: a life event, its questions, the visit plan, the number.
     let kiosk = Browser::start(1080, 1920).await;
-    open_with_token(
-        &kiosk,
-        &server.url("/screens/kiosk/chuo?dispenser=kiosk-1"),
-        "dispenser",
-        DISPENSER,
-    )
-    .await;
+    kiosk
+        .open_with_token(
+            &server.url("/screens/kiosk/chuo?dispenser=kiosk-1"),
+            "dispenser",
+            DISPENSER,
+        )
+        .await;
     kiosk.screenshot("kiosk-start").await;
     kiosk.click("[data-life-event=\"moving_in\"]").await;
     for _ in 0..4 {
@@ -187,13 +177,13 @@ async fn a_ticket_from_the_kiosk_is_called_on_the_lobby_and_the_phone() {
 
     // The counter console calls it.
     let console = Browser::start(1366, 768).await;
-    open_with_token(
-        &console,
-        &server.url("/screens/counter/chuo?counter=1"),
-        "counter",
-        COUNTER,
-    )
-    .await;
+    console
+        .open_with_token(
+            &server.url("/screens/counter/chuo?counter=1"),
+            "counter",
+            COUNTER,
+        )
+        .await;
     console.click("[data-action=\"call-next\"]").await;
     console
         .wait(
@@ -659,7 +649,9 @@ async fn the_floor_board_closes_a_counter_and_changes_a_profile() {
     }
     server.counter("6", "call-next", None).await;
     let floor = Browser::start(1600, 1000).await;
-    open_with_token(&floor, &server.url("/screens/floor/chuo"), "floor", FLOOR).await;
+    floor
+        .open_with_token(&server.url("/screens/floor/chuo"), "floor", FLOOR)
+        .await;
     floor
         .wait(
             "the counters",
@@ -758,13 +750,13 @@ async fn consoles_without_the_right_role_refuse_to_act() {
 
     // A dispenser token on the counter console: the call is refused and nothing changes.
     let console = Browser::start(1366, 768).await;
-    open_with_token(
-        &console,
-        &server.url("/screens/counter/chuo?counter=6"),
-        "counter",
-        DISPENSER,
-    )
-    .await;
+    console
+        .open_with_token(
+            &server.url("/screens/counter/chuo?counter=6"),
+            "counter",
+            DISPENSER,
+        )
+        .await;
     console.click("[data-action=\"call-next\"]").await;
     console
         .wait(
@@ -775,7 +767,9 @@ async fn consoles_without_the_right_role_refuse_to_act() {
         .await;
     // A counter token on the floor board cannot rebalance (profiles are the floor manager's).
     let floor = Browser::start(1600, 1000).await;
-    open_with_token(&floor, &server.url("/screens/floor/chuo"), "floor", COUNTER).await;
+    floor
+        .open_with_token(&server.url("/screens/floor/chuo"), "floor", COUNTER)
+        .await;
     floor
         .click("[data-counter=\"3\"] [data-action=\"edit-profile\"]")
         .await;

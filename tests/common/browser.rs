@@ -288,6 +288,37 @@ impl Browser {
             .collect()
     }
 
+    /// Opens a page that keeps a token on the device, with the token already entered.
+    pub async fn open_with_token(&self, url: &str, key: &str, token: &str) {
+        self.goto(url).await;
+        self.exec(&format!(
+            "localStorage.setItem('madoguchi.{key}', {}); location.reload(); return true;",
+            serde_json::to_string(token).unwrap()
+        ))
+        .await;
+    }
+
+    /// Records, in every page opened from now on, what its Content-Security-Policy refused.
+    pub async fn record_csp(&self) {
+        self.before_each_page(
+            "window.cspViolations = [];
+             addEventListener('securitypolicyviolation',
+               (e) => window.cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`), true);",
+        )
+        .await;
+    }
+
+    /// Panics when the current page (see [`Browser::record_csp`]) or the console reported a
+    /// Content-Security-Policy violation.
+    pub async fn assert_strict(&self, what: &str) {
+        assert_eq!(
+            self.exec("return window.cspViolations || []").await,
+            serde_json::json!([]),
+            "{what}: refused by the Content-Security-Policy"
+        );
+        self.assert_no_csp_violations(what).await;
+    }
+
     /// Panics when a page broke its Content-Security-Policy since the last read of the console.
     pub async fn assert_no_csp_violations(&self, what: &str) {
         let violations = self.csp_violations().await;

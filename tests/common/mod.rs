@@ -68,6 +68,25 @@ pub fn demo_config_with(dir: &Path, name: &str, extra: &str) -> PathBuf {
     path
 }
 
+/// Hours from UTC of a time zone where it is now around midday.
+pub fn midday_offset_h() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    12 - ((secs / 3600) % 24) as i64
+}
+
+/// That zone's IANA name ("Etc/GMT-N" is UTC+N), for a configuration whose hours must hold
+/// whatever the hour of the run.
+pub fn midday_zone() -> String {
+    match midday_offset_h() {
+        0 => "Etc/GMT".to_owned(),
+        n if n > 0 => format!("Etc/GMT-{n}"),
+        n => format!("Etc/GMT+{}", -n),
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
