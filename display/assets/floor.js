@@ -1,10 +1,11 @@
 // The floor board (/screens/floor/{site}): every counter and queue live, open/pause/close, which
 // queues a counter serves, each queue's reception (close it for the rest of the period, or keep it
 // open against the forecast), alerts, a what-if panel (forecast counter changes before making
-// them) and the server's suggestions. Needs a floor token on the device.
+// them), the server's suggestions and the booking slots' capacity (予約枠). Needs a floor token on
+// the device.
 import { api, loadCatalog, esc, waitText, clock, nameOf, siteFromPath, say, errorText, bilingual, elapsed,
   ConsoleShell } from "/assets/common.js";
-import { receptionNotice, nextOpenLine, stateLabel, stateOf, wallClock, timeText } from "/assets/reception.js";
+import { receptionNotice, nextOpenLine, stateLabel, stateOf, wallClock, timeText, todayAt } from "/assets/reception.js";
 
 const SITE = siteFromPath();
 const SITE_Q = encodeURIComponent(SITE);
@@ -24,6 +25,11 @@ const F = {
   wi: { changes: [], extra: {}, horizon: "180", result: null, stale: false, busy: "", error: "", note: "", run: 0 },
   suggestions: [],          // GET …/suggestions, as last answered
   sugState: new Map(),      // per suggestion key: {busy, applied, error}
+  // The booking slots panel: the day shown ("" until the first day with slots is found), its slots
+  // as last read (null while reading), capacities typed but not set yet (by slot key), the slot
+  // being set, the latest change's note or error (and its slot), an error reading the day.
+  slots: { off: false, found: false, date: "", list: null, drafts: new Map(), busy: "", note: "", error: "",
+    errorKey: "", loadError: "", run: 0 },
 };
 
 const STRATEGY = { profile_order: "定義順 / Profile order", longest_wait: "長く待っている順 / Longest wait" };
@@ -91,9 +97,11 @@ function renderShell() {
           <h2 id="audit-h">最近の操作 <span class="en">Recent changes</span></h2>
           <div id="audit"></div>
         </section>
+        ${slotsPanel()}
       </div>
     </div>`;
   renderWhatIf();
+  renderSlots();
   renderAll();
   // Suggestions: once now (at load, or for the token just entered), then every 15 s.
   if (F.catalog) scheduleSuggestions(0);
@@ -118,6 +126,7 @@ const AUDIT = {
   called_out_of_order: ["順番外の呼出", "called out of order"],
   reception_closed: ["受付終了", "reception closed"],
   reception_kept_open: ["受付継続", "reception kept open"],
+  slot_capacity_set: ["予約枠の定員変更", "slot capacity set"],
 };
 
 /** Who changed the floor lately: the token's name, the action, the counter or number. */
@@ -128,7 +137,7 @@ function renderAudit() {
   if (!F.audit.length) { el.innerHTML = `<p class="muted" style="margin:0">まだありません <span class="en">None yet</span></p>`; return; }
   el.innerHTML = `<table><tbody>${F.audit.map((a) => {
     const [ja, en] = AUDIT[a.action] || [a.action, a.action];
-    const queues = a.action.startsWith("reception_") ? (a.queues || []).map((q) => esc(nameOf(F.catalog?.queues, q).ja)) : [];
+    const queues = a.action.startsWith("reception_") || a.action === "slot_capacity_set" ? (a.queues || []).map((q) => esc(nameOf(F.catalog?.queues, q).ja)) : [];
     const what = [a.counter ? `${esc(a.counter)}番窓口` : "", a.number ? `No.${esc(a.number)}` : "", ...queues].filter(Boolean).join(" ");
     return `<tr data-audit="${esc(a.action)}"><td class="n">${esc(clock(a.at, tz()))}</td>
       <td><b>${esc(a.operator)}</b><div class="served">${esc(a.role)}</div></td>
@@ -148,7 +157,8 @@ function loadAudit() {
     } catch { /* the next change tries again */ }
   }, 100);
 }
-const AUDITED = new Set(["counter_state_changed", "profile_changed", "ticket_cancelled", "ticket_called", "reception_changed"]);
+const AUDITED = new Set(["counter_state_changed", "profile_changed", "ticket_cancelled", "ticket_called", "reception_changed",
+  "slot_capacity_set"]);
 
 function renderSummary() {
   const cs = F.catalog?.counters || [];
@@ -972,6 +982,286 @@ function trySuggestion(key) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Booking slots (予約枠): a day's slots of every queue that takes bookings, with their bookings,
+// and each slot's capacity to set (PUT …/queues/{queue}/slot-capacity). The day shown first is
+// the first from today with a slot still to come. Hidden at a site that takes no bookings (the
+// slots answer 404 no_reservations). Read again after a change, on the live feed's booking events
+// and every minute (a slot that begins takes no more bookings).
+// ---------------------------------------------------------------------------------------------
+const SLOT_EVENTS = new Set(["reservation_made", "reservation_moved", "reservation_cancelled", "slot_capacity_set"]);
+const SLOTS_POLL_MS = 60000;
+/** How many days from today the first day with slots is looked for (bookings go 28 days ahead in the demo). */
+const SLOT_SEARCH_DAYS = 35;
+const WEEKDAYS = { ja: "日月火水木金土", en: ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"] };
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+const siteToday = () => todayAt(tz());
+const slotKey = (queue, start) => `${queue}|${start}`;
+const noReservations = (e) => e?.status === 404 && e?.code === "no_reservations";
+
+/** `date` ("2026-12-08") plus `n` days. */
+function addDays(date, n) {
+  const [y, m, d] = date.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, d + n)).toISOString().slice(0, 10);
+}
+
+/** {ja: "12月8日（火）", en: "Tue, Dec 8"}. */
+function dayLabel(date) {
+  const [y, m, d] = date.split("-").map(Number);
+  const wd = new Date(Date.UTC(y, m - 1, d)).getUTCDay();
+  return { ja: `${m}月${d}日（${WEEKDAYS.ja[wd]}）`, en: `${WEEKDAYS.en[wd]}, ${MONTHS[m - 1]} ${d}` };
+}
+
+/** "9:00–9:30", in the site's time as the slot's times are written. */
+function slotTime(s) {
+  const a = wallClock(s.start), b = wallClock(s.end);
+  return a && b ? `${timeText(a, "ja")}–${timeText(b, "ja")}` : String(s.start);
+}
+
+/**
+ * What a slot is now: "past" (it has begun), "later" (beyond the booking horizon: no places yet),
+ * "stopped" (capacity 0, nobody booked), "full" (booked up to or above its capacity) or "open".
+ */
+function slotState(s) {
+  if (Date.parse(s.start) <= Date.now()) return "past";
+  if (s.booked >= s.capacity) return s.capacity === 0 && s.booked === 0 ? "stopped" : "full";
+  return s.free > 0 ? "open" : "later";
+}
+const SLOT_BADGE = {
+  past: ["開始済み", "Started"],
+  later: ["予約受付前", "Not bookable yet"],
+  stopped: ["予約停止", "No bookings"],
+  full: ["満員", "Full"],
+};
+
+function readSlots(date) {
+  return api("GET", `/api/v1/sites/${SITE_Q}/reservations/slots?date=${encodeURIComponent(date)}`, { token: token() });
+}
+
+/** The panel's frame; renderSlots fills it from F.slots. */
+function slotsPanel() {
+  return `<section class="card" id="slots" aria-labelledby="slots-h" hidden>
+    <h2 id="slots-h">予約枠 <span class="en">Booking slots</span></h2>
+    <div class="slots-bar">
+      <button type="button" class="mini" id="slots-prev" data-slots-step="-1" aria-label="前の日 / Previous day">◀</button>
+      <label for="slots-date" class="slots-date-label">日付 <span class="en">Date</span></label>
+      <input type="date" id="slots-date" required>
+      <button type="button" class="mini" id="slots-next" data-slots-step="1" aria-label="次の日 / Next day">▶</button>
+      <span class="slots-day" id="slots-day"></span>
+    </div>
+    <p class="served slots-lead">定員を変えると、その枠の予約できる人数が変わります。すでにある予約はそのまま残ります。
+      <span class="en">A slot's capacity is how many may book it; bookings already made stay.</span></p>
+    <div class="slots-load-error" id="slots-load-error"></div>
+    <div id="slots-list"></div>
+    <div class="slots-note" id="slots-note" role="status"></div>
+  </section>`;
+}
+
+function slotRow(s) {
+  const key = slotKey(s.queue, s.start);
+  const state = slotState(s);
+  const busy = F.slots.busy === key;
+  const failed = F.slots.error && F.slots.errorKey === key;
+  const value = F.slots.drafts.get(key) ?? String(s.capacity);
+  const time = slotTime(s);
+  const [bja, ben] = SLOT_BADGE[state] || [];
+  const n = s.booked - s.capacity;
+  const over = n > 0 ? ` <span class="slot-over">定員超過 ${n} <span class="en">${n} over</span></span>` : "";
+  const badge = bja ? `<span class="slot-badge" data-state="${state}">${esc(bja)} <span class="en">${esc(ben)}</span></span>` : "";
+  const row = `<tr data-slot-start="${esc(s.start)}" data-slot-queue="${esc(s.queue)}" data-state="${state}"
+      data-capacity="${s.capacity}" data-booked="${s.booked}" data-free="${s.free}"${failed ? ` class="has-error"` : ""}>
+    <td class="slot-time num">${esc(time)}</td>
+    <td class="slot-fig"><span class="slot-nums">予約 <b class="num">${s.booked}</b> / 定員 <b class="num">${s.capacity}</b>（空き <b class="num">${s.free}</b>）</span>
+      <span class="slot-sub">${badge}${over} <span class="en">booked ${s.booked} / capacity ${s.capacity} (${s.free} free)</span></span></td>
+    <td class="slot-set">
+      <input type="number" min="0" max="999" step="1" inputmode="numeric" data-slot-input value="${esc(value)}"
+        aria-label="${esc(time)} の定員 / Capacity of ${esc(time)}"${failed ? ` aria-invalid="true" aria-describedby="slots-error"` : ""}
+        ${busy || state === "past" ? "disabled" : ""}>
+      <button type="button" class="mini" data-slot-set ${busy || state === "past" ? "disabled" : ""}>${busy ? "変更中…" : "変更"}<span class="en">${busy ? "Setting…" : "Set"}</span></button>
+    </td>
+  </tr>`;
+  return failed
+    ? `${row}<tr class="slot-msg"><td colspan="3"><div class="slot-error" id="slots-error" role="alert">${F.slots.error}</div></td></tr>`
+    : row;
+}
+
+function slotsListHtml() {
+  const list = F.slots.list;
+  if (!list) return `<p class="muted slots-empty">読み込み中… <span class="en">Loading…</span></p>`;
+  if (!list.length) {
+    return `<p class="muted slots-empty">この日は予約枠がありません（土日・祝日など）。 <span class="en">No booking slots on this day (a weekend or a holiday).</span></p>`;
+  }
+  const order = (F.catalog?.queues || []).map((q) => q.id);
+  const queues = [...new Set(list.map((s) => s.queue))]
+    .sort((a, b) => (order.indexOf(a) + 1 || Infinity) - (order.indexOf(b) + 1 || Infinity));
+  return queues.map((q) => {
+    const slots = list.filter((s) => s.queue === q);
+    const booked = slots.reduce((a, s) => a + s.booked, 0), capacity = slots.reduce((a, s) => a + s.capacity, 0);
+    return `<div class="slots-queue" data-slots-queue="${esc(q)}">
+      <h3>${bilingual(queueName(q))} <span class="served">予約 ${booked} / 定員 ${capacity} <span class="en">${booked} booked of ${capacity}</span></span></h3>
+      <table class="slots-table"><thead><tr><th>時間<span class="en">Time</span></th><th>予約 / 定員<span class="en">Booked / capacity</span></th>
+        <th>定員の変更<span class="en">New capacity</span></th></tr></thead>
+      <tbody>${slots.map(slotRow).join("")}</tbody></table>
+    </div>`;
+  }).join("");
+}
+
+let slotsHtml = "";
+/** Fills the panel from F.slots; the list is drawn again only when what it shows changed. */
+function renderSlots() {
+  const box = $("slots");
+  if (!box) return;
+  const S = F.slots;
+  box.hidden = S.off || !S.date;
+  box.dataset.state = S.off ? "off" : S.list ? "ready" : "loading";
+  if (box.hidden) return;
+  box.dataset.date = S.date;
+  const input = $("slots-date");
+  const today = siteToday();
+  if (input.value !== S.date && document.activeElement !== input) input.value = S.date;
+  input.min = today;
+  $("slots-prev").disabled = S.date <= today;
+  const day = dayLabel(S.date);
+  $("slots-day").innerHTML = `${esc(day.ja)} <span class="en">${esc(day.en)}</span>`;
+  const loadError = S.loadError
+    ? `読み込めませんでした（前回の内容を表示しています） <span class="en">Could not read the slots (showing the last read)</span> — ${S.loadError}` : "";
+  if ($("slots-load-error").innerHTML !== loadError) $("slots-load-error").innerHTML = loadError;
+  if ($("slots-note").innerHTML !== S.note) $("slots-note").innerHTML = S.note;
+  const html = slotsListHtml();
+  if (html === slotsHtml && $("slots-list").childElementCount) return;
+  // Drawn again: focus goes back to the control it was on.
+  const active = document.activeElement;
+  const row = active?.closest?.("#slots-list tr[data-slot-start]");
+  const focus = row && `#slots-list tr[data-slot-start="${CSS.escape(row.dataset.slotStart)}"][data-slot-queue="${CSS.escape(row.dataset.slotQueue)}"] ${active.matches("input") ? "input" : "button"}`;
+  slotsHtml = html;
+  $("slots-list").innerHTML = html;
+  if (focus) refocus(focus);
+}
+
+/** Finds the first day from today with a slot still to come (today's may all have begun), and shows it. */
+async function findSlotDay() {
+  const run = ++F.slots.run;
+  const first = siteToday();
+  try {
+    let shown = null;
+    for (let i = 0; i < SLOT_SEARCH_DAYS && !shown; i++) {
+      const date = addDays(first, i);
+      const slots = (await readSlots(date))?.slots || [];
+      if (run !== F.slots.run) return;
+      if (slots.some((s) => Date.parse(s.start) > Date.now())) shown = { date, slots };
+    }
+    shown ??= { date: first, slots: (await readSlots(first))?.slots || [] };
+    if (run !== F.slots.run) return;
+    Object.assign(F.slots, { found: true, date: shown.date, list: shown.slots, loadError: "" });
+  } catch (e) {
+    if (run !== F.slots.run) return;
+    if (noReservations(e)) F.slots.off = true;
+    else Object.assign(F.slots, { date: F.slots.date || first, loadError: errorText(e) });
+  }
+  renderSlots();
+}
+
+/** Reads the day shown again (quietly: what is shown stays until the answer). */
+async function loadSlots() {
+  if (!F.slots.found) { findSlotDay(); return; }
+  const run = ++F.slots.run;
+  const date = F.slots.date;
+  try {
+    const r = await readSlots(date);
+    if (run !== F.slots.run) return;
+    Object.assign(F.slots, { list: r?.slots || [], loadError: "" });
+  } catch (e) {
+    if (run !== F.slots.run) return;
+    if (noReservations(e)) F.slots.off = true;
+    else F.slots.loadError = errorText(e);
+  }
+  renderSlots();
+}
+
+function showSlotDay(date) {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(date) || date === F.slots.date) return;
+  Object.assign(F.slots, { found: true, date, list: null, note: "", error: "", errorKey: "", loadError: "" });
+  F.slots.drafts.clear();
+  renderSlots();
+  loadSlots();
+}
+
+let slotsReload = null;
+/** After a booking event on the live feed: read the day again (once for a burst). */
+function slotsSoon() {
+  if (F.slots.off || !F.slots.found) return;
+  clearTimeout(slotsReload);
+  slotsReload = setTimeout(loadSlots, 200);
+}
+
+/** Sets a slot's capacity to what its row's input holds. */
+async function setCapacity(queue, start) {
+  const S = F.slots;
+  const key = slotKey(queue, start);
+  const slot = S.list?.find((s) => s.queue === queue && s.start === start);
+  if (!slot || S.busy) return;
+  const raw = String(S.drafts.get(key) ?? slot.capacity).trim();
+  const time = slotTime(slot), q = queueName(queue);
+  const what = { ja: `${esc(time)}（${esc(q.ja)}）`, en: `${esc(time)} (${esc(q.en)})` };
+  const sel = `#slots-list tr[data-slot-start="${CSS.escape(start)}"][data-slot-queue="${CSS.escape(queue)}"] input`;
+  if (!/^\d+$/.test(raw)) {
+    Object.assign(S, { note: "", errorKey: key,
+      error: `${what.ja}：定員は0〜999の整数で入力してください <span class="en">${what.en}: the capacity is a whole number from 0 to 999</span>` });
+    renderSlots();
+    refocus(sel);
+    return;
+  }
+  Object.assign(S, { busy: key, note: "", error: "", errorKey: "" });
+  renderSlots();
+  try {
+    const r = await api("PUT", `/api/v1/sites/${SITE_Q}/queues/${encodeURIComponent(queue)}/slot-capacity`,
+      { token: token(), body: { start, capacity: Number(raw) } });
+    S.drafts.delete(key);
+    // The slot as the server answered, at once; the whole day is read again below.
+    const i = S.list?.findIndex((s) => s.queue === r?.queue && Date.parse(s.start) === Date.parse(r?.start)) ?? -1;
+    if (i >= 0) S.list[i] = { ...S.list[i], ...r, start: S.list[i].start };
+    S.note = `${what.ja}の定員を ${esc(r?.capacity ?? raw)} にしました <span class="en">${what.en}: capacity set to ${esc(r?.capacity ?? raw)}</span>`;
+    say("info", S.note);
+  } catch (e) {
+    if (noReservations(e)) S.off = true;
+    Object.assign(S, { error: `${what.ja}：${errorText(e)}`, errorKey: key });
+  } finally {
+    S.busy = "";
+    renderSlots();
+    refocus(S.error ? sel : sel.replace(/ input$/, " button"));
+    loadSlots();
+  }
+}
+
+document.addEventListener("click", (ev) => {
+  const b = ev.target.closest?.("#slots button");
+  if (!b || b.disabled) return;
+  if (b.dataset.slotsStep) { showSlotDay(addDays(F.slots.date || siteToday(), Number(b.dataset.slotsStep))); return; }
+  const row = b.closest("tr[data-slot-start]");
+  if (row && b.hasAttribute("data-slot-set")) setCapacity(row.dataset.slotQueue, row.dataset.slotStart);
+});
+
+document.addEventListener("input", (ev) => {
+  const t = ev.target;
+  const row = t.matches?.("#slots-list input[data-slot-input]") && t.closest("tr[data-slot-start]");
+  if (row) F.slots.drafts.set(slotKey(row.dataset.slotQueue, row.dataset.slotStart), t.value);
+});
+
+document.addEventListener("keydown", (ev) => {
+  const t = ev.target;
+  if (ev.key !== "Enter" || !t.matches?.("#slots-list input[data-slot-input]")) return;
+  ev.preventDefault();
+  const row = t.closest("tr[data-slot-start]");
+  setCapacity(row.dataset.slotQueue, row.dataset.slotStart);
+});
+
+document.addEventListener("change", (ev) => {
+  if (ev.target.id === "slots-date") showSlotDay(ev.target.value);
+});
+
+setInterval(() => { if (F.catalog && !F.slots.off) loadSlots(); }, SLOTS_POLL_MS);
+
+// ---------------------------------------------------------------------------------------------
 // Live data
 // ---------------------------------------------------------------------------------------------
 let catalogReload = null;
@@ -980,6 +1270,7 @@ function onBoard(board, event) {
   for (const bc of board.counters || []) { const c = catCounter(bc.id); if (c) c.state = bc.state; }
   if (!event || AUDITED.has(event.kind)) loadAudit();
   if (event && SUGGESTION_EVENTS.has(event.kind)) suggestionsSoon();
+  if (event && SLOT_EVENTS.has(event.kind)) slotsSoon();
   if (event?.kind === "profile_changed") {
     // The board carries no profiles: the catalog has the live ones.
     clearTimeout(catalogReload);
@@ -1047,5 +1338,6 @@ async function boot() {
   document.title = `${F.catalog.site.name.ja} フロア管理 / Floor`;
   renderShell();
   startLive();
+  findSlotDay();
 }
 boot();

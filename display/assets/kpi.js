@@ -302,6 +302,7 @@ function render() {
   const sat = satisfactionOf(D);
   renderSatCard(sat);
   renderMini(M);
+  renderReservations(M.reservations);
   renderHint(D);
   drawAll();
 }
@@ -417,6 +418,30 @@ function renderMini(M) {
     <div><span class="k">平均対応時間 <span class="en">Mean service</span></span><span class="v num">${min1(M.service_s.mean)} <small>分 min</small></span></div>
     <div><span class="k">滞在 p90 <span class="en">Stay p90</span></span><span class="v num">${min1(M.stay_s.p90)} <small>分 min</small></span></div>
     <div><span class="k">滞在 最大 <span class="en">Stay max</span></span><span class="v num">${min1(M.stay_s.max)} <small>分 min</small></span></div>`;
+}
+
+/**
+ * Bookings whose slot starts in the period (the KPI reply's `reservations`; the filters do not
+ * apply to it): booked, checked in (late among them), no-shows and their rate among the bookings
+ * whose outcome is known. Hidden for a reply without it; a line saying so when there are none.
+ */
+function renderReservations(r) {
+  $("reservations").hidden = !r;
+  if (!r) return;
+  const booked = Number(r.booked) || 0, checkedIn = Number(r.checked_in) || 0;
+  const late = Number(r.late) || 0, noShow = Number(r.no_show) || 0;
+  const none = booked === 0 && checkedIn === 0 && noShow === 0;
+  $("res-none").hidden = !none;
+  $("res-figs").hidden = none;
+  $("res-scope").textContent = `${ALL ? "市全体" : (S.catalog?.site?.name?.ja ?? SITE)}・${shortDate(S.from)}〜${shortDate(S.to)}`;
+  const known = checkedIn + noShow;
+  $("res-booked").textContent = int(booked);
+  $("res-checked-in").textContent = int(checkedIn);
+  $("res-late").textContent = int(late);
+  $("res-no-show").textContent = int(noShow);
+  $("res-rate").textContent = known ? `${pct1((100 * noShow) / known)}%` : "—";
+  $("res-upcoming").textContent = int(Math.max(0, booked - known));
+  $("reservations").dataset.booked = String(booked);
 }
 
 function renderHint(D) {
