@@ -89,16 +89,34 @@ async fn panel_shows(b: &Browser, date: NaiveDate, rows: usize) {
     .await;
 }
 
-/// Types `value` as the new capacity of a slot's row (the old one cleared first) and sets it.
+/// Enters `value` as the new capacity of a slot's row and presses its button, as a user
+/// would (an `input` event, then a click), in one step: the panel redraws its rows when the live
+/// feed or its timer brings news, so a row found in one command may be gone by the next.
 async fn set_capacity(b: &Browser, start: &str, value: &str) {
-    let input = format!("{} input[data-slot-input]", row(start));
+    let (input, button) = (
+        format!("{} input[data-slot-input]", row(start)),
+        format!("{} [data-slot-set]", row(start)),
+    );
+    b.wait(
+        "the row's input and button",
+        &format!(
+            "(() => {{ const i = document.querySelector({}), s = document.querySelector({});
+                 return i && s && !i.disabled && !s.disabled; }})()",
+            js(&input),
+            js(&button)
+        ),
+        WAIT,
+    )
+    .await;
     b.exec(&format!(
-        "const i = document.querySelector({}); i.focus(); i.value = ''; return true;",
-        js(&input)
+        "const i = document.querySelector({}); i.focus(); i.value = {};
+         i.dispatchEvent(new Event('input', {{bubbles: true}}));
+         document.querySelector({}).click(); return true;",
+        js(&input),
+        js(value),
+        js(&button)
     ))
     .await;
-    b.type_into(&input, value).await;
-    b.click(&format!("{} [data-slot-set]", row(start))).await;
 }
 
 #[tokio::test]
