@@ -523,26 +523,16 @@ async fn residents_book_view_move_and_cancel_on_a_phone_in_japanese_and_english(
 /// tickets 06:00–18:00 every day, holidays too (slots tile those hours), so this holds whatever
 /// the day.
 fn check_in_now_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let demo = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
-    assert!(demo.contains("timezone = \"Asia/Tokyo\""));
-    let (head, rest) = demo
-        .split_once("[sites.reservations]\n")
-        .expect("the demo's [sites.reservations]");
-    let (_, tail) = rest
-        .split_once("\n\n")
-        .expect("a blank line after [sites.reservations]");
-    let config = format!(
-        "{head}[sites.reservations]\nqueues = [\"onestop\"]\nslot_min = 5\ncheck_in_early_min = 15\n\
-         periods = [\"00:00-23:55\"]\n\n{tail}\n[hours]\nweekdays = [\"06:00-18:00\"]\nsat = [\"06:00-18:00\"]\n\
-         sun = [\"06:00-18:00\"]\nlast_reception_min = 15\nholidays = \"open\"\n"
+    midday_demo_config(
+        dir,
+        "check-in.toml",
+        "weekdays = [\"06:00-18:00\"]\nsat = [\"06:00-18:00\"]\nsun = [\"06:00-18:00\"]\n\
+         last_reception_min = 15\nholidays = \"open\"",
+        Some(
+            "queues = [\"onestop\"]\nslot_min = 5\ncheck_in_early_min = 15\n\
+             periods = [\"00:00-23:55\"]",
+        ),
     )
-    .replace(
-        "timezone = \"Asia/Tokyo\"",
-        &format!("timezone = \"{}\"", midday_zone()),
-    );
-    let path = dir.join("check-in.toml");
-    std::fs::write(&path, config).unwrap();
-    path
 }
 
 /// Books the first slot of today starting at least `min_ahead` minutes from now, by API.

@@ -273,19 +273,13 @@ async fn the_public_page_shows_the_boards_figures_in_japanese_and_english() {
 /// The demo configuration in a zone where it is midday, every queue taking tickets 06:00–18:00
 /// every day (holidays too), so that the wall clock is well inside a period whatever the day.
 fn open_now_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let demo = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
-    assert!(demo.contains("timezone = \"Asia/Tokyo\""));
-    let config = format!(
-        "{}\n[hours]\nweekdays = [\"06:00-18:00\"]\nsat = [\"06:00-18:00\"]\nsun = [\"06:00-18:00\"]\n\
-         last_reception_min = 15\nholidays = \"open\"\n",
-        demo.replace(
-            "timezone = \"Asia/Tokyo\"",
-            &format!("timezone = \"{}\"", midday_zone())
-        )
-    );
-    let path = dir.join("hours.toml");
-    std::fs::write(&path, config).unwrap();
-    path
+    midday_demo_config(
+        dir,
+        "hours.toml",
+        "weekdays = [\"06:00-18:00\"]\nsat = [\"06:00-18:00\"]\nsun = [\"06:00-18:00\"]\n\
+         last_reception_min = 15\nholidays = \"open\"",
+        None,
+    )
 }
 
 /// A queue's entry on the board.

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chrono::{Datelike, Utc, Weekday};
 use common::*;
 use serde_json::{json, Value};
@@ -233,7 +231,6 @@ async fn racing_residents_never_overbook_a_slot_and_a_booking_survives_a_crash()
         .get(&format!("/api/v1/sites/chuo/reservations/{code}"), None)
         .await;
     assert_eq!(status, 404);
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 #[tokio::test]
@@ -316,30 +313,16 @@ async fn bad_bookings_get_clear_errors_and_only_the_floor_sets_capacity() {
 /// (holidays too) in 5-minute slots, so a slot starts within minutes of now whatever the hour
 /// and the day of the run.
 fn bookable_now_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let demo = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
-    let zone = match midday_offset_h() {
-        0 => "Etc/GMT".to_owned(),
-        n if n > 0 => format!("Etc/GMT-{n}"),
-        n => format!("Etc/GMT+{}", -n),
-    };
-    let start = demo.find("[sites.reservations]").unwrap();
-    let end =
-        start + demo[start..].find("horizon_days = 28\n").unwrap() + "horizon_days = 28\n".len();
-    let config = format!(
-        "{}[sites.reservations]\nqueues = [\"onestop\"]\nslot_min = 5\n\
-         check_in_early_min = 15\ncheck_in_late_min = 10\nhorizon_days = 2\n{}\n[hours]\n\
-         weekdays = [\"00:00-23:55\"]\nsat = [\"00:00-23:55\"]\nsun = [\"00:00-23:55\"]\n\
-         holidays = \"open\"\nclose_when_full = false\n",
-        &demo[..start],
-        &demo[end..]
+    midday_demo_config(
+        dir,
+        "bookable.toml",
+        "weekdays = [\"00:00-23:55\"]\nsat = [\"00:00-23:55\"]\nsun = [\"00:00-23:55\"]\n\
+         holidays = \"open\"\nclose_when_full = false",
+        Some(
+            "queues = [\"onestop\"]\nslot_min = 5\ncheck_in_early_min = 15\n\
+             check_in_late_min = 10\nhorizon_days = 2",
+        ),
     )
-    .replace(
-        "timezone = \"Asia/Tokyo\"",
-        &format!("timezone = \"{zone}\""),
-    );
-    let path = dir.join("bookable.toml");
-    std::fs::write(&path, config).unwrap();
-    path
 }
 
 async fn check_in(server: &Server, code: &str) -> (u16, Value) {

@@ -134,7 +134,7 @@ fn operations(doc: &Value, number: &str, token: &str) -> Vec<Operation> {
             let parameters = op["parameters"].as_array().cloned().unwrap_or_default();
             for p in &parameters {
                 assert!(
-                    p["in"] == "path" || p["required"] != true,
+                    p["in"] == "path" || p["in"] == "query" || p["required"] != true,
                     "{method} {template}: required parameter {} has no demo value",
                     p["name"]
                 );
@@ -146,6 +146,18 @@ fn operations(doc: &Value, number: &str, token: &str) -> Vec<Operation> {
                     &format!("{{{name}}}"),
                     &demo_value(name, &p["schema"], number, token),
                 );
+            }
+            // Required query parameters take their demo values too (`?site=chuo`).
+            let query: Vec<String> = parameters
+                .iter()
+                .filter(|p| p["in"] == "query" && p["required"] == true)
+                .map(|p| {
+                    let name = p["name"].as_str().unwrap();
+                    format!("{name}={}", demo_value(name, &p["schema"], number, token))
+                })
+                .collect();
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
             }
             let scopes = op.get("security").map(|security| {
                 security

@@ -87,6 +87,38 @@ pub fn midday_zone() -> String {
     }
 }
 
+/// config/demo.toml with its site in a time zone where it is now around midday
+/// ([`midday_zone`]), `hours` (the lines of a city-wide `[hours]` table) and, given
+/// `reservations`, these lines in place of the demo's `[sites.reservations]` table; written to
+/// `dir/name`. Tests of reception hours and bookings use it so that their hours hold whatever the
+/// hour and the day of the run.
+pub fn midday_demo_config(
+    dir: &Path,
+    name: &str,
+    hours: &str,
+    reservations: Option<&str>,
+) -> PathBuf {
+    let demo = std::fs::read_to_string(repo_path("config/demo.toml")).unwrap();
+    assert!(demo.contains("timezone = \"Asia/Tokyo\""));
+    let mut config = demo.replace(
+        "timezone = \"Asia/Tokyo\"",
+        &format!("timezone = \"{}\"", midday_zone()),
+    );
+    if let Some(lines) = reservations {
+        let (head, rest) = config
+            .split_once("[sites.reservations]\n")
+            .expect("the demo's [sites.reservations]");
+        let (_, tail) = rest
+            .split_once("\n\n")
+            .expect("a blank line after [sites.reservations]");
+        config = format!("{head}[sites.reservations]\n{lines}\n\n{tail}");
+    }
+    config.push_str(&format!("\n[hours]\n{hours}\n"));
+    let path = dir.join(name);
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

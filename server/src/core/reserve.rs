@@ -11,7 +11,7 @@
 //! queue's mean service: `booked_share × counters serving the queue × slot length ÷ mean
 //! service`, at least one, unless the floor manager set another figure for that slot.
 
-use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
+use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
 use serde::{Deserialize, Serialize};
 
 use super::hours::Hours;
@@ -26,6 +26,14 @@ pub const CODE_LEN: usize = 8;
 /// Whether `code` has the shape of a reservation code (upper case, from the alphabet).
 pub fn valid_code(code: &str) -> bool {
     code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))
+}
+
+/// A new code: [`CODE_LEN`] characters of [`CODE_ALPHABET`] drawn from `rng` (the OS's random
+/// source at the edge; the simulator's seeded one).
+pub fn draw_code(rng: &mut impl rand::Rng) -> String {
+    (0..CODE_LEN)
+        .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
+        .collect()
 }
 
 /// A code as a resident may type it: upper-cased, spaces and hyphens dropped.
@@ -156,7 +164,15 @@ impl SiteConfig {
         }
     }
 
-    /// The local date `days` after the local date of `at`.
+    /// The last local date whose slots can be booked at `at`: `horizon_days` from today, today
+    /// included (`None` without reservations).
+    pub fn last_bookable_day(&self, at: Timestamp) -> Option<NaiveDate> {
+        let days = self.reservations.as_ref()?.horizon_days.max(1);
+        self.local_date(at)
+            .checked_add_days(chrono::Days::new(u64::from(days) - 1))
+    }
+
+    /// The site's local date at `at`.
     pub fn local_date(&self, at: Timestamp) -> NaiveDate {
         at.with_timezone(&self.timezone).date_naive()
     }
@@ -182,18 +198,6 @@ pub fn weekday_periods(periods: Vec<(NaiveTime, NaiveTime)>) -> Hours {
         close_when_full: false,
         closing_margin_min: 0,
     }
-}
-
-/// The local start of `date` at a site's time zone, as an instant (for horizons).
-pub fn day_start(config: &SiteConfig, date: NaiveDate) -> Timestamp {
-    config
-        .timezone
-        .from_local_datetime(&date.and_time(NaiveTime::MIN))
-        .earliest()
-        .map_or_else(
-            || config.instant(date.and_time(NaiveTime::MIN)).to_utc(),
-            |t| t.to_utc(),
-        )
 }
 
 impl super::SiteState {
@@ -232,15 +236,11 @@ fn bookable_slot(
         queue: queue.id.clone(),
         start,
     };
-    let r = config
-        .reservations
-        .as_ref()
-        .ok_or(super::DomainError::NoReservations)?;
+    if config.reservations.is_none() {
+        return Err(super::DomainError::NoReservations);
+    }
     let slot = config.slot_at(queue, start).ok_or_else(no_slot)?;
-    let last_day = config
-        .local_date(at)
-        .checked_add_days(chrono::Days::new(u64::from(r.horizon_days.max(1)) - 1))
-        .ok_or_else(no_slot)?;
+    let last_day = config.last_bookable_day(at).ok_or_else(no_slot)?;
     if slot.start <= at || config.local_date(slot.start) > last_day {
         return Err(no_slot());
     }

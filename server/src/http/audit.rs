@@ -73,11 +73,9 @@ async fn entries(
 ) -> Result<Vec<AuditEntry>, ApiError> {
     let limit = limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            format!("limit must be 1–{MAX_LIMIT}"),
-        ));
+        return Err(ApiError::invalid_query(format!(
+            "limit must be 1–{MAX_LIMIT}"
+        )));
     }
     app.settled(Some(&handle.config.id)).await;
     let rows = app

@@ -64,17 +64,13 @@ struct KpiReply {
     reservations: crate::projection::ReservationCounts,
 }
 
-fn invalid_query(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", message)
-}
-
 /// `YYYY-MM-DD` (a local calendar day; `to` includes its whole day) or an RFC 3339 instant.
 fn parse_bound(name: &str, value: &str, tz: Tz, end: bool) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.to_utc());
     }
     let day = NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
-        invalid_query(format!(
+        ApiError::invalid_query(format!(
             "{name} must be a date (YYYY-MM-DD) or an RFC 3339 time, not {value:?}"
         ))
     })?;
@@ -83,7 +79,7 @@ fn parse_bound(name: &str, value: &str, tz: Tz, end: bool) -> Result<DateTime<Ut
     } else {
         day
     };
-    day_start(day, tz).ok_or_else(|| invalid_query(format!("{name}: no such local time")))
+    day_start(day, tz).ok_or_else(|| ApiError::invalid_query(format!("{name}: no such local time")))
 }
 
 /// The first instant of a local calendar day.
@@ -162,7 +158,7 @@ fn scope(
     let to = to.map(|v| parse_bound("to", v, tz, true)).transpose()?;
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
-            return Err(invalid_query("from must be before to"));
+            return Err(ApiError::invalid_query("from must be before to"));
         }
     }
     let filter = KpiFilter {
@@ -197,14 +193,14 @@ async fn kpi(
     headers: HeaderMap,
     query: Result<Query<KpiQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| invalid_query(e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
     let (id, tz, mut filter) = scope(&app, &site, &headers, q.from.as_deref(), q.to.as_deref())?;
     let group_by = q
         .group_by
         .as_deref()
         .map(str::parse::<GroupBy>)
         .transpose()
-        .map_err(invalid_query)?;
+        .map_err(ApiError::invalid_query)?;
     filter.life_event = q.life_event.as_ref().map(ToString::to_string);
     filter.procedure = q.procedure.as_ref().map(ToString::to_string);
     // The fiscal year is that of an explicit `from`, else that of the first visit.
@@ -426,7 +422,7 @@ async fn visits_csv(
     headers: HeaderMap,
     query: Result<Query<CsvQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| invalid_query(e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
     let (id, tz, filter) = scope(&app, &site, &headers, q.from.as_deref(), q.to.as_deref())?;
     app.settled(id.as_ref()).await;
     let sites: Vec<std::sync::Arc<SiteConfig>> = app.sites().map(|h| h.config.clone()).collect();

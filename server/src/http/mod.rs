@@ -276,6 +276,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api(None).into_openapi()
 }
 
+/// A queue of `handle`'s site named in a request path: 404 `unknown_queue` otherwise.
+fn path_queue(
+    handle: &crate::site::SiteHandle,
+    raw: &str,
+) -> Result<crate::core::QueueId, ApiError> {
+    let unknown = || ApiError::not_found("unknown_queue", format!("unknown queue {raw:?}"));
+    let id: crate::core::QueueId = raw.parse().map_err(|_| unknown())?;
+    if handle.config.queue(&id).is_none() {
+        return Err(unknown());
+    }
+    Ok(id)
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let response_timeout = state.config().limits.response_timeout;

@@ -222,7 +222,7 @@ pub(super) struct CalendarCache(tokio::sync::Mutex<Option<(Instant, NaiveDate, A
 #[into_params(parameter_in = Query)]
 pub(super) struct OneSite {
     /// The site's id.
-    site: Option<String>,
+    site: String,
 }
 
 /// A site's forecast calendar (混雑予想カレンダー): the expected wait by weekday × hour and for
@@ -243,16 +243,14 @@ pub(super) struct OneSite {
 )]
 async fn calendar(
     State(app): State<AppState>,
-    Query(query): Query<OneSite>,
+    query: Result<Query<OneSite>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(site) = query.site else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
+    let Query(OneSite { site }) = query.map_err(|_| {
+        ApiError::invalid_query(
             "site を指定してください / the calendar is for one site: ?site=<id>",
-        ));
-    };
+        )
+    })?;
     let handle = app.public_site(&site)?;
     let config = handle.config.clone();
     let cache = app

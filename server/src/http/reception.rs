@@ -70,11 +70,7 @@ async fn set_reception(
 ) -> Result<impl IntoResponse, ApiError> {
     let (_, handle, grant) = app.granted_site(&site, &headers, &[Role::Floor])?;
     let body: ReceptionBody = body.json().await?;
-    let unknown = || ApiError::not_found("unknown_queue", format!("unknown queue {queue:?}"));
-    let id: QueueId = queue.parse().map_err(|_| unknown())?;
-    if handle.config.queue(&id).is_none() {
-        return Err(unknown());
-    }
+    let id = super::path_queue(handle, &queue)?;
     handle
         .command_as(
             Command::SetReception {

@@ -24,7 +24,7 @@ use super::openapi::{
 use super::AppState;
 use crate::config::Role;
 use crate::core::model::SiteConfig;
-use crate::core::reserve::{normalize_code, Reservation, CODE_ALPHABET, CODE_LEN};
+use crate::core::reserve::{draw_code, normalize_code, Reservation};
 use crate::core::{
     Command, DomainError, LifeEventId, ProcedureCode, QuestionId, QueueId, SiteState, Timestamp,
 };
@@ -130,10 +130,6 @@ pub(super) struct SlotsReply {
     slots: Vec<SlotView>,
 }
 
-fn invalid_query(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", message)
-}
-
 fn slot_views(
     state: &SiteState,
     date: NaiveDate,
@@ -144,10 +140,7 @@ fn slot_views(
     let Some(r) = config.reservations.as_ref() else {
         return Vec::new();
     };
-    let last_day = config
-        .local_date(now)
-        .checked_add_days(chrono::Days::new(u64::from(r.horizon_days.max(1)) - 1));
-    let in_horizon = last_day.is_some_and(|l| date <= l);
+    let in_horizon = config.last_bookable_day(now).is_some_and(|l| date <= l);
     let mut out = Vec::new();
     for q in config.queues.iter().filter(|q| r.queues.contains(&q.id)) {
         if only.is_some_and(|o| o != &q.id) {
@@ -194,12 +187,12 @@ async fn slots(
     query: Result<Query<SlotQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SlotsReply>, ApiError> {
     let handle = app.public_site(&site)?;
-    let Query(q) = query.map_err(|e| invalid_query(e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
     let now = chrono::Utc::now();
     let date = match &q.date {
         None => handle.config.local_date(now),
         Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .map_err(|_| invalid_query(format!("date {d:?} is not YYYY-MM-DD")))?,
+            .map_err(|_| ApiError::invalid_query(format!("date {d:?} is not YYYY-MM-DD")))?,
     };
     if handle.config.reservations.is_none() {
         return Err(DomainError::NoReservations.into());
@@ -233,15 +226,6 @@ pub(super) struct ReserveBody {
     /// A slot's `start` as the slots list gives it (RFC 3339).
     #[schema(value_type = String, format = DateTime)]
     slot: DateTime<FixedOffset>,
-}
-
-/// A new code: [`CODE_LEN`] characters of [`CODE_ALPHABET`], from the OS's random source.
-fn new_code() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..CODE_LEN)
-        .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
-        .collect()
 }
 
 /// Reads a booking after a command (it is there: the command just made or changed it).
@@ -289,7 +273,7 @@ async fn create(
     let plan = super::tickets::plan_request(body.life_event, body.answers, body.procedures)?;
     // A code drawn twice (one chance in 10^11) is drawn again.
     for _ in 0..3 {
-        let code = new_code();
+        let code = draw_code(&mut rand::rng());
         let command = Command::Reserve {
             code: code.clone(),
             plan: plan.clone(),
@@ -459,11 +443,7 @@ async fn set_capacity(
 ) -> Result<Json<SlotView>, ApiError> {
     let (_, handle, grant) = app.granted_site(&site, &headers, &[Role::Floor])?;
     let body: CapacityBody = body.json().await?;
-    let unknown = || ApiError::not_found("unknown_queue", format!("unknown queue {queue:?}"));
-    let id: QueueId = queue.parse().map_err(|_| unknown())?;
-    if handle.config.queue(&id).is_none() {
-        return Err(unknown());
-    }
+    let id = super::path_queue(handle, &queue)?;
     let start = body.start.to_utc();
     handle
         .command_as(

@@ -638,12 +638,7 @@ impl Sim {
             };
             let mut by_nearness: Vec<_> = slots.iter().collect();
             by_nearness.sort_by_key(|s| (s.start - t).num_seconds().abs());
-            let code: String = (0..crate::core::reserve::CODE_LEN)
-                .map(|_| {
-                    let a = crate::core::reserve::CODE_ALPHABET;
-                    a[self.rng.random_range(0..a.len())] as char
-                })
-                .collect();
+            let code = crate::core::reserve::draw_code(&mut self.rng);
             let booked = by_nearness.into_iter().find_map(|slot| {
                 let command = Command::Reserve {
                     code: code.clone(),
