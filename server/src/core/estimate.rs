@@ -993,15 +993,15 @@ fn booked_arrivals(state: &SiteState, queue: &super::QueueId, now: Timestamp) ->
         return Vec::new();
     };
     let late = chrono::Duration::minutes(i64::from(r.check_in_late_min));
-    let mut times: Vec<f64> = state
-        .reservations
-        .values()
-        .filter(|b| &b.queue == queue && b.slot_start + late >= now)
-        .map(|b| secs(now, b.slot_start).max(0.0))
-        .filter(|t| *t <= HORIZON_S)
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times
+    let until = now + chrono::Duration::seconds(HORIZON_S as i64);
+    // The per-slot counts, in start order: only the run's day, whatever is booked further on.
+    state
+        .booked
+        .range((queue.clone(), now - late)..=(queue.clone(), until))
+        .flat_map(|((_, start), n)| {
+            std::iter::repeat_n(secs(now, *start).max(0.0), *n as usize)
+        })
+        .collect()
 }
 
 /// A Poisson draw of mean `mean` (0 for none).
