@@ -294,14 +294,7 @@ async fn board_queue(server: &Server, queue: &str) -> Value {
 }
 
 async fn set_reception(server: &Server, queue: &str, mode: &str) -> Value {
-    let (status, reply) = server
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/sites/chuo/queues/{queue}/reception"),
-            Some(FLOOR),
-            Some(json!({"mode": mode})),
-        )
-        .await;
+    let (status, reply) = server.reception(Some(FLOOR), queue, mode).await;
     assert_eq!(status, 200, "{queue} {mode}: {reply}");
     assert_eq!(reply["queue"], queue);
     reply["reception"].clone()

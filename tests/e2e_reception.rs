@@ -110,24 +110,12 @@ async fn issuing_outside_reception_hours_is_refused_with_the_next_opening() {
     assert_eq!(list["tickets"], json!([]));
 
     // The floor cannot open a queue outside its hours: keeping it open is for a closing.
-    let (status, reply) = server
-        .send(
-            reqwest::Method::PUT,
-            "/api/v1/sites/chuo/queues/certificates/reception",
-            Some(FLOOR),
-            Some(json!({"mode": "open"})),
-        )
-        .await;
+    let (status, reply) = server.reception(Some(FLOOR), "certificates", "open").await;
     assert_eq!(status, 409, "{reply}");
     assert_eq!(reply["error"]["code"], "queue_closed", "{reply}");
     // Closing it outside its hours changes nothing: closed, and nothing in the audit trail.
     let (status, reply) = server
-        .send(
-            reqwest::Method::PUT,
-            "/api/v1/sites/chuo/queues/certificates/reception",
-            Some(FLOOR),
-            Some(json!({"mode": "closing"})),
-        )
+        .reception(Some(FLOOR), "certificates", "closing")
         .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["reception"]["state"], "closed", "{reply}");
@@ -186,14 +174,7 @@ async fn a_queue_whose_forecast_runs_past_closing_closes_until_the_floor_keeps_i
     );
 
     // The floor keeps it open: tickets again, and the forecast does not close it again today.
-    let (status, reply) = server
-        .send(
-            reqwest::Method::PUT,
-            "/api/v1/sites/chuo/queues/certificates/reception",
-            Some(FLOOR),
-            Some(json!({"mode": "open"})),
-        )
-        .await;
+    let (status, reply) = server.reception(Some(FLOOR), "certificates", "open").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["reception"]["state"], "open", "{reply}");
     for _ in 0..3 {
@@ -213,22 +194,10 @@ async fn a_queue_whose_forecast_runs_past_closing_closes_until_the_floor_keeps_i
     assert!(kinds.contains(&"reception_kept_open"), "{audit}");
     // A counter token may not change reception; no token at all is 401.
     let (status, _) = server
-        .send(
-            reqwest::Method::PUT,
-            "/api/v1/sites/chuo/queues/certificates/reception",
-            Some(COUNTER),
-            Some(json!({"mode": "closing"})),
-        )
+        .reception(Some(COUNTER), "certificates", "closing")
         .await;
     assert_eq!(status, 403);
-    let (status, _) = server
-        .send(
-            reqwest::Method::PUT,
-            "/api/v1/sites/chuo/queues/certificates/reception",
-            None,
-            Some(json!({"mode": "closing"})),
-        )
-        .await;
+    let (status, _) = server.reception(None, "certificates", "closing").await;
     assert_eq!(status, 401);
 }
 

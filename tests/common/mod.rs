@@ -388,6 +388,18 @@ impl Server {
         .await
     }
 
+    /// Closes (`"closing"`) a queue's reception at the demo site, or keeps it open (`"open"`),
+    /// with `token`.
+    pub async fn reception(&self, token: Option<&str>, queue: &str, mode: &str) -> (u16, Value) {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/sites/chuo/queues/{queue}/reception"),
+            token,
+            Some(serde_json::json!({ "mode": mode })),
+        )
+        .await
+    }
+
     /// Tickets waiting in every queue of the demo site.
     pub async fn waiting_total(&self) -> u64 {
         self.board().await["queues"]

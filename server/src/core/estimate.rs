@@ -998,9 +998,7 @@ fn booked_arrivals(state: &SiteState, queue: &super::QueueId, now: Timestamp) ->
     state
         .booked
         .range((queue.clone(), now - late)..=(queue.clone(), until))
-        .flat_map(|((_, start), n)| {
-            std::iter::repeat_n(secs(now, *start).max(0.0), *n as usize)
-        })
+        .flat_map(|((_, start), n)| std::iter::repeat_n(secs(now, *start).max(0.0), *n as usize))
         .collect()
 }
 
