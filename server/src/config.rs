@@ -132,6 +132,8 @@ pub struct Config {
     pub frame_ancestors: Vec<String>,
     /// The public congestion page and its JSON (`[public]`).
     pub public: PublicConfig,
+    /// `[[sites.webhooks]]` per site.
+    pub webhooks: HashMap<SiteId, Vec<Arc<crate::hooks::WebhookConfig>>>,
 }
 
 /// `[public]`: the congestion page for the city's website.
@@ -586,12 +588,30 @@ mod raw {
         pub(super) screens: Option<Screens>,
         pub(super) hours: Option<Hours>,
         pub(super) reservations: Option<Reservations>,
+        /// `[[sites.webhooks]]`: the city's systems told of this site's events.
+        #[serde(default)]
+        pub(super) webhooks: Vec<Webhook>,
         #[serde(default)]
         pub(super) queues: Vec<Queue>,
         #[serde(default)]
         pub(super) counters: Vec<Counter>,
         #[serde(default)]
         pub(super) dispensers: Vec<Dispenser>,
+    }
+
+    /// `[[sites.webhooks]]`: one subscriber.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Webhook {
+        pub(super) name: Option<String>,
+        pub(super) url: String,
+        pub(super) secret_env: String,
+        pub(super) events: Vec<String>,
+        pub(super) handover: Option<bool>,
+        pub(super) max_attempts: Option<u32>,
+        pub(super) backoff_initial_ms: Option<u64>,
+        pub(super) backoff_max_s: Option<u64>,
+        pub(super) timeout_s: Option<u64>,
     }
 
     /// `[sites.reservations]`: bookings (来庁予約).
@@ -934,6 +954,7 @@ impl Validator {
 
         // Sites.
         let mut sites: Vec<Arc<SiteConfig>> = Vec::new();
+        let mut webhooks = HashMap::new();
         if raw.sites.is_empty() {
             self.err("sites", "at least one site is needed");
         }
@@ -952,6 +973,10 @@ impl Validator {
                         format!("sites[{}].id", site.id),
                         format!("site {} is defined twice", site.id),
                     );
+                }
+                let hooks = self.webhooks(i, &s.webhooks, env);
+                if !hooks.is_empty() {
+                    webhooks.insert(site.id.clone(), hooks);
                 }
                 sites.push(Arc::new(site));
             }
@@ -1147,7 +1172,107 @@ impl Validator {
             limits,
             frame_ancestors,
             public,
+            webhooks,
         }
+    }
+
+    /// `[[sites.webhooks]]` of site `i`: names unique, a known kind per event, an http(s) URL,
+    /// the secret from the environment.
+    fn webhooks(
+        &mut self,
+        i: usize,
+        raw: &[raw::Webhook],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<Arc<crate::hooks::WebhookConfig>> {
+        let mut hooks: Vec<Arc<crate::hooks::WebhookConfig>> = Vec::new();
+        for (j, w) in raw.iter().enumerate() {
+            let field = format!("sites[{i}].webhooks[{j}]");
+            let name = w.name.clone().unwrap_or_else(|| format!("hook-{}", j + 1));
+            let name_ok = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok {
+                self.err(
+                    format!("{field}.name"),
+                    "1 to 32 letters, digits, '-' or '_' (it names the subscriber in the API)",
+                );
+            }
+            if hooks.iter().any(|h| h.name == name) {
+                self.err(
+                    format!("{field}.name"),
+                    format!("{name:?} is used twice at this site"),
+                );
+            }
+            match reqwest::Url::parse(&w.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                _ => self.err(
+                    format!("{field}.url"),
+                    "an http:// or https:// URL, e.g. \"https://dx.city.example.jp/madoguchi\"",
+                ),
+            }
+            for (k, e) in w.events.iter().enumerate() {
+                if !crate::hooks::KINDS.contains(&e.as_str()) {
+                    self.err(
+                        format!("{field}.events[{k}]"),
+                        format!(
+                            "unknown event {e:?}: one of {}",
+                            crate::hooks::KINDS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if w.events.is_empty() {
+                self.err(format!("{field}.events"), "name at least one event");
+            }
+            let secret = match env(&w.secret_env) {
+                Some(s) if s.trim().len() >= 16 => s.trim().to_owned(),
+                Some(_) => {
+                    self.err(
+                        format!("{field}.secret_env"),
+                        format!(
+                            "the secret in {} is shorter than 16 characters",
+                            w.secret_env
+                        ),
+                    );
+                    String::new()
+                }
+                None => {
+                    self.err(
+                        format!("{field}.secret_env"),
+                        format!("environment variable {} is not set", w.secret_env),
+                    );
+                    String::new()
+                }
+            };
+            let max_attempts = w.max_attempts.unwrap_or(10);
+            if !(1..=100).contains(&max_attempts) {
+                self.err(format!("{field}.max_attempts"), "1 to 100");
+            }
+            let timeout_s = w.timeout_s.unwrap_or(10);
+            if !(1..=120).contains(&timeout_s) {
+                self.err(format!("{field}.timeout_s"), "1 to 120 seconds");
+            }
+            let backoff_initial =
+                Duration::from_millis(w.backoff_initial_ms.unwrap_or(1_000).max(1));
+            let backoff_max = Duration::from_secs(w.backoff_max_s.unwrap_or(600).max(1));
+            hooks.push(Arc::new(crate::hooks::WebhookConfig {
+                handover: w
+                    .handover
+                    .unwrap_or_else(|| w.events.iter().any(|e| e == crate::hooks::VISIT_COMPLETED)),
+                name,
+                url: w.url.clone(),
+                secret,
+                secret_env: w.secret_env.clone(),
+                events: w.events.clone(),
+                max_attempts,
+                backoff_initial,
+                backoff_max: backoff_max.max(backoff_initial),
+                timeout: Duration::from_secs(timeout_s),
+            }));
+        }
+        hooks
     }
 
     fn public(&mut self, raw: raw::Public, frame_ancestors: &[String]) -> PublicConfig {

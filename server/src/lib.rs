@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod generate;
+pub mod hooks;
 pub mod http;
 pub mod kpi;
 pub mod log;

@@ -543,6 +543,37 @@ impl ProjectionStore {
         .await
     }
 
+    /// What a completed visit's webhook says of it, from its stored record (`None` before it
+    /// is stored).
+    pub async fn visit_facts(
+        &self,
+        ticket: &str,
+    ) -> Result<Option<crate::hooks::VisitFacts>, StoreError> {
+        let ticket = ticket.to_owned();
+        self.read(move |conn, _| {
+            let sql = format!("SELECT {VISIT_COLUMNS}, steps FROM visits WHERE ticket_id = ?1");
+            let mut stmt = conn.prepare(&sql).map_err(err)?;
+            let mut rows = stmt.query([ticket]).map_err(err)?;
+            let Some(r) = rows.next().map_err(err)? else {
+                return Ok(None);
+            };
+            let steps = r.get::<_, i64>(15).map_err(err)? as u32;
+            let v = read_visit(r).map_err(err)?;
+            Ok(Some(crate::hooks::VisitFacts {
+                number: v.number.to_string(),
+                life_event: v.life_event.map(|l| l.to_string()),
+                procedures: v.procedures.iter().map(|p| p.to_string()).collect(),
+                arrival: v.arrival.to_rfc3339(),
+                departure: v.departure.to_rfc3339(),
+                stay_s: v.stay_s,
+                wait_s: v.wait_s,
+                service_s: v.service_s,
+                steps,
+            }))
+        })
+        .await
+    }
+
     /// Folds every ended visit that matches `filter` into `acc`, one record at a time (never
     /// all of them in memory), on a read-only connection of its own, in no particular order.
     /// Steps are read only `with_steps`. Stops with an error if the caller went away.

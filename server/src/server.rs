@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::hooks::{DeliveryStore, Hooks};
 use crate::http::{public_router, router, AppState};
 use crate::log::{EventLog, RedisLog, SnapshotStore, SqliteLog, SqliteSnapshots};
 use crate::metrics::Metrics;
@@ -87,7 +88,7 @@ pub async fn run(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let db = data_dir.join(DB_FILE);
-    let (log, snapshots): (Arc<dyn EventLog>, Arc<dyn SnapshotStore>) = match store {
+    let (log, snapshots, delivery): (Arc<dyn EventLog>, Arc<dyn SnapshotStore>, _) = match store {
         Store::Sqlite => (
             Arc::new(
                 SqliteLog::open(&db)
@@ -97,6 +98,9 @@ pub async fn run(
                 SqliteSnapshots::open(&db)
                     .with_context(|| format!("cannot open the snapshots in {}", db.display()))?,
             ),
+            DeliveryStore::sqlite(&db).with_context(|| {
+                format!("cannot open the webhook deliveries in {}", db.display())
+            })?,
         ),
         Store::Redis {
             url,
@@ -107,7 +111,9 @@ pub async fn run(
                 .await
                 .context("cannot open the event log in Redis")?;
             let snapshots = log.snapshots(*retention);
-            (Arc::new(log), Arc::new(snapshots))
+            let (conn, prefix) = log.connection();
+            let delivery = DeliveryStore::redis(conn, prefix);
+            (Arc::new(log), Arc::new(snapshots), delivery)
         }
     };
     let visits = ProjectionStore::open(&db)
@@ -144,7 +150,15 @@ pub async fn run(
     let fd_limit = net::raise_fd_limit();
     let cap = net::connection_cap(limits.max_connections, fd_limit);
     let connections = deps.metrics.http_connections.clone();
-    let state = AppState::new(config, handles, deps, stop_rx);
+    let hooks = Hooks::new(
+        delivery,
+        log.clone(),
+        visits.clone(),
+        server_name,
+        config.webhooks.clone(),
+    );
+    hooks.start(&handles);
+    let state = AppState::new(config, handles, deps, stop_rx).with_hooks(hooks.clone());
     state.start_suggestions();
     let public = state.public_limits().clone();
     tokio::spawn(async move {
@@ -186,6 +200,7 @@ pub async fn run(
         SHUTDOWN_GRACE,
     )
     .await;
+    hooks.stop().await;
     // Handles are gone with the router; every actor finishes its queued commands, writes a
     // snapshot and ends, all sites at once.
     let stopping = futures_util::future::join_all(actors);

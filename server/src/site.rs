@@ -205,6 +205,9 @@ pub struct SiteStatus {
     queued: std::sync::atomic::AtomicUsize,
     /// Whether the log can be written (set by the actor as its follower reports).
     log: watch::Sender<LogState>,
+    /// The seq of the last event applied (this instance's own or followed), for the webhook
+    /// deliverers and the event stream.
+    applied: watch::Sender<u64>,
 }
 
 impl Default for SiteStatus {
@@ -219,6 +222,7 @@ impl Default for SiteStatus {
             replayed: Default::default(),
             queued: Default::default(),
             log: watch::channel(LogState::Available).0,
+            applied: watch::channel(0).0,
         }
     }
 }
@@ -256,6 +260,14 @@ impl SiteStatus {
     /// Follows [`Self::log`] (for the screens' `status` message).
     pub fn log_changes(&self) -> watch::Receiver<LogState> {
         self.log.subscribe()
+    }
+    /// Follows the seq of the last event the site applied.
+    pub fn applied_changes(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+    /// Follows the seq the stored projections (visit records) are written up to.
+    pub fn projected_changes(&self) -> watch::Receiver<u64> {
+        self.projected.subscribe()
     }
 }
 
@@ -472,6 +484,34 @@ impl Drop for SitesRuntime {
     }
 }
 
+/// Up to `limit` events of `site` after `after`: from the log, or, where a shared log was
+/// trimmed past them, from this instance's copy of it (a data directory seeded from a peer's
+/// backup holds the history the stream no longer has). For the actor, the webhook deliverers
+/// and the event stream alike.
+pub async fn read_events(
+    log: &dyn EventLog,
+    copy: &ProjectionStore,
+    site: &SiteId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<crate::log::StoredEvent>, SiteError> {
+    let page = log.read(site, after, limit).await?;
+    if !log.shared() || page.first().is_none_or(|e| e.seq == after + 1) {
+        return Ok(page);
+    }
+    let copy = copy
+        .copied_events(site.as_str(), after, limit)
+        .await
+        .map_err(|e| SiteError::Unavailable(e.to_string()))?;
+    if copy.first().is_some_and(|e| e.seq == after + 1) {
+        return Ok(copy);
+    }
+    Err(SiteError::Unavailable(format!(
+        "the shared log of site {site} begins at seq {} and this instance's data ends at {after}: start it from a snapshot, or seed its data directory from a peer's backup (docs/DEPLOY.md)",
+        page.first().map_or(0, |e| e.seq)
+    )))
+}
+
 /// Rebuilds a site's state from the log, brings its visit records up to date, and starts its
 /// actor under a supervisor. The actor stops when every handle is dropped; if it panics, the
 /// supervisor rebuilds it from the log and starts it again.
@@ -597,6 +637,7 @@ impl Actor {
             let seq = actor.state.seq.max(checkpoint);
             actor.status.sent.store(seq, Relaxed);
             actor.status.projected.send_replace(seq);
+            actor.status.applied.send_replace(actor.state.seq);
             actor.status.projection_retries.store(0, Relaxed);
         }
         if let Some(at) = actor.last_at {
@@ -930,23 +971,14 @@ impl Actor {
         after: u64,
         limit: usize,
     ) -> Result<Vec<crate::log::StoredEvent>, SiteError> {
-        let site = &self.state.config.id;
-        let page = self.log.read(site, after, limit).await?;
-        if !self.shared || page.first().is_none_or(|e| e.seq == after + 1) {
-            return Ok(page);
-        }
-        let copy = self
-            .visits
-            .copied_events(site.as_str(), after, limit)
-            .await
-            .map_err(|e| SiteError::Unavailable(e.to_string()))?;
-        if copy.first().is_some_and(|e| e.seq == after + 1) {
-            return Ok(copy);
-        }
-        Err(SiteError::Unavailable(format!(
-            "the shared log of site {site} begins at seq {} and this instance's data ends at {after}: start it from a snapshot, or seed its data directory from a peer's backup (docs/DEPLOY.md)",
-            page.first().map_or(0, |e| e.seq)
-        )))
+        read_events(
+            &*self.log,
+            &self.visits,
+            &self.state.config.id,
+            after,
+            limit,
+        )
+        .await
     }
 
     /// Applies what other instances appended up to the log's last seq, now.
@@ -1313,6 +1345,7 @@ impl Actor {
             .collect();
         self.metrics.observe_site(&self.state);
         self.tell_watchers();
+        self.status.applied.send_replace(self.state.seq);
         let batch = Batch {
             seq: self.state.seq,
             visits: records,

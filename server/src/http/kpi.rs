@@ -62,6 +62,9 @@ struct KpiReply {
     report: kpi::Report,
     /// Bookings whose slot starts in the period.
     reservations: crate::projection::ReservationCounts,
+    /// Completed visits of the period whose `visit.completed` webhook reached the
+    /// counter-support system (a subscriber with `handover`): the plan's usage count.
+    handed_over: u64,
 }
 
 /// `YYYY-MM-DD` (a local calendar day; `to` includes its whole day) or an RFC 3339 instant.
@@ -171,6 +174,29 @@ fn scope(
     Ok((id, tz, filter))
 }
 
+/// The tickets handed over at `site` (every site for `None`) whose visits may have arrived
+/// between `from` and `to` (a visit ends on its business day).
+async fn handovers(
+    app: &AppState,
+    site: Option<&SiteId>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<std::collections::HashSet<String>, ApiError> {
+    let Some(hooks) = app.hooks().filter(|h| h.any()) else {
+        return Ok(Default::default());
+    };
+    let sites: Vec<SiteId> = match site {
+        Some(id) => vec![id.clone()],
+        None => app.sites().map(|h| h.config.id.clone()).collect(),
+    };
+    let until = to + chrono::Duration::days(1);
+    hooks
+        .store()
+        .handovers(&sites, from.timestamp_millis(), until.timestamp_millis())
+        .await
+        .map_err(ApiError::unavailable)
+}
+
 /// Stay, wait and service time and satisfaction against the fiscal year's targets.
 #[utoipa::path(
     get,
@@ -220,9 +246,22 @@ async fn kpi(
     // memory.
     let fold = kpi::Fold::new(group_by, tz);
     let with_steps = fold.needs_steps();
-    let fold = app
+    let handovers = handovers(&app, id.as_ref(), from, to).await?;
+    let (fold, handed_over) = app
         .store()
-        .fold_visits(filter, with_steps, fold, |fold, v| fold.add(v))
+        .fold_visits(
+            filter,
+            with_steps,
+            (fold, 0u64),
+            move |(fold, handed), v| {
+                fold.add(v);
+                if v.outcome == crate::core::TicketStatus::Done
+                    && handovers.contains(v.ticket.as_str())
+                {
+                    *handed += 1;
+                }
+            },
+        )
         .await
         .map_err(ApiError::unavailable)?;
     let fy = fiscal_year.or_else(|| {
@@ -244,6 +283,7 @@ async fn kpi(
         .map_err(ApiError::unavailable)?;
     Ok(Json(KpiReply {
         reservations,
+        handed_over,
         site,
         from: Some(from),
         to: Some(to),

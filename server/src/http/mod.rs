@@ -5,6 +5,7 @@ mod auth;
 mod board;
 mod counters;
 mod error;
+mod integrations;
 mod kpi;
 mod live;
 mod openapi;
@@ -62,6 +63,8 @@ struct Inner {
     suggestions: BTreeMap<SiteId, crate::suggest::Board>,
     /// Each site's forecast calendar, made at most every few minutes (see `public`).
     calendars: BTreeMap<SiteId, public::CalendarCache>,
+    /// The webhook deliverers (none in tests that build a state without them).
+    hooks: Option<crate::hooks::Hooks>,
 }
 
 /// The longest a read of the stored projections waits for them to catch up.
@@ -96,8 +99,20 @@ impl AppState {
                 public,
                 suggestions,
                 calendars,
+                hooks: None,
             }),
         }
+    }
+
+    /// With the webhook deliverers, for the floor board's list and the KPI's handovers.
+    pub fn with_hooks(mut self, hooks: crate::hooks::Hooks) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.hooks = Some(hooks);
+        }
+        self
+    }
+    pub(crate) fn hooks(&self) -> Option<&crate::hooks::Hooks> {
+        self.inner.hooks.as_ref()
     }
 
     /// Where a site's forecast calendar is kept.
@@ -268,6 +283,7 @@ fn api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(whatif::router())
         .merge(printers::router())
+        .merge(integrations::router())
         .merge(openapi::router())
 }
 

@@ -58,6 +58,7 @@ use super::AppState;
         (name = "live", description = "Live feeds (WebSocket)"),
         (name = "kpi", description = "Stay-time KPI and the visits as CSV (analyst)"),
         (name = "printers", description = "The printer agents' job feed (WebSocket, printer)"),
+        (name = "integrations", description = "Webhook deliveries and dead letters (floor); the event stream (analyst)"),
         (name = "floor", description = "The floor manager's say over reception (floor)"),
         (name = "public", description = "Congestion figures and the forecast calendar for the city's website (no token, cacheable)"),
         (name = "operations", description = "Health, readiness, metrics and this document")

@@ -114,6 +114,12 @@ impl RedisLog {
         })
     }
 
+    /// The shared connection and key prefix, for what lives beside the log (the webhook
+    /// deliveries' state).
+    pub fn connection(&self) -> (ConnectionManager, &str) {
+        (self.conn.clone(), &self.prefix)
+    }
+
     fn keys(&self, site: &SiteId) -> Keys {
         Keys {
             events: format!("{}{{{}}}:events", self.prefix, site.as_str()),

@@ -1,0 +1,332 @@
+//! Integrations: outgoing webhooks to the city's systems (the counter-support SaaS, a LINE or
+//! SMS gateway), and the public form of the event log that analysts' pipelines read.
+//!
+//! A webhook subscriber is a projection of a site's log with a checkpoint of its own
+//! ([`store::DeliveryStore`]): its deliverer ([`deliver`]) reads the events after the checkpoint,
+//! turns those the subscriber asked for into payloads ([`payload`]), signs them ([`sign`]) and
+//! posts them in order, retrying with backoff; one that keeps failing becomes a dead letter the
+//! floor can send again. The log's seq is the event id receivers dedupe on. See
+//! docs/INTEGRATIONS.md.
+
+pub mod deliver;
+pub mod store;
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::core::{Event, SiteId, Target};
+
+pub use deliver::{DeadLetter, HookStatus, Hooks};
+pub use store::DeliveryStore;
+
+/// The kinds of webhook a subscriber may ask for (`events = [...]`).
+pub const KINDS: &[&str] = &[
+    "ticket.issued",
+    "ticket.called",
+    "ticket.transferred",
+    "visit.completed",
+    "satisfaction.given",
+    "printer.needs_staff",
+    "reservation.made",
+    "reservation.changed",
+    "reservation.cancelled",
+];
+
+/// The kind a completed visit is sent as; with `handover`, delivering it counts the visit as
+/// handed over to the counter-support system (the KPI's `handed_over`).
+pub const VISIT_COMPLETED: &str = "visit.completed";
+
+/// One `[[sites.webhooks]]` subscriber.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Names the subscriber in the API, the floor board and the delivery checkpoint.
+    pub name: String,
+    pub url: String,
+    /// The signing secret, read from the environment variable `secret_env` at start.
+    pub secret: String,
+    pub secret_env: String,
+    /// The kinds sent (a subset of [`KINDS`]).
+    pub events: Vec<String>,
+    /// Completed visits delivered here count as handed over (the KPI's `handed_over`).
+    pub handover: bool,
+    /// Tries of one event before it becomes a dead letter.
+    pub max_attempts: u32,
+    /// The pause after the first failed try; it doubles up to `backoff_max` (with jitter).
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// One request may take this long.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret_env", &self.secret_env)
+            .field("events", &self.events)
+            .field("handover", &self.handover)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookConfig {
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e == kind)
+    }
+
+    /// The pause before try `attempt + 1` after `attempt` failed ones: exponential, capped, with
+    /// full jitter (a random share of it), so receivers coming back are not hit by every
+    /// sender at once.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self
+            .backoff_initial
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let cap = exp.min(self.backoff_max);
+        // Half fixed, half random: never shorter than half the step.
+        cap.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// `Madoguchi-Signature` for `body` sent at unix time `t`: `t=<t>,v1=<hex HMAC-SHA256 of
+/// "<t>.<body>" with the secret>` (the scheme Stripe uses; the time bounds replays).
+pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!("t={t},v1={}", hex(&digest))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A booking as receivers and analysts see it: a stable digest of its code (the code is the
+/// resident's only credential and stays with the resident).
+pub fn reservation_ref(code: &str) -> String {
+    hex(&Sha256::digest(code.as_bytes())[..8])
+}
+
+/// What a webhook body says of a completed visit, read from the stored visit record.
+#[derive(Debug, Clone, Serialize)]
+pub struct VisitFacts {
+    pub number: String,
+    pub life_event: Option<String>,
+    pub procedures: Vec<String>,
+    pub arrival: String,
+    pub departure: String,
+    pub stay_s: f64,
+    pub wait_s: f64,
+    pub service_s: f64,
+    pub steps: u32,
+}
+
+/// The webhook kind of an event, if it has one.
+pub fn kind_of(event: &Event) -> Option<&'static str> {
+    Some(match event {
+        Event::TicketIssued { .. } => "ticket.issued",
+        Event::TicketCalled { .. } => "ticket.called",
+        Event::StepCompleted {
+            transfer_to: Some(_),
+            ..
+        } => "ticket.transferred",
+        Event::StepCompleted {
+            transfer_to: None, ..
+        } => VISIT_COMPLETED,
+        Event::SatisfactionGiven { .. } => "satisfaction.given",
+        Event::PrinterStateChanged { state, .. } if needs_staff(*state) => "printer.needs_staff",
+        Event::ReservationMade { .. } => "reservation.made",
+        Event::ReservationMoved { .. } => "reservation.changed",
+        Event::ReservationCancelled { .. } => "reservation.cancelled",
+        _ => return None,
+    })
+}
+
+fn needs_staff(state: crate::core::PrinterState) -> bool {
+    use crate::core::PrinterState::*;
+    matches!(
+        state,
+        PaperNearEnd | PaperEnd | CoverOpen | Offline | Unreachable | Disconnected
+    )
+}
+
+fn target(t: &Target) -> Value {
+    match t {
+        Target::Queue(q) => json!({ "queue": q }),
+        Target::Counter(c) => json!({ "counter": c }),
+    }
+}
+
+/// The body of the webhook for event `seq` of `site`: `{id, site, type, at, data}`. `visit` is
+/// the stored record of a completed visit (stay, wait, service). `None` for an event without a
+/// webhook kind.
+pub fn payload(
+    site: &SiteId,
+    seq: u64,
+    event: &Event,
+    visit: Option<&VisitFacts>,
+) -> Option<Value> {
+    let kind = kind_of(event)?;
+    let data = match event {
+        Event::TicketIssued {
+            ticket,
+            number,
+            queue,
+            procedures,
+            life_event,
+            priority,
+            dispenser,
+            lang,
+            booked,
+            ..
+        } => json!({
+            "ticket": ticket,
+            "number": number,
+            "queue": queue,
+            "procedures": procedures,
+            "life_event": life_event,
+            "priority": priority,
+            "dispenser": dispenser,
+            "lang": lang,
+            "booked": booked.is_some(),
+        }),
+        Event::TicketCalled {
+            ticket, counter, ..
+        } => {
+            json!({ "ticket": ticket, "counter": counter })
+        }
+        Event::StepCompleted {
+            ticket,
+            counter,
+            transfer_to: Some(to),
+            ..
+        } => json!({ "ticket": ticket, "counter": counter, "to": target(to) }),
+        Event::StepCompleted {
+            ticket, counter, ..
+        } => {
+            let mut data = json!({ "ticket": ticket, "counter": counter });
+            if let (Some(visit), Some(map)) = (visit, data.as_object_mut()) {
+                if let Ok(Value::Object(facts)) = serde_json::to_value(visit) {
+                    map.extend(facts);
+                }
+            }
+            data
+        }
+        Event::SatisfactionGiven { ticket, score, .. } => {
+            json!({ "ticket": ticket, "score": score })
+        }
+        Event::PrinterStateChanged { printer, state, .. } => {
+            json!({ "printer": printer, "state": state })
+        }
+        Event::ReservationMade {
+            code,
+            queue,
+            procedures,
+            life_event,
+            slot_start,
+            slot_end,
+            ..
+        } => json!({
+            "reservation": reservation_ref(code),
+            "queue": queue,
+            "procedures": procedures,
+            "life_event": life_event,
+            "slot_start": slot_start,
+            "slot_end": slot_end,
+        }),
+        Event::ReservationMoved {
+            code,
+            slot_start,
+            slot_end,
+            ..
+        } => json!({
+            "reservation": reservation_ref(code),
+            "slot_start": slot_start,
+            "slot_end": slot_end,
+        }),
+        Event::ReservationCancelled { code, .. } => json!({ "reservation": reservation_ref(code) }),
+        _ => return None,
+    };
+    Some(json!({
+        "id": seq,
+        "site": site,
+        "type": kind,
+        "at": event.at(),
+        "data": data,
+    }))
+}
+
+/// Fields of a logged event that the public form leaves out: credentials (phone tokens,
+/// booking codes, idempotency keys) and who on the staff acted.
+const PRIVATE_FIELDS: &[&str] = &["token", "idempotency_key", "code", "by"];
+
+/// The public form of logged event `seq` for the event stream: the event as logged, with
+/// `seq` and `kind`, without credentials or staff names; a booking is named by
+/// [`reservation_ref`].
+pub fn public_form(seq: u64, event: &Event) -> Value {
+    let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        let kind = map.remove("type");
+        if let Some(Value::String(code)) = map.get("code") {
+            let reference = reservation_ref(code);
+            map.insert("reservation".into(), Value::String(reference));
+        }
+        for field in PRIVATE_FIELDS {
+            map.remove(*field);
+        }
+        map.insert("seq".into(), json!(seq));
+        if let Some(kind) = kind {
+            map.insert("kind".into(), kind);
+        }
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_the_hmac_of_time_and_body() {
+        // A vector computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec
+        let s = sign("whsec", 1_700_000_000, br#"{"a":1}"#);
+        assert!(s.starts_with("t=1700000000,v1="));
+        assert_eq!(s.len(), "t=1700000000,v1=".len() + 64);
+        assert_ne!(s, sign("other", 1_700_000_000, br#"{"a":1}"#));
+        assert_ne!(s, sign("whsec", 1_700_000_001, br#"{"a":1}"#));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let hook = WebhookConfig {
+            name: "h".into(),
+            url: "http://x".into(),
+            secret: "s".into(),
+            secret_env: "S".into(),
+            events: vec![],
+            handover: false,
+            max_attempts: 5,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        };
+        assert_eq!(hook.backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(hook.backoff(3, 1.0), Duration::from_secs(4));
+        assert_eq!(hook.backoff(3, 0.0), Duration::from_secs(2));
+        assert_eq!(hook.backoff(30, 1.0), Duration::from_secs(60));
+        assert!(hook.backoff(2, 0.5) > hook.backoff(2, 0.0));
+    }
+}
