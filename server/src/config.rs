@@ -134,6 +134,8 @@ pub struct Config {
     pub public: PublicConfig,
     /// `[[sites.webhooks]]` per site.
     pub webhooks: HashMap<SiteId, Vec<Arc<crate::hooks::WebhookConfig>>>,
+    /// `[notices]`: the mail server for near-turn notices and reminders.
+    pub notices: crate::notices::NoticeSettings,
 }
 
 /// `[public]`: the congestion page for the city's website.
@@ -451,6 +453,31 @@ mod raw {
         pub(super) public: Option<Public>,
         /// Reception hours of every queue that sets none of its own (and whose site sets none).
         pub(super) hours: Option<Hours>,
+        /// `[notices]`: how near-turn notices and reminders leave (the city's mail server).
+        pub(super) notices: Option<Notices>,
+    }
+
+    /// `[notices]`.
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Notices {
+        pub(super) smtp_host: Option<String>,
+        pub(super) smtp_port: Option<u16>,
+        /// `none` (a relay on the city's network), `starttls` or `tls`.
+        pub(super) smtp_security: Option<String>,
+        pub(super) smtp_username_env: Option<String>,
+        pub(super) smtp_password_env: Option<String>,
+        pub(super) from: Option<String>,
+        /// When the day-before reminder of a booking goes out, local time (`"17:00"`).
+        pub(super) reminder_time: Option<String>,
+    }
+
+    /// `[sites.notices]`: when a ticket's near-turn notice goes out.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct SiteNotices {
+        pub(super) places: Option<u32>,
+        pub(super) minutes: Option<u32>,
     }
 
     /// `[hours]`, `[sites.hours]`, `[sites.queues.hours]`: when tickets are taken.
@@ -591,6 +618,7 @@ mod raw {
         /// `[[sites.webhooks]]`: the city's systems told of this site's events.
         #[serde(default)]
         pub(super) webhooks: Vec<Webhook>,
+        pub(super) notices: Option<SiteNotices>,
         #[serde(default)]
         pub(super) queues: Vec<Queue>,
         #[serde(default)]
@@ -955,6 +983,7 @@ impl Validator {
         // Sites.
         let mut sites: Vec<Arc<SiteConfig>> = Vec::new();
         let mut webhooks = HashMap::new();
+        let notices = self.notices(raw.notices.as_ref().unwrap_or(&Default::default()), env);
         if raw.sites.is_empty() {
             self.err("sites", "at least one site is needed");
         }
@@ -967,7 +996,7 @@ impl Validator {
                 public_url: &public_url,
                 hours: hours.clone(),
             };
-            if let Some(site) = self.site(i, s, &city) {
+            if let Some(mut site) = self.site(i, s, &city) {
                 if sites.iter().any(|x| x.id == site.id) {
                     self.err(
                         format!("sites[{}].id", site.id),
@@ -975,6 +1004,23 @@ impl Validator {
                     );
                 }
                 let hooks = self.webhooks(i, &s.webhooks, env);
+                // The channels residents are offered: e-mail with a mail server, the gateway's
+                // link code with a subscriber of `notice.near_turn`.
+                if let Some(rule) = &mut site.notices {
+                    if notices.smtp.is_some() {
+                        rule.channels
+                            .push(crate::core::notice::NoticeChannel::Email);
+                    }
+                    if hooks.iter().any(|h| h.wants("notice.near_turn")) {
+                        rule.channels.push(crate::core::notice::NoticeChannel::Link);
+                    }
+                    if rule.channels.is_empty() {
+                        self.err(
+                            format!("sites[{i}].notices"),
+                            "no channel: configure [notices] smtp_host for e-mail, or a webhook with the event notice.near_turn for a LINE or SMS gateway",
+                        );
+                    }
+                }
                 if !hooks.is_empty() {
                     webhooks.insert(site.id.clone(), hooks);
                 }
@@ -1173,6 +1219,74 @@ impl Validator {
             frame_ancestors,
             public,
             webhooks,
+            notices,
+        }
+    }
+
+    /// `[notices]`: the SMTP server (none: e-mail notices are not offered) and the reminder time.
+    fn notices(
+        &mut self,
+        raw: &raw::Notices,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> crate::notices::NoticeSettings {
+        use crate::notices::{NoticeSettings, Smtp, SmtpSecurity};
+        let reminder_time = match &raw.reminder_time {
+            None => chrono::NaiveTime::from_hms_opt(17, 0, 0).expect("a time"),
+            Some(t) => chrono::NaiveTime::parse_from_str(t, "%H:%M").unwrap_or_else(|_| {
+                self.err(
+                    "notices.reminder_time",
+                    "a local time HH:MM, e.g. \"17:00\"",
+                );
+                chrono::NaiveTime::MIN
+            }),
+        };
+        let secret = |v: &mut Self, field: &str, var: &Option<String>| -> Option<String> {
+            let var = var.as_ref()?;
+            let value = env(var);
+            if value.is_none() {
+                v.err(
+                    format!("notices.{field}"),
+                    format!("environment variable {var} is not set"),
+                );
+            }
+            value
+        };
+        let smtp = match &raw.smtp_host {
+            None => None,
+            Some(host) => {
+                let security = match raw.smtp_security.as_deref().unwrap_or("starttls") {
+                    "none" => SmtpSecurity::None,
+                    "starttls" => SmtpSecurity::StartTls,
+                    "tls" => SmtpSecurity::Tls,
+                    _ => {
+                        self.err("notices.smtp_security", "one of none, starttls, tls");
+                        SmtpSecurity::None
+                    }
+                };
+                let from = raw.from.clone().unwrap_or_default();
+                if from.parse::<lettre::message::Mailbox>().is_err() {
+                    self.err(
+                        "notices.from",
+                        "the sender's address, e.g. \"中央区役所 <madoguchi@city.example.jp>\"",
+                    );
+                }
+                Some(Smtp {
+                    host: host.clone(),
+                    port: raw.smtp_port.unwrap_or(match security {
+                        SmtpSecurity::None => 25,
+                        SmtpSecurity::StartTls => 587,
+                        SmtpSecurity::Tls => 465,
+                    }),
+                    security,
+                    username: secret(self, "smtp_username_env", &raw.smtp_username_env),
+                    password: secret(self, "smtp_password_env", &raw.smtp_password_env),
+                    from,
+                })
+            }
+        };
+        NoticeSettings {
+            smtp,
+            reminder_time,
         }
     }
 
@@ -1706,6 +1820,20 @@ impl Validator {
             screens: self.screens(&f, s.screens.as_ref()),
             public_url: city.public_url.to_owned(),
             reservations,
+            notices: s.notices.as_ref().map(|n| {
+                let rule = crate::core::notice::NoticeRule {
+                    places: n.places.unwrap_or(3),
+                    minutes: n.minutes.unwrap_or(10),
+                    channels: Vec::new(),
+                };
+                if rule.places == 0 && rule.minutes == 0 {
+                    self.err(
+                        format!("{f}.notices"),
+                        "places or minutes must be more than 0",
+                    );
+                }
+                rule
+            }),
         })
     }
 

@@ -23,6 +23,7 @@ pub mod log;
 pub mod maintenance;
 pub mod metrics;
 pub mod net;
+pub mod notices;
 pub mod pace;
 pub mod printers;
 pub mod projection;

@@ -158,7 +158,12 @@ pub async fn run(
         config.webhooks.clone(),
     );
     hooks.start(&handles);
-    let state = AppState::new(config, handles, deps, stop_rx).with_hooks(hooks.clone());
+    let notices = crate::notices::Notices::open(data_dir, config.notices.clone())
+        .context("cannot open the notices' contacts")?;
+    notices.start(&handles, log.clone(), visits.clone());
+    let state = AppState::new(config, handles, deps, stop_rx)
+        .with_hooks(hooks.clone())
+        .with_notices(notices);
     state.start_suggestions();
     let public = state.public_limits().clone();
     tokio::spawn(async move {

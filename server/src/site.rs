@@ -874,6 +874,7 @@ impl Actor {
                             self.other(request).await;
                         }
                         self.close_full_queues().await;
+                        self.notice_near_turns().await;
                     }
                     Some(request) => self.other(request).await,
                 },
@@ -894,6 +895,7 @@ impl Actor {
                     self.tell_watchers();
                     self.closing_check_due = true;
                     self.close_full_queues().await;
+                    self.notice_near_turns().await;
                 }
                 // A reception period opens or ends, or a closing runs out: the board shows it.
                 // A booking's slot began: its ticket takes its place in line.
@@ -913,6 +915,7 @@ impl Actor {
                     }
                     self.closing_check_due = true;
                     self.close_full_queues().await;
+                    self.notice_near_turns().await;
                 }
             }
             self.maybe_snapshot("periodic");
@@ -928,6 +931,22 @@ impl Actor {
                 seq: self.state.seq,
                 board: &board,
             }));
+        }
+    }
+
+    /// Marks the near-turn notices now due (`NearTurnNoticed`, one per ticket): the notifier
+    /// and the webhook deliverers send them. Only tickets that asked are looked at.
+    async fn notice_near_turns(&mut self) {
+        if self.state.notices_pending.is_empty()
+            || self.status.log() != LogState::Available
+            || self.state.due_notices().is_empty()
+        {
+            return;
+        }
+        for result in self.commands(&[(Command::NoticeNearTurn, None)]).await {
+            if let Err(e) = result {
+                tracing::warn!(site = %self.state.config.id, error = %e, "could not mark the near-turn notices");
+            }
         }
     }
 

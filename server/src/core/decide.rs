@@ -294,6 +294,13 @@ fn decide_today(
             slot_start,
             capacity,
         } => super::reserve::set_slot_capacity(state, queue, *slot_start, *capacity, at),
+        Command::RequestNotice {
+            token,
+            channel,
+            link_code,
+        } => super::notice::request(state, token, *channel, link_code.clone(), at),
+        Command::WithdrawNotice { token } => super::notice::withdraw(state, token, at),
+        Command::NoticeNearTurn => Ok(super::notice::near_turn(state, at)),
         Command::SetProfile { counter, profile } => {
             let c = state
                 .counter(counter)

@@ -7,6 +7,7 @@ pub mod estimate;
 pub mod hours;
 mod ids;
 pub mod model;
+pub mod notice;
 pub mod reserve;
 mod snapshot;
 mod state;
@@ -247,6 +248,18 @@ pub enum Command {
         slot_start: Timestamp,
         capacity: u32,
     },
+    /// A resident asks to be told when the turn is near (the address stays at the edge).
+    RequestNotice {
+        token: String,
+        channel: notice::NoticeChannel,
+        /// Drawn at the edge for the gateway channel.
+        link_code: Option<String>,
+    },
+    WithdrawNotice {
+        token: String,
+    },
+    /// Marks every notice due now (the site's owner sends it after each change).
+    NoticeNearTurn,
 }
 
 /// Everything that happens at a site. Events are facts: `apply` never fails on them.
@@ -397,6 +410,33 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<Operator>,
     },
+    /// A resident asked to be told when the turn is near: by e-mail (the address is kept
+    /// outside the log) or through the city's gateway with `link_code`.
+    NoticeRequested {
+        ticket: TicketId,
+        channel: notice::NoticeChannel,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link_code: Option<String>,
+        at: Timestamp,
+    },
+    NoticeWithdrawn {
+        ticket: TicketId,
+        at: Timestamp,
+    },
+    /// The ticket came within the site's notice rule: its one notice goes out now.
+    NearTurnNoticed {
+        ticket: TicketId,
+        number: TicketNumber,
+        /// For the gateway channel: the code the resident sent it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link_code: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
+        /// Its place in line then (1 = next).
+        place: u32,
+        estimated_wait_s: u64,
+        at: Timestamp,
+    },
 }
 
 /// Who changed the floor: the name and role of the token that asked (never the token).
@@ -474,7 +514,10 @@ impl Event {
             | Event::ReservationMade { at, .. }
             | Event::ReservationMoved { at, .. }
             | Event::ReservationCancelled { at, .. }
-            | Event::SlotCapacitySet { at, .. } => *at,
+            | Event::SlotCapacitySet { at, .. }
+            | Event::NoticeRequested { at, .. }
+            | Event::NoticeWithdrawn { at, .. }
+            | Event::NearTurnNoticed { at, .. } => *at,
         }
     }
 
@@ -488,7 +531,10 @@ impl Event {
             | Event::NoShowMarked { ticket, .. }
             | Event::TicketCancelled { ticket, .. }
             | Event::SatisfactionGiven { ticket, .. }
-            | Event::TicketReleased { ticket, .. } => Some(ticket),
+            | Event::TicketReleased { ticket, .. }
+            | Event::NoticeRequested { ticket, .. }
+            | Event::NoticeWithdrawn { ticket, .. }
+            | Event::NearTurnNoticed { ticket, .. } => Some(ticket),
             Event::DayStarted { .. }
             | Event::CounterStateChanged { .. }
             | Event::ProfileChanged { .. }
@@ -523,6 +569,9 @@ impl Event {
             Event::ReservationMoved { .. } => "reservation_moved",
             Event::ReservationCancelled { .. } => "reservation_cancelled",
             Event::SlotCapacitySet { .. } => "slot_capacity_set",
+            Event::NoticeRequested { .. } => "notice_requested",
+            Event::NoticeWithdrawn { .. } => "notice_withdrawn",
+            Event::NearTurnNoticed { .. } => "near_turn_noticed",
         }
     }
 }
@@ -620,6 +669,10 @@ pub enum DomainError {
     },
     #[error("この予約は受付済みです / this reservation has been checked in already")]
     AlreadyCheckedIn,
+    #[error("この庁舎では呼出前のお知らせを行っていません / this site sends no near-turn notices")]
+    NoNotices,
+    #[error("お知らせは送信済みです / the notice for this ticket has been sent already")]
+    NoticeSent,
 }
 
 fn closed_message(
@@ -654,7 +707,7 @@ impl DomainError {
         use DomainError::*;
         match self {
             UnknownCounter(_) | TicketNotFound(_) | UnknownPrinter(_) | NoReservations
-            | ReservationNotFound => ErrorClass::NotFound,
+            | NoNotices | ReservationNotFound => ErrorClass::NotFound,
             UnknownProcedure(_)
             | UnknownLifeEvent(_)
             | UnknownQuestion { .. }
@@ -683,6 +736,7 @@ impl DomainError {
             | TooEarly { .. }
             | AlreadyCheckedIn
             | CodeTaken
+            | NoticeSent
             | AlreadyRated => ErrorClass::Conflict,
             NobodyWaiting(_) => ErrorClass::Empty,
         }
@@ -727,6 +781,8 @@ impl DomainError {
             BadCapacity => "bad_capacity",
             TooEarly { .. } => "too_early",
             AlreadyCheckedIn => "already_checked_in",
+            NoNotices => "no_notices",
+            NoticeSent => "notice_sent",
         }
     }
 }

@@ -152,6 +152,8 @@ pub struct SiteConfig {
     pub public_url: String,
     /// Bookings (来庁予約): `None` when the site takes none.
     pub reservations: Option<super::reserve::ReservationConfig>,
+    /// Near-turn notices (`[sites.notices]`): `None` when the site sends none.
+    pub notices: Option<super::notice::NoticeRule>,
 }
 
 impl SiteConfig {

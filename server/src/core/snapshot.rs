@@ -22,7 +22,7 @@ use super::{
 /// The snapshot format. Bump it whenever `Event`, `SiteState` or `SiteState::apply` change in a
 /// way that makes a snapshot taken by the previous version differ from a replay by this one:
 /// every older snapshot is then ignored, and the next start replays the whole log once.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// A site's state after the event `seq`, without its configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +97,7 @@ impl SiteSnapshot {
             // Counted from `reservations` and the tickets on restore.
             booked: _,
             held: _,
+            notices_pending: _,
             // A cache of the wait estimates: recomputed after every event.
             estimates: _,
             // The reception at the clock's time: recomputed by the owner.
@@ -164,6 +165,15 @@ impl SiteSnapshot {
             .values()
             .filter_map(|t| t.held_until.map(|until| (until, t.id.clone())))
             .collect();
+        let notices_pending = tickets
+            .values()
+            .filter(|t| {
+                t.notice.as_ref().is_some_and(|n| !n.sent)
+                    && t.status == super::TicketStatus::Waiting
+                    && t.steps.iter().all(|s| s.called_at.is_none())
+            })
+            .map(|t| t.id.clone())
+            .collect();
         let mut booked = imbl::OrdMap::new();
         for r in reservations.values() {
             *booked.entry((r.queue.clone(), r.slot_start)).or_insert(0) += 1;
@@ -189,6 +199,7 @@ impl SiteSnapshot {
             slot_capacity,
             checked_in,
             held,
+            notices_pending,
         })
     }
 }

@@ -95,6 +95,9 @@ pub struct Ticket {
     /// Held behind everyone in line until its slot begins (a booking checked in early).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_until: Option<Timestamp>,
+    /// The near-turn notice the resident asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<super::notice::Notice>,
 }
 
 impl Ticket {
@@ -197,6 +200,8 @@ pub struct SiteState {
     pub checked_in: imbl::OrdMap<String, TicketId>,
     /// Tickets held until their slot begins, by that time (derived from the tickets).
     pub held: imbl::OrdSet<(Timestamp, TicketId)>,
+    /// Tickets whose notice is asked and not yet due, never called (derived from the tickets).
+    pub notices_pending: imbl::OrdSet<TicketId>,
 }
 
 /// The reception of each queue at one moment: derived from the hours, the clock and the log, so
@@ -260,6 +265,7 @@ impl SiteState {
             slot_capacity: BTreeMap::new(),
             checked_in: Default::default(),
             held: Default::default(),
+            notices_pending: Default::default(),
         }
     }
 
@@ -378,6 +384,7 @@ impl SiteState {
                 self.day = Some(*day);
                 self.checked_in.clear();
                 self.held.clear();
+                self.notices_pending.clear();
                 self.next_value.clear();
                 self.tickets.clear();
                 self.by_number.clear();
@@ -441,6 +448,7 @@ impl SiteState {
                         satisfaction: None,
                         booked: booked.clone(),
                         held_until: *held_until,
+                        notice: None,
                     },
                 );
                 self.enqueue(ticket);
@@ -631,6 +639,47 @@ impl SiteState {
             } => {
                 self.slot_capacity
                     .insert((queue.clone(), *slot_start), *capacity);
+            }
+            Event::NoticeRequested {
+                ticket,
+                channel,
+                link_code,
+                ..
+            } => {
+                self.ticket_mut(ticket).notice = Some(super::notice::Notice {
+                    channel: *channel,
+                    link_code: link_code.clone(),
+                    sent: false,
+                });
+                if self.tickets[ticket]
+                    .steps
+                    .iter()
+                    .all(|s| s.called_at.is_none())
+                {
+                    self.notices_pending.insert(ticket.clone());
+                }
+            }
+            Event::NoticeWithdrawn { ticket, .. } => {
+                self.ticket_mut(ticket).notice = None;
+                self.notices_pending.remove(ticket);
+            }
+            Event::NearTurnNoticed { ticket, .. } => {
+                if let Some(n) = &mut self.ticket_mut(ticket).notice {
+                    n.sent = true;
+                }
+                self.notices_pending.remove(ticket);
+            }
+        }
+        // A ticket called (or ended) before its notice was due never gets one.
+        if !self.notices_pending.is_empty() {
+            if let Some(id) = event.ticket() {
+                if self
+                    .tickets
+                    .get(id)
+                    .is_none_or(|t| t.status != TicketStatus::Waiting)
+                {
+                    self.notices_pending.remove(id);
+                }
             }
         }
         ended

@@ -28,6 +28,21 @@ pub struct PhoneView {
     pub calls: u32,
     /// The resident's answer to the satisfaction question, once given.
     pub satisfaction: Option<u8>,
+    /// The near-turn notice this site offers (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notices: Option<super::notice::NoticeRule>,
+    /// The notice the resident asked for: its channel, the link code to send to the gateway,
+    /// and whether it went out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<PhoneNotice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PhoneNotice {
+    pub channel: super::notice::NoticeChannel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_code: Option<String>,
+    pub sent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -363,6 +378,12 @@ impl SiteState {
             counter: v.counter,
             calls: v.calls,
             satisfaction: t.satisfaction,
+            notices: self.config.notices.clone(),
+            notice: t.notice.as_ref().map(|n| PhoneNotice {
+                channel: n.channel,
+                link_code: n.link_code.clone(),
+                sent: n.sent,
+            }),
         })
     }
 
@@ -545,6 +566,10 @@ impl SiteState {
             }
             Event::ReservationMoved { .. } | Event::ReservationCancelled { .. } => {}
             Event::TicketReleased { .. } => {}
+            // Screens see that a ticket asked or was told, never how.
+            Event::NoticeRequested { .. }
+            | Event::NoticeWithdrawn { .. }
+            | Event::NearTurnNoticed { .. } => {}
         }
         p
     }

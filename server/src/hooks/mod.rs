@@ -34,6 +34,7 @@ pub const KINDS: &[&str] = &[
     "reservation.made",
     "reservation.changed",
     "reservation.cancelled",
+    "notice.near_turn",
 ];
 
 /// The kind a completed visit is sent as; with `handover`, delivering it counts the visit as
@@ -151,6 +152,11 @@ pub fn kind_of(event: &Event) -> Option<&'static str> {
         Event::ReservationMade { .. } => "reservation.made",
         Event::ReservationMoved { .. } => "reservation.changed",
         Event::ReservationCancelled { .. } => "reservation.cancelled",
+        // For the city's LINE or SMS gateway: the resident sent it the link code. (E-mail
+        // notices leave by SMTP, see `crate::notices`.)
+        Event::NearTurnNoticed {
+            link_code: Some(_), ..
+        } => "notice.near_turn",
         _ => return None,
     })
 }
@@ -258,6 +264,29 @@ pub fn payload(
             "slot_end": slot_end,
         }),
         Event::ReservationCancelled { code, .. } => json!({ "reservation": reservation_ref(code) }),
+        Event::NearTurnNoticed {
+            ticket,
+            number,
+            link_code: Some(link_code),
+            lang,
+            place,
+            estimated_wait_s,
+            ..
+        } => {
+            let minutes = estimated_wait_s.div_ceil(60);
+            json!({
+                "ticket": ticket,
+                "number": number,
+                "link_code": link_code,
+                "lang": lang,
+                "place": place,
+                "estimated_wait_s": estimated_wait_s,
+                "message": {
+                    "ja": format!("受付番号 {number} 番の方、まもなく順番です（あと {place} 番目、約 {minutes} 分）。窓口付近にお戻りください。"),
+                    "en": format!("Ticket {number}: your turn is near ({place} in line, about {minutes} min). Please come back to the counters."),
+                },
+            })
+        }
         _ => return None,
     };
     Some(json!({
@@ -271,7 +300,7 @@ pub fn payload(
 
 /// Fields of a logged event that the public form leaves out: credentials (phone tokens,
 /// booking codes, idempotency keys) and who on the staff acted.
-const PRIVATE_FIELDS: &[&str] = &["token", "idempotency_key", "code", "by"];
+const PRIVATE_FIELDS: &[&str] = &["token", "idempotency_key", "code", "by", "link_code"];
 
 /// The public form of logged event `seq` for the event stream: the event as logged, with
 /// `seq` and `kind`, without credentials or staff names; a booking is named by

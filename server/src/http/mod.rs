@@ -8,6 +8,7 @@ mod error;
 mod integrations;
 mod kpi;
 mod live;
+mod notices;
 mod openapi;
 mod ops;
 mod printers;
@@ -65,6 +66,8 @@ struct Inner {
     calendars: BTreeMap<SiteId, public::CalendarCache>,
     /// The webhook deliverers (none in tests that build a state without them).
     hooks: Option<crate::hooks::Hooks>,
+    /// The near-turn notices' side table and mail server.
+    notices: Option<crate::notices::Notices>,
 }
 
 /// The longest a read of the stored projections waits for them to catch up.
@@ -100,6 +103,7 @@ impl AppState {
                 suggestions,
                 calendars,
                 hooks: None,
+                notices: None,
             }),
         }
     }
@@ -113,6 +117,16 @@ impl AppState {
     }
     pub(crate) fn hooks(&self) -> Option<&crate::hooks::Hooks> {
         self.inner.hooks.as_ref()
+    }
+    /// With the near-turn notices (the phone page's opt-in).
+    pub fn with_notices(mut self, notices: crate::notices::Notices) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.notices = Some(notices);
+        }
+        self
+    }
+    pub(crate) fn notices(&self) -> Option<&crate::notices::Notices> {
+        self.inner.notices.as_ref()
     }
 
     /// Where a site's forecast calendar is kept.
@@ -263,7 +277,8 @@ fn api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     let mut polled = OpenApiRouter::new()
         .merge(board::polled())
         .merge(tickets::residents())
-        .merge(reservations::residents());
+        .merge(reservations::residents())
+        .merge(notices::residents());
     let mut public = public::polled();
     if let Some(state) = state {
         polled = polled.route_layer(middleware::from_fn_with_state(state.clone(), limit_public));
@@ -389,6 +404,8 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/tickets/{token}/live",
     "/api/v1/tickets/{token}/cancel",
     "/api/v1/tickets/{token}/satisfaction",
+    "/api/v1/tickets/{token}/notice",
+    "/api/v1/sites/{site}/reservations/{code}/reminder",
     "/api/v1/public/congestion",
     "/api/v1/public/congestion/calendar",
     "/api/v1/sites/{site}/reservations",

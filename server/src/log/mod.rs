@@ -24,7 +24,8 @@ use crate::core::{Event, SiteId};
 /// 2: reception (`reception_changed`) and reservations (`reservation_*`, `slot_capacity_set`,
 /// `ticket_released`, and a booked ticket's `booked` and `held_until`, which a version 1
 /// instance would drop and so misplace the ticket in its line).
-pub const EVENT_FORMAT: u32 = 2;
+/// 3: near-turn notices (`notice_requested`, `notice_withdrawn`, `near_turn_noticed`).
+pub const EVENT_FORMAT: u32 = 3;
 
 /// An event with its position in its site's log (1 for the first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

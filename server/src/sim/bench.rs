@@ -227,6 +227,7 @@ pub fn mms_site(servers: usize, service_s: u32) -> SiteConfig {
         screens: ScreensConfig::default(),
         public_url: "http://localhost".into(),
         reservations: None,
+        notices: None,
     }
 }
 
