@@ -95,6 +95,10 @@ fn demo_value(name: &str, schema: &Value, number: &str, token: &str) -> String {
         "agent" => "agent-1".to_owned(),
         "queue" => "certificates".to_owned(),
         "code" => "AAAAAAAA".to_owned(),
+        // A webhook subscriber and a dead letter's event id (the demo has none: 404 after the
+        // role check).
+        "hook" => "counter-support".to_owned(),
+        "seq" => "1".to_owned(),
         other => {
             panic!("no demo value for the path parameter {other:?}: add one to tests/e2e_roles.rs")
         }

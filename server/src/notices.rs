@@ -416,15 +416,24 @@ impl Notices {
 
     /// Starts a notifier per site that sends notices (those with `[sites.notices]`) or takes
     /// bookings (for the reminders).
-    pub fn start(&self, sites: &[SiteHandle], log: Arc<dyn EventLog>, copy: ProjectionStore) {
+    /// Stop them by aborting the tasks (they hold site handles: the sites stop once they are
+    /// gone).
+    pub fn start(
+        &self,
+        sites: &[SiteHandle],
+        log: Arc<dyn EventLog>,
+        copy: ProjectionStore,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
         for site in sites {
             let wanted = site.config.notices.is_some() || site.config.reservations.is_some();
             if wanted {
                 let me = self.clone();
                 let (site, log, copy) = (site.clone(), log.clone(), copy.clone());
-                tokio::spawn(async move { me.run(site, log, copy).await });
+                tasks.push(tokio::spawn(async move { me.run(site, log, copy).await }));
             }
         }
+        tasks
     }
 
     async fn run(self, site: SiteHandle, log: Arc<dyn EventLog>, copy: ProjectionStore) {

@@ -160,7 +160,7 @@ pub async fn run(
     hooks.start(&handles);
     let notices = crate::notices::Notices::open(data_dir, config.notices.clone())
         .context("cannot open the notices' contacts")?;
-    notices.start(&handles, log.clone(), visits.clone());
+    let notifiers = notices.start(&handles, log.clone(), visits.clone());
     let state = AppState::new(config, handles, deps, stop_rx)
         .with_hooks(hooks.clone())
         .with_notices(notices);
@@ -206,6 +206,8 @@ pub async fn run(
     )
     .await;
     hooks.stop().await;
+    notifiers.iter().for_each(|t| t.abort());
+    futures_util::future::join_all(notifiers).await;
     // Handles are gone with the router; every actor finishes its queued commands, writes a
     // snapshot and ends, all sites at once.
     let stopping = futures_util::future::join_all(actors);

@@ -143,10 +143,12 @@ impl Hooks {
         }
     }
 
-    /// Stops the deliverers and gives the leases up, so another instance takes over at once.
+    /// Stops the deliverers (they hold site handles: the sites stop once they are gone) and
+    /// gives the leases up, so another instance takes over at once.
     pub async fn stop(&self) {
         let tasks = std::mem::take(&mut *self.0.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         tasks.iter().for_each(|t| t.abort());
+        futures_util::future::join_all(tasks).await;
         for site in self.0.hooks.keys() {
             let _ = self.0.store.release(site, &self.0.holder).await;
         }

@@ -165,11 +165,10 @@ struct EventsQuery {
     security(("bearer" = ["analyst"])),
     params(("site" = String, Path, description = "A site id, e.g. `chuo`"), EventsQuery),
     responses(
-        (status = 200, description = "One JSON object per line: `seq`, `kind`, `at` and the event's fields",
-            content(
-                (String = "application/x-ndjson"),
-                (String = "text/event-stream"),
-            )),
+        // Server-Sent Events (`Accept: text/event-stream`) are described above and in
+        // docs/INTEGRATIONS.md: a stream that never ends has no place in a request/response
+        // contract that generated clients (and contract fuzzers) read to the end.
+        (status = 200, description = "One JSON object per line: `seq`, `kind`, `at` and the event's fields; with `Accept: text/event-stream`, Server-Sent Events", content_type = "application/x-ndjson", body = String),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
