@@ -481,6 +481,7 @@ impl Notices {
                     number,
                     place,
                     estimated_wait_s,
+                    link_code: None,
                     ..
                 } => {
                     let Ok(Some((email, _lang))) =

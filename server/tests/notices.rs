@@ -50,8 +50,8 @@ queues = ["onestop"]
 state = "open"
 "#
     );
-    let config =
-        Config::parse(Path::new("notices.toml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::parse(Path::new("notices.toml"), &text, &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
     config.site(&"ward".parse().unwrap()).unwrap().clone()
 }
 
@@ -171,7 +171,12 @@ fn a_notice_goes_out_once_when_the_ticket_comes_within_the_places() {
     site.call_next(at(24));
     assert!(site.notices(at(24)).is_empty(), "not after the call either");
     // Asking again after it went out is refused.
-    let t = &site.state.tickets.values().find(|t| t.number.0 == "A003").unwrap();
+    let t = &site
+        .state
+        .tickets
+        .values()
+        .find(|t| t.number.0 == "A003")
+        .unwrap();
     assert!(t.notice.as_ref().unwrap().sent);
 }
 
@@ -233,14 +238,24 @@ fn withdrawing_stops_the_notice_and_an_unoffered_channel_is_refused() {
     site.ask(2, at(2)).unwrap();
     let token = site.tokens[1].clone();
     let events = site
-        .run(Command::WithdrawNotice { token: token.clone() }, at(3))
+        .run(
+            Command::WithdrawNotice {
+                token: token.clone(),
+            },
+            at(3),
+        )
         .unwrap();
     assert!(matches!(events[..], [Event::NoticeWithdrawn { .. }]));
     site.call_next(at(4));
     assert!(site.notices(at(4)).is_empty());
     // Withdrawing twice does nothing; the gateway channel is not offered here (no webhook).
     assert!(site
-        .run(Command::WithdrawNotice { token: token.clone() }, at(5))
+        .run(
+            Command::WithdrawNotice {
+                token: token.clone()
+            },
+            at(5)
+        )
         .unwrap()
         .is_empty());
     assert_eq!(
@@ -271,7 +286,11 @@ fn a_snapshot_keeps_the_pending_notices() {
     let restored: SiteSnapshot = serde_json::from_str(&json).unwrap();
     let state = restored.restore(site.state.config.clone()).unwrap();
     assert_eq!(state.notices_pending, site.state.notices_pending);
-    assert_eq!(state.notices_pending.len(), 1, "the third still waits for its notice");
+    assert_eq!(
+        state.notices_pending.len(),
+        1,
+        "the third still waits for its notice"
+    );
     assert_eq!(state, site.state);
     // The restored site tells the third when its turn nears, as the original does.
     let mut restored = Site {

@@ -60,11 +60,18 @@ pub fn request(
     {
         return Err(DomainError::NoNotices);
     }
-    if t.status != TicketStatus::Waiting {
+    // A ticket called once (and sent back to the line) is never told: refuse rather than
+    // promise a notice that would not come.
+    let called = t.steps.iter().any(|s| s.called_at.is_some());
+    if t.status != TicketStatus::Waiting || called {
         return Err(DomainError::WrongStatus {
             number: t.number.clone(),
             expected: TicketStatus::Waiting.as_str(),
-            actual: t.status.as_str(),
+            actual: if called {
+                TicketStatus::Called.as_str()
+            } else {
+                t.status.as_str()
+            },
         });
     }
     if t.notice.as_ref().is_some_and(|n| n.sent) {

@@ -138,6 +138,14 @@ async fn request_notice(
         }
         return Err(e.into());
     }
+    if !stored {
+        // Switched to the gateway: an address given before is not needed any more.
+        notices
+            .contacts
+            .forget(vec![("ticket", ticket.to_string())])
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
     let t = token.clone();
     let view = handle
         .read(move |s| s.phone_view(&t))
