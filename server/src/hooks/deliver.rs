@@ -332,11 +332,19 @@ impl Inner {
     async fn deliver_page(&self, site: &SiteHandle, hook: &WebhookConfig, page: Vec<StoredEvent>) {
         let id = &site.config.id;
         let mut skipped = None;
+        let mut held = std::time::Instant::now();
         for event in &page {
             let wanted = kind_of(&event.event).is_some_and(|k| hook.wants(k));
             if !wanted {
                 skipped = Some(event.seq);
                 continue;
+            }
+            // A long page must not outlive the lease: renew it as the events go.
+            if held.elapsed() >= LEASE_EVERY {
+                if !self.hold(id).await {
+                    return;
+                }
+                held = std::time::Instant::now();
             }
             let Some(body) = self.body(site, event).await else {
                 skipped = Some(event.seq);

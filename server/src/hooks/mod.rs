@@ -307,21 +307,34 @@ const PRIVATE_FIELDS: &[&str] = &["token", "idempotency_key", "code", "by", "lin
 /// [`reservation_ref`].
 pub fn public_form(seq: u64, event: &Event) -> Value {
     let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    strip_private(&mut value);
     if let Value::Object(map) = &mut value {
         let kind = map.remove("type");
-        if let Some(Value::String(code)) = map.get("code") {
-            let reference = reservation_ref(code);
-            map.insert("reservation".into(), Value::String(reference));
-        }
-        for field in PRIVATE_FIELDS {
-            map.remove(*field);
-        }
         map.insert("seq".into(), json!(seq));
         if let Some(kind) = kind {
             map.insert("kind".into(), kind);
         }
     }
     value
+}
+
+/// Removes [`PRIVATE_FIELDS`] at every depth (a checked-in ticket's `booked` holds the booking's
+/// code); a booking code becomes its `reservation` digest.
+fn strip_private(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(code)) = map.get("code") {
+                let reference = reservation_ref(code);
+                map.insert("reservation".into(), Value::String(reference));
+            }
+            for field in PRIVATE_FIELDS {
+                map.remove(*field);
+            }
+            map.values_mut().for_each(strip_private);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_private),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
