@@ -3,7 +3,9 @@
 //   confirm → the booking code (ABCD-EFGH), the time, the check-in window and a QR code;
 //   or, with a code: the booking → move it to another slot, or cancel it.
 // `?lang=en` (or the header button) shows it in English first. No name and no contact are asked
-// for or stored: the code is the booking's only credential. The plan is built as the kiosk builds
+// for or stored: the code is the booking's only credential. Once booked, a resident may ask for
+// an e-mail the day before (optional; the address is deleted at check-in, on cancelling or once the
+// slot has passed); the offer goes away where the city sends no e-mail (404 `no_notices`). The plan is built as the kiosk builds
 // it (plan.js); a plan whose queue takes no bookings (certificates only, bereavement) is not
 // bookable, and the page says to come without one.
 import { api, ApiError, loadCatalog, esc, nameOf, siteFromPath } from "/assets/common.js";
@@ -43,6 +45,9 @@ const B = {
   busy: false,
   notice: null,           // {kind: "error" | "info", text: {ja, en}} at the top of the step
   lookupCode: "",
+  // The day-before e-mail of the booking shown on the done step.
+  remind: { key: "", state: "idle", email: "", at: null, error: null }, // state: "idle" | "busy" | "set"
+  remindOffered: true,    // false once the server said it sends no e-mail (404 no_notices)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -143,6 +148,16 @@ const T = {
   unknownSite: { ja: "この窓口はありません。", en: "There is no such office." },
   retry: { ja: "もう一度", en: "Try again" },
   footer: { ja: "お名前・連絡先などの個人情報はお預かりしません。", en: "We never ask for your name or contact details." },
+  remindTitle: { ja: "前日にメールでお知らせ", en: "Remind me the day before by e-mail" },
+  remindOptional: { ja: "任意", en: "Optional" },
+  remindLabel: { ja: "メールアドレス", en: "E-mail address" },
+  remindSubmit: { ja: "お知らせを申し込む", en: "Send me a reminder" },
+  remindBusy: { ja: "申し込んでいます…", en: "Setting the reminder…" },
+  remindAt: { ja: (w) => `${w.ja} にお送りします`, en: (w) => `We will send it at ${w.en}` },
+  remindSoon: { ja: "まもなくお送りします", en: "We will send it shortly" },
+  remindPrivacy: { ja: "メールアドレスはお知らせ後・ご来庁時・予約の取消時に削除します。",
+                   en: "Your address is deleted after the reminder, when you check in, or if you cancel." },
+  remindEmpty: { ja: "メールアドレスを入力してください。", en: "Please enter your e-mail address." },
 };
 
 const WD = {
@@ -467,6 +482,7 @@ function viewDone() {
     ${noticeHtml()}
     ${bookingCard(r)}
     <p class="bk-keep">${bi(T.keepCode)}</p>
+    ${remindHtml(r)}
     <p class="bk-privacy" id="privacy">${bi(T.privacy)}</p>
     <h2 class="bk-sub">${bi(T.procedures)}</h2>
     ${planList(r.procedures)}
@@ -474,6 +490,42 @@ function viewDone() {
       <button type="button" class="bk-btn" id="manage-this">${bi(T.manageThis)}</button>
       <button type="button" class="bk-btn" data-go="restart">${bi(T.restart)}</button>
     </div>`;
+}
+
+/** The reminder of booking `r`: which booking (and slot) the state in `B.remind` is about. */
+const remindKey = (r) => `${r.code}|${r.slot_start}`;
+
+/** {ja: "12月7日（月） 17:00", en: "Mon, Dec 7, 17:00"}: the site's local time written in `t`. */
+function dayTimeText(t) {
+  const w = wallClock(t);
+  if (!w) return { ja: String(t ?? ""), en: String(t ?? "") };
+  const d = dateLabel(w.date);
+  return { ja: `${d.ja} ${hm(t)}`, en: `${d.en}, ${hm(t)}` };
+}
+
+/** The optional day-before e-mail on the done step (nothing where the city sends none). */
+function remindHtml(r) {
+  if (!B.remindOffered) return "";
+  const m = B.remind.key === remindKey(r) ? B.remind : { state: "idle", email: "", at: null, error: null };
+  const head = `<h2 class="bk-sub" id="remind-head">${bi(T.remindTitle)}</h2>`;
+  if (m.state === "set") {
+    const soon = Date.parse(m.at) <= Date.now();
+    return `<section class="bk-remind" id="remind" data-state="set" aria-labelledby="remind-head">${head}
+      <p class="bk-remind-at" id="remind-at" data-remind-at="${esc(m.at)}" role="status">${bi(soon ? T.remindSoon : tf(T.remindAt, dayTimeText(m.at)))}</p>
+      <p class="bk-small">${bi(T.remindPrivacy)}</p>
+    </section>`;
+  }
+  const busy = m.state === "busy";
+  return `<section class="bk-remind" id="remind" data-state="${busy ? "busy" : "idle"}" aria-labelledby="remind-head">${head}
+    <form id="remind-form" class="bk-form" novalidate>
+      <label for="remind-email">${bi(T.remindLabel)} <span class="bk-optional">${bi(T.remindOptional)}</span></label>
+      <input id="remind-email" name="email" type="email" class="bk-remind-input" value="${esc(m.email)}" autocomplete="email"
+        inputmode="email" autocapitalize="off" spellcheck="false" maxlength="254" enterkeyhint="send" ${busy ? "disabled" : ""}>
+      ${m.error ? `<div class="bk-notice" id="remind-error" data-kind="error" role="alert">${bi(m.error)}</div>` : ""}
+      <button type="submit" class="bk-btn" id="remind-submit" aria-busy="${busy}" ${busy ? "disabled" : ""}>${bi(busy ? T.remindBusy : T.remindSubmit)}</button>
+      <p class="bk-small">${bi(T.remindPrivacy)}</p>
+    </form>
+  </section>`;
 }
 
 function viewLookup() {
@@ -714,6 +766,47 @@ async function send(request, onDone) {
   onDone(reply);
 }
 
+/** Asks for the booking's reminder the day before: its time shown, errors under the field; the
+ *  whole offer goes where the city sends no e-mail. */
+async function remind(ev) {
+  ev?.preventDefault();
+  const r = B.reservation;
+  if (!r || B.step !== "done") return;
+  const key = remindKey(r);
+  const m = B.remind.key === key ? B.remind : { key, state: "idle", email: "", at: null, error: null };
+  if (m.state === "busy") return;
+  const email = ($("remind-email")?.value ?? m.email).trim();
+  B.remind = { ...m, key, email, error: null };
+  if (!email) {
+    B.remind.error = T.remindEmpty;
+    render();
+    $("remind-email")?.focus();
+    return;
+  }
+  B.remind.state = "busy";
+  render();
+  let reply = null, failure = null;
+  try {
+    reply = await withTimeout(api("POST", `${sitePath()}/reservations/${encodeURIComponent(r.code)}/reminder`,
+      { body: { email, lang: B.lang } }));
+  } catch (e) {
+    failure = e;
+  }
+  if (B.remind.key !== key) return;
+  if (reply?.remind_at) {
+    B.remind = { key, state: "set", email: "", at: reply.remind_at, error: null };
+  } else if (failure instanceof ApiError && failure.code === "no_notices") {
+    B.remindOffered = false;
+    B.remind = { key: "", state: "idle", email: "", at: null, error: null };
+  } else {
+    const gone = failure instanceof ApiError && failure.code === "reservation_not_found";
+    B.remind = { key, state: "idle", email, at: null, error: gone ? T.goneBooking : errorText(failure) };
+  }
+  if (B.step !== "done") return;
+  render();
+  if (B.remind.error) $("remind-email")?.focus();
+}
+
 // ---------------------------------------------------------------------------------------------
 // A booking by its code: read, move, cancel
 // ---------------------------------------------------------------------------------------------
@@ -833,7 +926,22 @@ document.addEventListener("click", (ev) => {
     case "restart": return restart();
   }
 });
-document.addEventListener("submit", (ev) => { if (ev.target.id === "lookup-form") void lookup(ev); });
+document.addEventListener("submit", (ev) => {
+  if (ev.target.id === "lookup-form") void lookup(ev);
+  else if (ev.target.id === "remind-form") void remind(ev);
+});
+// The address being typed survives a redraw (the language button).
+document.addEventListener("input", (ev) => {
+  if (ev.target.id !== "remind-email" || !B.reservation) return;
+  const key = remindKey(B.reservation);
+  if (B.remind.key !== key) B.remind = { key, state: "idle", email: "", at: null, error: null };
+  B.remind.email = ev.target.value;
+  // Being corrected: the error goes.
+  if (B.remind.error) {
+    B.remind.error = null;
+    $("remind-error")?.remove();
+  }
+});
 
 // ---------------------------------------------------------------------------------------------
 // Start

@@ -1,8 +1,8 @@
 // The floor board (/screens/floor/{site}): every counter and queue live, open/pause/close, which
 // queues a counter serves, each queue's reception (close it for the rest of the period, or keep it
 // open against the forecast), alerts, a what-if panel (forecast counter changes before making
-// them), the server's suggestions and the booking slots' capacity (予約枠). Needs a floor token on
-// the device.
+// them), the server's suggestions, the booking slots' capacity (予約枠) and the site's webhook
+// subscribers with their dead letters (外部連携). Needs a floor token on the device.
 import { api, loadCatalog, esc, waitText, clock, nameOf, siteFromPath, say, errorText, bilingual, elapsed,
   ConsoleShell } from "/assets/common.js";
 import { receptionNotice, nextOpenLine, stateLabel, stateOf, wallClock, timeText, todayAt } from "/assets/reception.js";
@@ -30,6 +30,11 @@ const F = {
   // being set, the latest change's note or error (and its slot), an error reading the day.
   slots: { off: false, found: false, date: "", list: null, drafts: new Map(), busy: "", note: "", error: "",
     errorKey: "", loadError: "", run: 0 },
+  // The integrations panel (外部連携): the site's webhook subscribers and dead letters as last
+  // read (null until read), the site's last seq, dead letters being sent again and the error of
+  // a failed retry (by dead letter key), the latest note, an error reading the list. `off` while
+  // the site has no subscribers (or this token may not see them): the panel is hidden.
+  hooks: { off: true, list: null, dead: [], seq: 0, busy: new Set(), errors: new Map(), note: "", loadError: "", run: 0 },
 };
 
 const STRATEGY = { profile_order: "定義順 / Profile order", longest_wait: "長く待っている順 / Longest wait" };
@@ -93,6 +98,7 @@ function renderShell() {
           <h2 id="printers-h">プリンター <span class="en">Printers</span></h2>
           <div id="printers"></div>
         </section>
+        ${integrationsPanel()}
         <section class="card" aria-labelledby="audit-h">
           <h2 id="audit-h">最近の操作 <span class="en">Recent changes</span></h2>
           <div id="audit"></div>
@@ -102,9 +108,12 @@ function renderShell() {
     </div>`;
   renderWhatIf();
   renderSlots();
+  renderIntegrations();
   renderAll();
   // Suggestions: once now (at load, or for the token just entered), then every 15 s.
   if (F.catalog) scheduleSuggestions(0);
+  // The integrations: now, then every 10 s.
+  if (F.catalog) loadIntegrations();
 }
 
 function renderAll() {
@@ -1260,6 +1269,208 @@ document.addEventListener("change", (ev) => {
 });
 
 setInterval(() => { if (F.catalog && !F.slots.off) loadSlots(); }, SLOTS_POLL_MS);
+
+// ---------------------------------------------------------------------------------------------
+// Integrations (外部連携): the site's webhook subscribers (the counter-support system, a LINE or
+// SMS gateway…) with how far each has been sent, an event being retried, and the dead letters,
+// events a subscriber did not take after every try, each with 「今すぐ再送」 (POST
+// …/webhooks/{hook}/dead/{seq}/retry: 200 delivered, it leaves the list; 502 delivery_failed, it
+// stays with the receiver's answer under it). GET …/webhooks every 10 s and after a retry; the
+// panel is hidden while the site has no subscribers.
+// ---------------------------------------------------------------------------------------------
+const HOOKS_POLL_MS = 10000;
+const HOOK_KINDS = {
+  "ticket.issued": ["発券", "ticket issued"],
+  "ticket.called": ["呼出", "ticket called"],
+  "ticket.transferred": ["窓口間の引継ぎ", "ticket transferred"],
+  "visit.completed": ["来庁完了", "visit completed"],
+  "satisfaction.given": ["満足度の回答", "satisfaction given"],
+  "printer.needs_staff": ["プリンター要対応", "printer needs staff"],
+  "reservation.made": ["予約", "reservation made"],
+  "reservation.changed": ["予約の変更", "reservation changed"],
+  "reservation.cancelled": ["予約の取消", "reservation cancelled"],
+};
+const deadKey = (hook, seq) => `${hook}|${seq}`;
+const kindLabel = (k) => HOOK_KINDS[k] || [k, k];
+
+/** A time from the server in the site's time: "14:05", or "12/7 14:05" on another day. */
+function localTime(t) {
+  const d = new Date(t);
+  if (Number.isNaN(d.getTime())) return String(t ?? "");
+  const time = clock(d, tz()), day = todayAt(tz(), d.getTime());
+  if (day === siteToday()) return time;
+  const [, m, dd] = day.split("-").map(Number);
+  return `${m}/${dd} ${time}`;
+}
+
+/** What the panel's lists show now (they are drawn again only when it changes). */
+let hooksHtml = "", deadHtml = "";
+
+/** The panel's frame, new and empty (for the token just entered); renderIntegrations fills it from F.hooks. */
+function integrationsPanel() {
+  Object.assign(F.hooks, { off: true, list: null, dead: [], seq: 0, note: "", loadError: "" });
+  F.hooks.errors.clear();
+  F.hooks.run++; // a read under way is for the token before
+  hooksHtml = deadHtml = "";
+  return `<section class="card" id="integrations" aria-labelledby="integrations-h" hidden>
+    <h2 id="integrations-h">外部連携 <span class="en">Integrations</span></h2>
+    <div class="hooks-load-error" id="hooks-load-error" role="status"></div>
+    <ul class="hooks" id="hooks-list" aria-label="送信先 / Subscribers"></ul>
+    <h3 id="dead-h">送信できなかったイベント <span class="en">Dead letters</span> <span class="dead-count" id="dead-count"></span></h3>
+    <div id="dead-list"></div>
+    <div class="hooks-note" id="hooks-note" role="status"></div>
+  </section>`;
+}
+
+function hookHtml(h) {
+  const behind = Number(h.behind) || 0;
+  const events = (h.events || []).map((k) => {
+    const [ja, en] = kindLabel(k);
+    return `<span class="chip hook-event" data-kind="${esc(k)}" title="${esc(k)}">${esc(ja)} <span class="en">${esc(en)}</span></span>`;
+  }).join("");
+  const progress = `未送信 <b class="num">${behind}</b> 件 <span class="en">${behind ? `${behind} not sent yet` : "up to date"}</span>`;
+  const r = h.retrying;
+  const retrying = r
+    ? `<div class="hook-retrying" role="status" data-seq="${esc(r.seq)}">再送中：イベント #${esc(r.seq)}・失敗 ${esc(r.attempts)} 回・${esc(r.error)}
+        <span class="en">Retrying event #${esc(r.seq)}, ${esc(r.attempts)} failed ${Number(r.attempts) === 1 ? "try" : "tries"}: ${esc(r.error)}</span></div>`
+    : "";
+  const standby = h.active === false
+    ? `<div class="hook-standby">このサーバーは待機中です（別のサーバーが送信しています） <span class="en">Standby: another server delivers</span></div>`
+    : "";
+  return `<li class="hook" data-hook="${esc(h.name)}" data-behind="${behind}" data-active="${h.active === false ? "false" : "true"}"${r ? ` data-retrying="${esc(r.seq)}"` : ""}>
+    <div class="hook-head"><b class="hook-name">${esc(h.name)}</b><span class="hook-endpoint">${esc(h.endpoint)}</span>
+      <span class="hook-behind${behind ? " late" : ""}">${progress}</span></div>
+    <div class="hook-sub served">イベント #${esc(h.delivered_seq)} まで送信済み（最新 #${esc(F.hooks.seq)}） <span class="en">sent up to event #${esc(h.delivered_seq)} (latest #${esc(F.hooks.seq)})</span></div>
+    <div class="hook-events">${events}</div>
+    ${retrying}${standby}
+  </li>`;
+}
+
+function deadRow(d) {
+  const key = deadKey(d.hook, d.seq);
+  const busy = F.hooks.busy.has(key);
+  const error = F.hooks.errors.get(key);
+  const [ja, en] = kindLabel(d.kind);
+  const id = `dead-error-${String(d.hook).replace(/[^A-Za-z0-9_-]/g, "_")}-${Number(d.seq) || 0}`;
+  const row = `<tr data-dead-hook="${esc(d.hook)}" data-dead-seq="${esc(d.seq)}" data-kind="${esc(d.kind)}"${error ? ` class="has-error"` : ""}>
+    <td class="dead-event"><b class="num">#${esc(d.seq)}</b><div class="served">${esc(ja)} <span class="en">${esc(d.kind)}</span></div></td>
+    <td class="dead-hook"><b>${esc(d.hook)}</b><div class="served">${esc(d.attempts)} 回 <span class="en">${esc(d.attempts)} ${Number(d.attempts) === 1 ? "try" : "tries"}</span></div></td>
+    <td class="dead-last"><span class="dead-error-text">${esc(d.error)}</span>
+      <div class="served"><time datetime="${esc(d.failed_at)}" title="${esc(d.failed_at)}">${esc(localTime(d.failed_at))}</time></div></td>
+    <td class="dead-act"><button type="button" class="mini" data-dead-retry ${busy ? "disabled" : ""}
+        aria-label="イベント #${esc(d.seq)}（${esc(ja)}）を ${esc(d.hook)} へ今すぐ再送 / Retry event #${esc(d.seq)} (${esc(en)}) to ${esc(d.hook)} now"
+        ${error ? `aria-describedby="${id}"` : ""}>${busy ? "再送中…" : "今すぐ再送"}<span class="en">${busy ? "Retrying…" : "Retry now"}</span></button></td>
+  </tr>`;
+  return error
+    ? `${row}<tr class="dead-msg" data-dead-msg="${esc(key)}"><td colspan="4"><div class="dead-error" id="${id}" role="alert">${error}</div></td></tr>`
+    : row;
+}
+
+function deadListHtml() {
+  const dead = F.hooks.dead;
+  if (!dead.length) return `<p class="muted dead-empty">ありません <span class="en">None</span></p>`;
+  return `<table class="dead-table"><thead><tr><th>イベント<span class="en">Event</span></th><th>送信先・試行<span class="en">To · tries</span></th>
+      <th>最後のエラー・時刻<span class="en">Last error · time</span></th><th></th></tr></thead>
+    <tbody>${dead.map(deadRow).join("")}</tbody></table>`;
+}
+
+/** Fills the panel from F.hooks; a list is drawn again only when what it shows changed. */
+function renderIntegrations() {
+  const box = $("integrations");
+  if (!box) return;
+  const H = F.hooks;
+  box.hidden = H.off || !H.list?.length;
+  box.dataset.state = H.off ? "off" : H.list ? "ready" : "loading";
+  if (box.hidden) return;
+  box.dataset.dead = String(H.dead.length);
+  const loadError = H.loadError
+    ? `読み込めませんでした（前回の内容を表示しています） <span class="en">Could not read the integrations (showing the last read)</span> — ${H.loadError}` : "";
+  if ($("hooks-load-error").innerHTML !== loadError) $("hooks-load-error").innerHTML = loadError;
+  if ($("hooks-note").innerHTML !== H.note) $("hooks-note").innerHTML = H.note;
+  const count = H.dead.length ? `${H.dead.length} 件` : "";
+  if ($("dead-count").textContent !== count) $("dead-count").textContent = count;
+  const hooks = H.list.map(hookHtml).join("");
+  if (hooks !== hooksHtml) { hooksHtml = hooks; $("hooks-list").innerHTML = hooks; }
+  const dead = deadListHtml();
+  if (dead === deadHtml && $("dead-list").childElementCount) return;
+  // Drawn again: focus goes back to the button it was on.
+  const row = document.activeElement?.closest?.("#dead-list tr[data-dead-seq]");
+  const focus = row && `#dead-list tr[data-dead-hook="${CSS.escape(row.dataset.deadHook)}"][data-dead-seq="${CSS.escape(row.dataset.deadSeq)}"] button`;
+  deadHtml = dead;
+  $("dead-list").innerHTML = dead;
+  if (focus) refocus(focus);
+}
+
+/** Reads the subscribers and dead letters again (what is shown stays until the answer). */
+async function loadIntegrations() {
+  const H = F.hooks;
+  if (!token() || !F.catalog) return;
+  const run = ++H.run;
+  try {
+    const r = await api("GET", `/api/v1/sites/${SITE_Q}/webhooks`, { token: token() });
+    if (run !== H.run) return;
+    const list = Array.isArray(r?.hooks) ? r.hooks : [];
+    const dead = Array.isArray(r?.dead_letters) ? r.dead_letters : [];
+    // Errors of retries stay only while their dead letter does.
+    const keys = new Set(dead.map((d) => deadKey(d.hook, d.seq)));
+    for (const k of [...H.errors.keys()]) if (!keys.has(k)) H.errors.delete(k);
+    Object.assign(H, { off: !list.length, list, dead, seq: Number(r?.seq) || 0, loadError: "" });
+  } catch (e) {
+    if (run !== H.run) return;
+    // 401/403: this token may not see them; 404: a server without integrations. Quietly none.
+    if ([401, 403, 404].includes(e?.status)) Object.assign(H, { off: true, list: null, dead: [] });
+    else H.loadError = errorText(e);
+  }
+  renderIntegrations();
+}
+
+/** 「今すぐ再送」: sends a dead letter again, once, now. */
+async function retryDead(hook, seq) {
+  const H = F.hooks;
+  const key = deadKey(hook, seq);
+  const d = H.dead.find((x) => deadKey(x.hook, x.seq) === key);
+  if (!d || H.busy.has(key)) return;
+  const [ja, en] = kindLabel(d.kind);
+  const what = { ja: `イベント #${esc(seq)}（${esc(ja)}）`, en: `Event #${esc(seq)} (${esc(en)})` };
+  H.busy.add(key);
+  H.errors.delete(key);
+  H.note = "";
+  H.run++; // a read under way is of the list before this retry
+  renderIntegrations();
+  try {
+    await api("POST", `/api/v1/sites/${SITE_Q}/webhooks/${encodeURIComponent(hook)}/dead/${encodeURIComponent(seq)}/retry`,
+      { token: token() });
+    H.dead = H.dead.filter((x) => deadKey(x.hook, x.seq) !== key);
+    H.note = `${what.ja}を ${esc(hook)} へ再送しました <span class="en">${what.en} sent again to ${esc(hook)}</span>`;
+    say("info", H.note);
+  } catch (e) {
+    if (e?.status === 404 && e?.code === "unknown_dead_letter") {
+      // Sent or gone meanwhile (another floor screen): it leaves the list.
+      H.dead = H.dead.filter((x) => deadKey(x.hook, x.seq) !== key);
+      H.note = `${what.ja}はもう一覧にありません <span class="en">${what.en} is no longer a dead letter</span>`;
+    } else if (e?.status === 502) {
+      H.errors.set(key, `${esc(e.message)} <span class="en">(${esc(e.code)})</span>`);
+    } else {
+      H.errors.set(key, errorText(e));
+    }
+  } finally {
+    H.busy.delete(key);
+    renderIntegrations();
+    refocus(H.errors.has(key)
+      ? `#dead-list tr[data-dead-hook="${CSS.escape(hook)}"][data-dead-seq="${CSS.escape(String(seq))}"] button`
+      : "#dead-list button[data-dead-retry]:not(:disabled)");
+    loadIntegrations();
+  }
+}
+
+document.addEventListener("click", (ev) => {
+  const b = ev.target.closest?.("#dead-list button[data-dead-retry]");
+  if (!b || b.disabled) return;
+  const row = b.closest("tr[data-dead-seq]");
+  if (row) retryDead(row.dataset.deadHook, row.dataset.deadSeq);
+});
+
+setInterval(() => { if (F.catalog && $("integrations")) loadIntegrations(); }, HOOKS_POLL_MS);
 
 // ---------------------------------------------------------------------------------------------
 // Live data

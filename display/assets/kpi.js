@@ -1,5 +1,6 @@
 // The KPI page (/screens/kpi/{site}, `all` for the city): stay time against the target, waits by
-// hour, visits and satisfaction against the year's targets; the CSV export. Needs an analyst token.
+// hour, visits and satisfaction against the year's targets, bookings, the visits handed over to
+// the counter-support system (窓口DX連携); the CSV export. Needs an analyst token.
 import { api, ApiError, loadCatalog, esc, siteFromPath, DeviceToken, say as sayIn } from "/assets/common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -16,6 +17,7 @@ const S = {
   data: null,              // the last rendered responses
   seq: 0,
   started: false,
+  hooks: null,             // the site's webhook subscribers (null: not known, e.g. for `all`)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -256,7 +258,7 @@ async function load() {
   const filter = { from: S.from, to: S.to, life_event: S.lifeEvent, procedure: S.procedure };
   const filtered = !!(S.lifeEvent || S.procedure);
   try {
-    const [day, hour, weekday, fySite, fyAll, rangeAll, targets] = await Promise.all([
+    const [day, hour, weekday, fySite, fyAll, rangeAll, targets, hooks] = await Promise.all([
       kpi(SITE, { ...filter, group_by: "day" }),
       kpi(SITE, { ...filter, group_by: "hour" }),
       kpi(SITE, { ...filter, group_by: "weekday" }),
@@ -264,8 +266,10 @@ async function load() {
       ALL ? null : soft(kpi("all", { from: fyFrom, to: fyTo })),
       ALL && !filtered ? null : soft(kpi("all", { from: S.from, to: S.to })),
       stayTargets(fy).catch(() => []),
+      !ALL && S.hooks === null ? siteHooks() : undefined,
     ]);
     if (seq !== S.seq) return;
+    if (hooks !== undefined) S.hooks = hooks;
     S.data = { day, hour, weekday, fySite, fyAll, rangeAll, targets, fy, fyFrom, fyTo, today: t };
     clearMessage();
     document.body.dataset.stale = "0";
@@ -303,6 +307,7 @@ function render() {
   renderSatCard(sat);
   renderMini(M);
   renderReservations(M.reservations);
+  renderHandover(M, D.fySite);
   renderHint(D);
   drawAll();
 }
@@ -442,6 +447,45 @@ function renderReservations(r) {
   $("res-rate").textContent = known ? `${pct1((100 * noShow) / known)}%` : "—";
   $("res-upcoming").textContent = int(Math.max(0, booked - known));
   $("reservations").dataset.booked = String(booked);
+}
+
+/**
+ * Completed visits whose `visit.completed` webhook reached the counter-support system (the KPI
+ * reply's `handed_over`, with the page's filters) and their share of the completed visits; the
+ * fiscal year's so far beside them. Hidden for a reply without it; a line saying so at a site
+ * where no subscriber is sent completed visits.
+ */
+function renderHandover(M, fy) {
+  const has = typeof M?.handed_over === "number";
+  $("handover").hidden = !has;
+  if (!has) return;
+  const share = (h, v) => (v ? `${pct1((100 * h) / v)}%` : "—");
+  const handed = M.handed_over, visits = Number(M.visits) || 0;
+  // Only a subscriber sent visit.completed can hand a visit over.
+  const unconnected = Array.isArray(S.hooks) && !S.hooks.some((h) => (h.events || []).includes("visit.completed"));
+  $("handover-none").hidden = !unconnected;
+  $("handover-figs").hidden = unconnected && handed === 0;
+  $("handover-scope").textContent = scopeText();
+  $("handover-value").textContent = int(handed);
+  $("handover-visits").textContent = int(visits);
+  $("handover-share").textContent = share(handed, visits);
+  $("handover-missing").textContent = int(Math.max(0, visits - handed));
+  const fyHanded = typeof fy?.handed_over === "number" ? fy.handed_over : null;
+  $("handover-fy").textContent = int(fyHanded);
+  $("handover-fy-sub").innerHTML = fyHanded == null ? ""
+    : `完了 ${int(fy.visits)} 件の ${share(fyHanded, Number(fy.visits) || 0)}・全来庁者 <span class="en">of ${int(fy.visits)} completed, all visits</span>`;
+  $("handover").dataset.handedOver = String(handed);
+  $("handover").dataset.visits = String(visits);
+}
+
+/** The site's webhook subscribers, to tell "none connected" from "none handed over"; null when not known. */
+async function siteHooks() {
+  try {
+    const r = await api("GET", `/api/v1/sites/${SITE_Q}/webhooks`, { token: token() });
+    return Array.isArray(r?.hooks) ? r.hooks : null;
+  } catch {
+    return null;
+  }
 }
 
 function renderHint(D) {

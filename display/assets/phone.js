@@ -1,6 +1,8 @@
 // The phone page (/t/{token}, the ticket's QR code): position and estimate live over the ticket
-// channel, a full-screen notice when called, the satisfaction question after. No token but the
-// ticket's own, which only this address carries (served with Referrer-Policy: no-referrer).
+// channel, a full-screen notice when called, the satisfaction question after; where the site offers
+// it, a near-turn notice (順番が近づいたらお知らせ) by e-mail or a code for the city's LINE or SMS
+// gateway. No token but the ticket's own, which only this address carries (served with
+// Referrer-Policy: no-referrer).
 import { api, loadCatalog, esc, waitText, clock, nameOf, siteFromPath, Backoff, retryAfterMs, jittered, sleep,
   closedForLater, OPEN_TIMEOUT_MS, STABLE_MS } from "/assets/common.js";
 
@@ -41,6 +43,13 @@ let overlayFor = null;     // the call the overlay was last opened for ("counter
 let surveyError = "";
 let sending = false;
 let cancelError = "";
+
+// The near-turn notice box (#notice-box): kept apart from the rest of the page, which is drawn again
+// on every update, so an address being typed is not lost when the line moves.
+let noticeBusy = false;    // a request of the box is under way
+let noticeError = "";      // "日本語 / English", under the box's controls
+let noticeEmail = "";      // the address typed, until it is taken
+let noticeKey = null;      // what the box shows now (drawn again only when this changes)
 
 function counterName(id) { return nameOf(catalog?.counters, id); }
 function tz() { return catalog?.site?.timezone || "Asia/Tokyo"; }
@@ -147,6 +156,8 @@ function render() {
     html += `<section class="card"><div class="msg">この受付は取り消されました。
         <span class="en">This ticket has been cancelled.</span></div></section>`;
   }
+  const top = html;
+  html = "";
 
   const procs = (t.procedures || []).map((code) => {
     const n = nameOf(catalog?.procedures, code);
@@ -167,7 +178,10 @@ function render() {
   html += `<p class="foot">${FINAL.has(t.status) ? "" : "この画面は自動で更新されます。<br><span class=\"en\">This page updates by itself.</span><br>"}
     番号のみを表示しています / Numbers only, no personal data</p>`;
 
-  el("main").innerHTML = html;
+  const parts = frame();
+  parts.top.innerHTML = top;
+  parts.rest.innerHTML = html;
+  renderNotice();
   el("cancel")?.addEventListener("click", onCancel);
   for (const b of document.querySelectorAll("[data-score]")) b.addEventListener("click", () => rate(Number(b.dataset.score)));
 }
@@ -184,6 +198,209 @@ function surveyHtml(t) {
     </div>
     ${surveyError ? `<div class="error" role="alert">${esc(surveyError)}</div>` : ""}
   </section>`;
+}
+
+// ---- the near-turn notice ---------------------------------------------------------------------
+// While the ticket waits and the site offers it (`notices`: places, minutes, channels), the resident
+// may ask to be told once when the turn is near: by e-mail (the address is kept aside by the server
+// and deleted after the notice or when the visit ends), or with a code sent to the city's LINE or
+// SMS gateway. Once asked (`notice`), the box says so and can take it back (DELETE).
+
+/** The page's three parts: the ticket (drawn again on every update), the notice box (drawn
+ *  only when what it shows changes), the details below. Made again after `main` was replaced. */
+function frame() {
+  const m = el("main");
+  let box = el("notice-box");
+  if (!box || box.parentNode !== m) {
+    m.innerHTML = `<div id="ticket-top"></div>
+      <section class="card notice-box" id="notice-box" aria-labelledby="notice-head" hidden></section>
+      <div id="ticket-rest"></div>`;
+    box = el("notice-box");
+    box.addEventListener("submit", (ev) => { ev.preventDefault(); askNotice("email"); });
+    box.addEventListener("input", (ev) => {
+      if (ev.target.id !== "notice-email") return;
+      noticeEmail = ev.target.value;
+      // Being corrected: the error goes, without drawing the box again under the typing.
+      if (noticeError) {
+        noticeError = "";
+        el("notice-error")?.remove();
+        noticeKey = noticeKeyOf(noticeOffer(ticket));
+      }
+    });
+    box.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button[data-notice]");
+      if (!b || b.disabled) return;
+      if (b.dataset.notice === "link") askNotice("link");
+      else if (b.dataset.notice === "withdraw") withdrawNotice();
+    });
+    noticeKey = null;
+  }
+  return { top: el("ticket-top"), box, rest: el("ticket-rest") };
+}
+
+/** What the box is about: null when it is hidden. */
+function noticeOffer(t) {
+  if (!t || t.status !== "waiting") return null;
+  const channels = (t.notices?.channels || []).filter((c) => c === "email" || c === "link");
+  // A ticket called once (and back in line) is never told: nothing to offer it.
+  if (!t.notice && (!channels.length || Number(t.calls) > 0)) return null;
+  return { rule: t.notices || {}, channels, notice: t.notice || null };
+}
+
+/** 「あと 3 番目または約 10 分で1回だけお知らせします」 as {ja, en}; a figure of 0 is left out. */
+function ruleText(rule) {
+  const p = Number(rule.places) || 0, m = Number(rule.minutes) || 0;
+  const places = `${p} ${p === 1 ? "place" : "places"}`;
+  if (p && m) {
+    return { ja: `あと ${p} 番目または約 ${m} 分で1回だけお知らせします`,
+             en: `Once, when you are ${places} or about ${m} min from your call` };
+  }
+  if (m) return { ja: `約 ${m} 分でお呼びする頃に1回だけお知らせします`, en: `Once, when you are about ${m} min from your call` };
+  return { ja: `あと ${p} 番目で1回だけお知らせします`, en: `Once, when you are ${places} from your call` };
+}
+
+const PRIVACY = `<p class="hint notice-privacy" id="notice-privacy">メールアドレスはお知らせ後・ご用件終了時に削除します
+  <span class="en">Your address is deleted after the notice or when your visit ends</span></p>`;
+
+function noticeHtml(o) {
+  const n = o.notice;
+  const busy = noticeBusy ? "disabled aria-busy=\"true\"" : "";
+  let html = `<h2 id="notice-head">順番が近づいたらお知らせ<span class="en">Tell me when my turn is near</span></h2>`;
+  const rule = ruleText(o.rule);
+  if (n) {
+    const link = n.channel === "link";
+    const how = link ? { ja: "LINE・SMSでお知らせします", en: "By LINE or SMS" } : { ja: "メールでお知らせします", en: "By e-mail" };
+    html += n.sent
+      ? `<div class="notice-state sent" id="notice-state">お知らせしました<span class="en">Notice sent</span></div>`
+      : `<div class="notice-state" id="notice-state">お知らせを受け付けました<span class="en">You will be told</span></div>`;
+    html += `<p class="hint notice-how">${esc(how.ja)}<span class="en">${esc(how.en)}</span></p>`;
+    if (link && n.link_code) {
+      html += `<div class="notice-code num" id="notice-code" data-link-code="${esc(n.link_code)}"
+          aria-label="${esc(`お知らせ番号 / Code ${[...n.link_code].join(" ")}`)}">${esc(n.link_code)}</div>`;
+      if (!n.sent) {
+        html += `<p class="notice-send" id="notice-send">この番号を市の LINE 公式アカウント または SMS に送ってください
+          <span class="en">Send this code to the city's LINE account or SMS number</span></p>`;
+      }
+    }
+    if (!n.sent) {
+      html += `<p class="hint">${esc(rule.ja)}<span class="en">${esc(rule.en)}</span></p>
+        <div class="notice-actions"><button type="button" class="notice-btn quiet" id="notice-withdraw" data-notice="withdraw" ${busy}>取りやめる<span class="en">Cancel</span></button></div>`;
+    }
+    if (n.channel === "email" && !n.sent) html += PRIVACY;
+  } else {
+    html += `<p class="hint notice-rule" id="notice-rule">${esc(rule.ja)}<span class="en">${esc(rule.en)}</span></p>`;
+    if (o.channels.includes("email")) {
+      html += `<form class="notice-form" id="notice-form" novalidate>
+          <label for="notice-email">メールアドレス<span class="en">E-mail address</span></label>
+          <input type="email" id="notice-email" name="email" autocomplete="email" inputmode="email" autocapitalize="off"
+            spellcheck="false" maxlength="254" enterkeyhint="send" placeholder="name@example.jp" ${noticeBusy ? "disabled" : ""}>
+          <button type="submit" class="notice-btn" id="notice-email-submit" ${busy}>メールで受け取る<span class="en">By e-mail</span></button>
+        </form>`;
+    }
+    if (o.channels.includes("link")) {
+      html += `<div class="notice-actions"><button type="button" class="notice-btn" id="notice-link" data-notice="link" ${busy}>LINE・SMSで受け取る<span class="en">By LINE or SMS</span></button></div>`;
+    }
+    if (o.channels.includes("email")) html += PRIVACY;
+  }
+  if (noticeError) html += `<div class="error" role="alert" id="notice-error">${esc(noticeError)}</div>`;
+  return html;
+}
+
+/** What the box shows, as one string. */
+function noticeKeyOf(o) {
+  return o ? JSON.stringify([o.rule, o.channels, o.notice, noticeBusy, noticeError]) : "";
+}
+
+/** Draws the box again when what it shows has changed (never while nothing did: typing goes on). */
+function renderNotice() {
+  const box = el("notice-box");
+  if (!box) return;
+  const o = noticeOffer(over ? null : ticket);
+  const key = noticeKeyOf(o);
+  if (key === noticeKey) return;
+  noticeKey = key;
+  box.hidden = !o;
+  box.dataset.state = !o ? "" : !o.notice ? "offer" : o.notice.sent ? "sent" : "asked";
+  box.dataset.channel = o?.notice?.channel || "";
+  if (!o) { box.innerHTML = ""; return; }
+  const input = el("notice-email");
+  const focused = input !== null && document.activeElement === input;
+  box.innerHTML = noticeHtml(o);
+  const again = el("notice-email");
+  if (again) {
+    again.value = noticeEmail;
+    if (focused) again.focus({ preventScroll: true });
+  }
+}
+
+function noticeErrorText(e) {
+  if (e?.status === 429) return "混み合っています。少し待ってからもう一度お試しください / Busy. Please try again in a moment.";
+  if (e?.status === 0) return "サーバーに接続できません。もう一度お試しください / Cannot reach the server. Please try again.";
+  if (e?.status === 409 && e.code === "notice_sent") return "お知らせは送信済みです / The notice has been sent already.";
+  if (e?.status === 409) return "すでにお呼びした番号のため、お知らせできません / Your number has been called already, so no notice can be set.";
+  if (e?.status === 404 && e.code === "no_notices") return "この庁舎ではお知らせを行っていません / This office sends no notices.";
+  // The server's own words ("メールアドレスを確認してください / give a valid e-mail address").
+  if (e?.status === 422 && String(e.message || "").includes(" / ")) return e.message;
+  return "受け付けられませんでした。もう一度お試しください / Could not set the notice. Please try again.";
+}
+
+async function askNotice(channel) {
+  if (noticeBusy || !ticket || over) return;
+  const body = { channel };
+  if (channel === "email") {
+    noticeEmail = (el("notice-email")?.value ?? noticeEmail).trim();
+    if (!noticeEmail) {
+      noticeError = "メールアドレスを入力してください / Please enter your e-mail address.";
+      renderNotice();
+      el("notice-email")?.focus();
+      return;
+    }
+    body.email = noticeEmail;
+  }
+  noticeBusy = true;
+  noticeError = "";
+  renderNotice();
+  let reply = null;
+  try {
+    reply = await send(`${TICKET}/notice`, body);
+  } catch (e) {
+    noticeError = noticeErrorText(e);
+  }
+  noticeBusy = false;
+  if (over) return;
+  if (reply?.ticket?.number) {
+    noticeEmail = "";
+    apply({ ...ticket, ...reply.ticket });
+  } else {
+    renderNotice();
+    if (channel === "email" && noticeError) el("notice-email")?.focus();
+  }
+  if (following && !delivering) read();
+}
+
+async function withdrawNotice() {
+  if (noticeBusy || !ticket || over) return;
+  noticeBusy = true;
+  noticeError = "";
+  renderNotice();
+  let ok = false;
+  try {
+    await send(`${TICKET}/notice`, undefined, "DELETE");
+    ok = true;
+  } catch (e) {
+    noticeError = e?.status === 429 ? noticeErrorText(e)
+      : "取りやめられませんでした。もう一度お試しください / Could not cancel the notice. Please try again.";
+  }
+  noticeBusy = false;
+  if (over) return;
+  if (ok) {
+    const next = { ...ticket };
+    delete next.notice;
+    apply(next);
+  } else {
+    renderNotice();
+  }
+  if (following && !delivering) read();
 }
 
 // ---- the call notice ------------------------------------------------------------------------------
@@ -388,11 +605,12 @@ function read() {
   return reading;
 }
 
-/** A resident's own request: after a 429 it waits out Retry-After, with the busy notice, and tries again. */
-async function send(path, body) {
+/** A resident's own request (POST unless `method` says otherwise): after a 429 it waits out
+ *  Retry-After, with the busy notice, and tries again. */
+async function send(path, body, method = "POST") {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await api("POST", path, body === undefined ? {} : { body });
+      return await api(method, path, body === undefined ? {} : { body });
     } catch (e) {
       const wait = retryAfterMs(e);
       if (!wait || attempt >= SEND_TRIES) throw e;
