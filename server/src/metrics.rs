@@ -33,6 +33,8 @@ pub struct Metrics {
     pub exports_dropped: IntCounter,
     pub site_restarts: IntCounterVec,
     pub clock_skew: IntGauge,
+    pub webhook_deliveries: IntCounterVec,
+    pub notice_emails: IntCounterVec,
 }
 
 /// Buckets for times measured in minutes to hours: 1 min … 4 h.
@@ -192,6 +194,16 @@ impl Metrics {
                 "madoguchi_site_restarts_total",
                 "Site actors rebuilt from the event log after a failure.",
                 &["site"],
+            ),
+            webhook_deliveries: counter(
+                "madoguchi_webhook_deliveries_total",
+                "Webhook tries by outcome: delivered (2xx), failed (retried later), dead (given up: a dead letter on the floor board).",
+                &["site", "hook", "outcome"],
+            ),
+            notice_emails: counter(
+                "madoguchi_notice_emails_total",
+                "Near-turn notices and booking reminders by e-mail, by outcome (sent, failed).",
+                &["site", "outcome"],
             ),
             exports_dropped: {
                 let c = IntCounter::new(

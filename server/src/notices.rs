@@ -401,17 +401,35 @@ pub struct Notices {
     pub contacts: Contacts,
     pub mailer: Option<Mailer>,
     pub settings: NoticeSettings,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Notices {
-    pub fn open(data_dir: &Path, settings: NoticeSettings) -> anyhow::Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        settings: NoticeSettings,
+        metrics: crate::metrics::Metrics,
+    ) -> anyhow::Result<Self> {
         let contacts = Contacts::open(&data_dir.join(CONTACTS_FILE))?;
         let mailer = settings.smtp.as_ref().map(Mailer::new).transpose()?;
         Ok(Self {
             contacts,
             mailer,
             settings,
+            metrics,
         })
+    }
+
+    /// Sends one e-mail (with retries) and counts how it went.
+    async fn mail(&self, site: &SiteId, to: &str, subject: &str, body: &str) -> Result<(), String> {
+        let mailer = self.mailer.as_ref().ok_or("no mail server is configured")?;
+        let result = mailer.send_retrying(to, subject, body).await;
+        let outcome = if result.is_ok() { "sent" } else { "failed" };
+        self.metrics
+            .notice_emails
+            .with_label_values(&[site.as_str(), outcome])
+            .inc();
+        result
     }
 
     /// Starts a notifier per site that sends notices (those with `[sites.notices]`) or takes
@@ -489,20 +507,14 @@ impl Notices {
                     else {
                         continue;
                     };
-                    if let Some(mailer) = &self.mailer {
-                        let (subject, body) = near_turn_mail(
-                            &site.config.name.ja,
-                            &number.0,
-                            place,
-                            estimated_wait_s,
-                        );
-                        match mailer.send_retrying(&email, &subject, &body).await {
-                            Ok(()) => {
-                                tracing::info!(site = %id, number = %number, "near-turn notice sent by e-mail")
-                            }
-                            Err(e) => {
-                                tracing::warn!(site = %id, number = %number, error = %e, "near-turn e-mail given up")
-                            }
+                    let (subject, body) =
+                        near_turn_mail(&site.config.name.ja, &number.0, place, estimated_wait_s);
+                    match self.mail(id, &email, &subject, &body).await {
+                        Ok(()) => {
+                            tracing::info!(site = %id, number = %number, "near-turn notice sent by e-mail")
+                        }
+                        Err(e) => {
+                            tracing::warn!(site = %id, number = %number, error = %e, "near-turn e-mail given up")
                         }
                     }
                     // One notice per ticket: the address is not needed any more.
@@ -566,9 +578,9 @@ impl Notices {
                     .await;
             }
         }
-        let (Some(mailer), true) = (&self.mailer, now.time() >= self.settings.reminder_time) else {
+        if self.mailer.is_none() || now.time() < self.settings.reminder_time {
             return;
-        };
+        }
         let tomorrow = today.succ_opt().unwrap_or(today);
         let (Some(from), Some(to)) = (day_start(tomorrow), tomorrow.succ_opt().and_then(day_start))
         else {
@@ -582,7 +594,7 @@ impl Notices {
                 .map(|t| t.with_timezone(&tz).format("%-m月%-d日 %H:%M").to_string())
                 .unwrap_or_default();
             let (subject, body) = reminder_mail(&config.name.ja, &slot);
-            match mailer.send_retrying(&r.email, &subject, &body).await {
+            match self.mail(&config.id, &r.email, &subject, &body).await {
                 Ok(()) => {
                     tracing::info!(site = %config.id, "booking reminder sent by e-mail");
                     let _ = self.contacts.reminded(r.key).await;

@@ -154,12 +154,14 @@ pub async fn run(
         delivery,
         log.clone(),
         visits.clone(),
+        deps.metrics.clone(),
         server_name,
         config.webhooks.clone(),
     );
     hooks.start(&handles);
-    let notices = crate::notices::Notices::open(data_dir, config.notices.clone())
-        .context("cannot open the notices' contacts")?;
+    let notices =
+        crate::notices::Notices::open(data_dir, config.notices.clone(), deps.metrics.clone())
+            .context("cannot open the notices' contacts")?;
     let notifiers = notices.start(&handles, log.clone(), visits.clone());
     let state = AppState::new(config, handles, deps, stop_rx)
         .with_hooks(hooks.clone())

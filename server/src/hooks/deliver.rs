@@ -69,6 +69,7 @@ struct Inner {
     store: DeliveryStore,
     log: Arc<dyn EventLog>,
     visits: ProjectionStore,
+    metrics: crate::metrics::Metrics,
     client: reqwest::Client,
     /// Names this instance in the lease.
     holder: String,
@@ -96,6 +97,7 @@ impl Hooks {
         store: DeliveryStore,
         log: Arc<dyn EventLog>,
         visits: ProjectionStore,
+        metrics: crate::metrics::Metrics,
         server_name: &str,
         hooks: HashMap<SiteId, Vec<Arc<WebhookConfig>>>,
     ) -> Self {
@@ -109,6 +111,7 @@ impl Hooks {
             store,
             log,
             visits,
+            metrics,
             client,
             holder: format!("{server_name}/{}", uuid::Uuid::new_v4()),
             hooks,
@@ -362,6 +365,10 @@ impl Inner {
                         failed_at: chrono::Utc::now().to_rfc3339(),
                     };
                     tracing::warn!(site = %id, hook = %hook.name, seq = event.seq, attempts, error = %error, "webhook given up: a dead letter on the floor board");
+                    self.metrics
+                        .webhook_deliveries
+                        .with_label_values(&[id.as_str(), hook.name.as_str(), "dead"])
+                        .inc();
                     while let Err(e) = self.store.add_dead(id, &letter).await {
                         tracing::warn!(site = %id, error = %e, "cannot store a dead letter; trying again");
                         tokio::time::sleep(STORE_RETRY).await;
@@ -512,10 +519,20 @@ impl Inner {
             .body(body.to_vec())
             .send()
             .await;
-        match sent {
+        let result = match sent {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
             Err(e) => Err(e.without_url().to_string()),
-        }
+        };
+        let outcome = if result.is_ok() {
+            "delivered"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .webhook_deliveries
+            .with_label_values(&[site.as_str(), hook.name.as_str(), outcome])
+            .inc();
+        result
     }
 }
