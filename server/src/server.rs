@@ -150,6 +150,13 @@ pub async fn run(
     let fd_limit = net::raise_fd_limit();
     let cap = net::connection_cap(limits.max_connections, fd_limit);
     let connections = deps.metrics.http_connections.clone();
+    let reference_key = delivery
+        .reference_key()
+        .await
+        .context("cannot read the key of booking references")?;
+    if !crate::hooks::set_reference_key(reference_key) {
+        anyhow::bail!("the key of booking references was already in use");
+    }
     let hooks = Hooks::new(
         delivery,
         log.clone(),
@@ -158,7 +165,13 @@ pub async fn run(
         server_name,
         config.webhooks.clone(),
     );
-    hooks.start(&handles);
+    // A public-only instance (the residents' side, on the internet) takes no part in delivering.
+    if !public_only {
+        hooks
+            .start(&handles)
+            .await
+            .context("cannot start the webhook deliveries")?;
+    }
     let notices =
         crate::notices::Notices::open(data_dir, config.notices.clone(), deps.metrics.clone())
             .context("cannot open the notices' contacts")?;

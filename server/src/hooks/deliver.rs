@@ -134,8 +134,19 @@ impl Hooks {
         self.0.hooks.get(site).map_or(&[], |h| h.as_slice())
     }
 
-    /// Starts a deliverer per subscriber of each site.
-    pub fn start(&self, sites: &[SiteHandle]) {
+    /// Starts a deliverer per subscriber of each site, before the server takes requests. A
+    /// subscriber new to the store starts from the end of the log as it is now: it is sent what
+    /// happens from now on, not the site's history.
+    pub async fn start(&self, sites: &[SiteHandle]) -> Result<(), super::store::StoreError> {
+        for site in sites {
+            let seq = *site.status().applied_changes().borrow();
+            for hook in self.of(&site.config.id) {
+                self.0
+                    .store
+                    .start_at(&site.config.id, &hook.name, seq)
+                    .await?;
+            }
+        }
         let mut tasks = self.0.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for site in sites {
             for hook in self.of(&site.config.id) {
@@ -144,6 +155,7 @@ impl Hooks {
                 tasks.push(tokio::spawn(async move { inner.run(site, hook).await }));
             }
         }
+        Ok(())
     }
 
     /// Stops the deliverers (they hold site handles: the sites stop once they are gone) and
@@ -457,7 +469,19 @@ impl Inner {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.send(id, hook, event, body, attempt).await {
+            // The lease is renewed while the request is in flight (a receiver may take up to
+            // `timeout_s`, longer than the lease lasts).
+            let send = self.send(id, hook, event, body, attempt);
+            tokio::pin!(send);
+            let sent = loop {
+                tokio::select! {
+                    sent = &mut send => break sent,
+                    _ = tokio::time::sleep(LEASE_EVERY) => {
+                        self.hold(id).await;
+                    }
+                }
+            };
+            let error = match sent {
                 Ok(()) => {
                     self.set_retrying(id, &hook.name, None);
                     return Outcome::Delivered;

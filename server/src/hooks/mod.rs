@@ -16,7 +16,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::core::{Event, SiteId, Target};
 
@@ -83,8 +83,8 @@ impl WebhookConfig {
     }
 
     /// The pause before try `attempt + 1` after `attempt` failed ones: exponential, capped, with
-    /// full jitter (a random share of it), so receivers coming back are not hit by every
-    /// sender at once.
+    /// jitter (50–100 % of the step, by `jitter` in 0..1), so receivers coming back are not hit
+    /// by every sender at once.
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
         let exp = self
             .backoff_initial
@@ -115,10 +115,26 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// A booking as receivers and analysts see it: a stable digest of its code (the code is the
-/// resident's only credential and stays with the resident).
+/// The key of [`reservation_ref`]: the deployment's own, kept beside the log (see
+/// [`DeliveryStore::reference_key`]) and set once at start; a random one for the process
+/// until then (tests of the library).
+static REFERENCE_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Sets the key of [`reservation_ref`] (at start, before any event is delivered). False if a
+/// different one was already in use.
+pub fn set_reference_key(key: [u8; 32]) -> bool {
+    *REFERENCE_KEY.get_or_init(|| key) == key
+}
+
+/// A booking as receivers and analysts see it: 16 hex digits of an HMAC of its code under the
+/// deployment's secret key. Stable, so a booking's made, changed and cancelled events can be
+/// joined; keyed, so nobody can try the 26^8 codes against it (the code is the resident's only
+/// credential and stays with the resident).
 pub fn reservation_ref(code: &str) -> String {
-    hex(&Sha256::digest(code.as_bytes())[..8])
+    let key = REFERENCE_KEY.get_or_init(rand::random);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(code.as_bytes());
+    hex(&mac.finalize().into_bytes()[..8])
 }
 
 /// What a webhook body says of a completed visit, read from the stored visit record.

@@ -99,6 +99,10 @@ CREATE TABLE IF NOT EXISTS handovers (
     departure_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS handovers_site ON handovers (site, departure_ms);
+CREATE TABLE IF NOT EXISTS integration_keys (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 ";
 
 impl DeliveryStore {
@@ -137,6 +141,46 @@ impl DeliveryStore {
         format!("{prefix}{{{}}}:{rest}", site.as_str())
     }
 
+    /// The deployment's key of booking references (`hooks::reservation_ref`): made once at
+    /// random by the first server to start, then read by every start and every instance.
+    pub async fn reference_key(&self) -> Result<[u8; 32], StoreError> {
+        let fresh: [u8; 32] = rand::random();
+        let stored: Vec<u8> = match self {
+            Self::Sqlite(conn) => {
+                Self::sql(conn, move |c| {
+                    c.execute(
+                        "INSERT OR IGNORE INTO integration_keys (name, value) VALUES ('reservation_ref', ?1)",
+                        [fresh.to_vec()],
+                    )?;
+                    c.query_row(
+                        "SELECT value FROM integration_keys WHERE name = 'reservation_ref'",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .await?
+            }
+            Self::Redis { conn, prefix } => {
+                let key = format!("{prefix}reservation_ref_key");
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(fresh.to_vec())
+                    .arg("NX")
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(err)?;
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(err)?
+            }
+        };
+        stored
+            .try_into()
+            .map_err(|_| StoreError("the stored reference key is not 32 bytes".into()))
+    }
+
     /// The seq `hook` has delivered (or given up) up to.
     pub async fn checkpoint(&self, site: &SiteId, hook: &str) -> Result<u64, StoreError> {
         match self {
@@ -163,6 +207,33 @@ impl DeliveryStore {
                 Ok(v.unwrap_or(0))
             }
         }
+    }
+
+    /// Sets `hook`'s checkpoint to `seq` if it has none: a new subscriber starts from the end of
+    /// the log as it is when it is added, not from the site's whole history.
+    pub async fn start_at(&self, site: &SiteId, hook: &str, seq: u64) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(conn) => {
+                let (site, hook) = (site.to_string(), hook.to_owned());
+                Self::sql(conn, move |c| {
+                    c.execute(
+                        "INSERT OR IGNORE INTO webhook_checkpoints (site, hook, seq) VALUES (?1, ?2, ?3)",
+                        params![site, hook, seq as i64],
+                    )
+                })
+                .await?;
+            }
+            Self::Redis { conn, prefix } => {
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(Self::key(prefix, site, &format!("hooks:{hook}:seq")))
+                    .arg(seq)
+                    .arg("NX")
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves `hook`'s checkpoint up to `seq`. On Redis only while `holder` holds the site's
