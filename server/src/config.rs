@@ -640,6 +640,8 @@ mod raw {
         pub(super) backoff_initial_ms: Option<u64>,
         pub(super) backoff_max_s: Option<u64>,
         pub(super) timeout_s: Option<u64>,
+        /// A PEM file of CA certificates to trust besides the public roots (a city's own CA).
+        pub(super) ca_file: Option<String>,
     }
 
     /// `[sites.reservations]`: bookings (来庁予約).
@@ -1368,6 +1370,21 @@ impl Validator {
             if !(1..=120).contains(&timeout_s) {
                 self.err(format!("{field}.timeout_s"), "1 to 120 seconds");
             }
+            let ca_pem = w.ca_file.as_ref().and_then(|path| {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {path}: {e}"))
+                    .and_then(|pem| match reqwest::Certificate::from_pem_bundle(&pem) {
+                        Ok(certs) if !certs.is_empty() => Ok(pem),
+                        _ => Err(format!("{path} holds no PEM certificate")),
+                    });
+                match pem {
+                    Ok(pem) => Some(pem),
+                    Err(reason) => {
+                        self.err(format!("{field}.ca_file"), reason);
+                        None
+                    }
+                }
+            });
             let backoff_initial =
                 Duration::from_millis(w.backoff_initial_ms.unwrap_or(1_000).max(1));
             let backoff_max = Duration::from_secs(w.backoff_max_s.unwrap_or(600).max(1));
@@ -1384,6 +1401,7 @@ impl Validator {
                 backoff_initial,
                 backoff_max: backoff_max.max(backoff_initial),
                 timeout: Duration::from_secs(timeout_s),
+                ca_pem,
             }));
         }
         hooks
@@ -1967,6 +1985,138 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigErrors> {
         Config::parse(Path::new("test.toml"), text, &|_| None)
     }
+
+    /// A site with one webhook, `extra` added to its table, the secret in the environment.
+    fn with_webhook(extra: &str) -> Result<Config, ConfigErrors> {
+        let text = format!(
+            r#"
+            [[procedures]]
+            code = "a"
+            name = {{ ja = "A", en = "A" }}
+            service_min = 5
+            [[sites]]
+            id = "s"
+            name = {{ ja = "S", en = "S" }}
+            [[sites.queues]]
+            id = "q"
+            name = {{ ja = "列", en = "Queue" }}
+            procedures = ["a"]
+            [[sites.counters]]
+            id = "1"
+            name = {{ ja = "1番", en = "No. 1" }}
+            queues = ["q"]
+            [[sites.webhooks]]
+            name = "dx"
+            url = "https://dx.city.example.jp/madoguchi"
+            secret_env = "DX_SECRET"
+            events = ["visit.completed"]
+            {extra}
+            "#
+        );
+        Config::parse(Path::new("test.toml"), &text, &|var| {
+            (var == "DX_SECRET").then(|| "0123456789abcdef0123".to_owned())
+        })
+    }
+
+    #[test]
+    fn a_webhook_may_trust_a_city_ca_given_as_a_pem_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A self-signed CA certificate (P-256), as a city's own CA would issue.
+        let pem = dir.path().join("city-ca.pem");
+        std::fs::write(&pem, CITY_CA).unwrap();
+        let config = with_webhook(&format!("ca_file = {:?}", pem.display().to_string()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hook = &config.webhooks[&"s".parse().unwrap()][0];
+        assert_eq!(hook.ca_pem.as_deref(), Some(CITY_CA.as_bytes()));
+        assert!(
+            hook.handover,
+            "visit.completed: counted as handed over by default"
+        );
+        // A missing file, and a file without a certificate: errors naming the field.
+        let missing = with_webhook(r#"ca_file = "/nonexistent/ca.pem""#).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("sites[0].webhooks[0].ca_file: cannot read /nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let junk =
+            with_webhook(&format!("ca_file = {:?}", junk.display().to_string())).unwrap_err();
+        assert!(
+            junk.to_string().contains("holds no PEM certificate"),
+            "{junk}"
+        );
+    }
+
+    #[test]
+    fn webhook_settings_are_checked() {
+        let errors = with_webhook(
+            r#"max_attempts = 0
+            timeout_s = 500"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("webhooks[0].max_attempts: 1 to 100"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("webhooks[0].timeout_s: 1 to 120 seconds"),
+            "{errors}"
+        );
+        let unset = Config::parse(Path::new("test.toml"), &with_webhook_text(), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unset.contains("secret_env: environment variable DX_SECRET is not set"),
+            "{unset}"
+        );
+        // The secret never shows in a configuration's debug output.
+        let config = with_webhook("").unwrap();
+        let debug = format!("{:?}", config.webhooks);
+        assert!(!debug.contains("0123456789abcdef0123"), "{debug}");
+    }
+
+    fn with_webhook_text() -> String {
+        r#"
+        [[procedures]]
+        code = "a"
+        name = { ja = "A", en = "A" }
+        service_min = 5
+        [[sites]]
+        id = "s"
+        name = { ja = "S", en = "S" }
+        [[sites.queues]]
+        id = "q"
+        name = { ja = "列", en = "Queue" }
+        procedures = ["a"]
+        [[sites.counters]]
+        id = "1"
+        name = { ja = "1番", en = "No. 1" }
+        queues = ["q"]
+        [[sites.webhooks]]
+        url = "https://dx.city.example.jp/madoguchi"
+        secret_env = "DX_SECRET"
+        events = ["visit.completed"]
+        "#
+        .to_owned()
+    }
+
+    const CITY_CA: &str = concat!(
+        "-----BEGIN CERTIFICATE-----\n",
+        "MIIBjzCCATWgAwIBAgIUHLoiwvnFTYoo8OUPqS/zQAA/08wwCgYIKoZIzj0EAwIw\n",
+        "HTEbMBkGA1UEAwwSY2l0eS1jYS5leGFtcGxlLmpwMB4XDTI2MTIwNzEyMjUyNloX\n",
+        "DTM2MTIwNDEyMjUyNlowHTEbMBkGA1UEAwwSY2l0eS1jYS5leGFtcGxlLmpwMFkw\n",
+        "EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE+BraF1xSOYwTF1S+utPL/dHzkoCmrMcD\n",
+        "W6mf7zfml3arLvPo98QRmFOKPuUbt92Z5MBWSolvm7GYqancZgUW0aNTMFEwHQYD\n",
+        "VR0OBBYEFEc1Uizc1AS3TRgVikZGCw7sPJPoMB8GA1UdIwQYMBaAFEc1Uizc1AS3\n",
+        "TRgVikZGCw7sPJPoMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIh\n",
+        "AN9Hej26MFSgmY10ZloavjujThJtQGDPVNOR1uv+TeP0AiB/6S1nKskBBMAFMqWw\n",
+        "UxbS/rN45dCWVI09SULlx7JPFw==\n",
+        "-----END CERTIFICATE-----\n",
+    );
 
     #[test]
     fn demo_config_is_valid() {

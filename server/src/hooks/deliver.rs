@@ -70,7 +70,9 @@ struct Inner {
     log: Arc<dyn EventLog>,
     visits: ProjectionStore,
     metrics: crate::metrics::Metrics,
-    client: reqwest::Client,
+    /// The HTTP client of each subscriber (by site and name): one with the subscriber's own CA
+    /// where it has `ca_file`, else the shared one.
+    clients: HashMap<(SiteId, String), reqwest::Client>,
     /// Names this instance in the lease.
     holder: String,
     hooks: HashMap<SiteId, Vec<Arc<WebhookConfig>>>,
@@ -101,18 +103,38 @@ impl Hooks {
         server_name: &str,
         hooks: HashMap<SiteId, Vec<Arc<WebhookConfig>>>,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            // A redirect is an answer of the receiver's, not a delivery.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("madoguchi/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds");
+        let builder = || {
+            reqwest::Client::builder()
+                // A redirect is an answer of the receiver's, not a delivery.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("madoguchi/", env!("CARGO_PKG_VERSION")))
+        };
+        let shared = builder().build().expect("the HTTP client builds");
+        let mut clients = HashMap::new();
+        for (site, list) in &hooks {
+            for hook in list {
+                // The configuration checked the file: it holds at least one certificate.
+                let client = hook
+                    .ca_pem
+                    .as_ref()
+                    .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok())
+                    .and_then(|certs| {
+                        certs
+                            .into_iter()
+                            .fold(builder(), |b, c| b.add_root_certificate(c))
+                            .build()
+                            .ok()
+                    })
+                    .unwrap_or_else(|| shared.clone());
+                clients.insert((site.clone(), hook.name.clone()), client);
+            }
+        }
         Self(Arc::new(Inner {
             store,
             log,
             visits,
             metrics,
-            client,
+            clients,
             holder: format!("{server_name}/{}", uuid::Uuid::new_v4()),
             hooks,
             active: Mutex::default(),
@@ -530,8 +552,10 @@ impl Inner {
     ) -> Result<(), String> {
         let t = chrono::Utc::now().timestamp();
         let kind = kind_of(&event.event).unwrap_or_default();
-        let sent = self
-            .client
+        let Some(client) = self.clients.get(&(site.clone(), hook.name.clone())) else {
+            return Err("no client for this subscriber".into());
+        };
+        let sent = client
             .post(&hook.url)
             .timeout(hook.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")

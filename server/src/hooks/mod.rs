@@ -61,6 +61,8 @@ pub struct WebhookConfig {
     pub backoff_max: Duration,
     /// One request may take this long.
     pub timeout: Duration,
+    /// CA certificates (PEM) trusted besides the public roots, from `ca_file`.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -380,6 +382,7 @@ mod tests {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
+            ca_pem: None,
         };
         assert_eq!(hook.backoff(1, 1.0), Duration::from_secs(1));
         assert_eq!(hook.backoff(3, 1.0), Duration::from_secs(4));

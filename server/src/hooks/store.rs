@@ -108,6 +108,10 @@ CREATE TABLE IF NOT EXISTS integration_keys (
 impl DeliveryStore {
     pub fn sqlite(path: &Path) -> Result<Self, StoreError> {
         let conn = crate::log::open_db(path).map_err(err)?;
+        // In WAL mode commits survive in order: a power cut may lose the latest checkpoint moves
+        // (their events are sent again, as after SIGKILL), never one without those before it.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         conn.execute_batch(TABLES).map_err(err)?;
         Ok(Self::Sqlite(Arc::new(Mutex::new(conn))))
     }
