@@ -1555,3 +1555,192 @@ async fn a_checked_in_booking_never_shows_its_code_in_the_stream_or_the_webhooks
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A receiver behind HTTPS with a certificate of the city's own CA
+// ---------------------------------------------------------------------------------------------
+
+// A test CA and a certificate for 127.0.0.1 it signed (P-256, valid for a century), as a city's
+// internal CA would issue to its counter-support system.
+const TEST_CA: &str = concat!(
+    "-----BEGIN CERTIFICATE-----\n",
+    "MIIBlDCCATugAwIBAgIUWrBolEUrNAp5UBvW2BY2WSDu1t4wCgYIKoZIzj0EAwIw\n",
+    "FzEVMBMGA1UEAwwMVGVzdCBDaXR5IENBMCAXDTI2MTIwNzEyMjgyM1oYDzIxMjYx\n",
+    "MTEzMTIyODIzWjAXMRUwEwYDVQQDDAxUZXN0IENpdHkgQ0EwWTATBgcqhkjOPQIB\n",
+    "BggqhkjOPQMBBwNCAARybA8LDLe1x5zH2zRfD51VGT+o+XluoBhQlqvnRcpxC5Jy\n",
+    "zuF0zrBuQ+4DHLXfAIPv82C6krR0Zz54yUBsiPhIo2MwYTAdBgNVHQ4EFgQUqCb1\n",
+    "HmA5/tnceRNZSq3vaJKA+74wHwYDVR0jBBgwFoAUqCb1HmA5/tnceRNZSq3vaJKA\n",
+    "+74wDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAQYwCgYIKoZIzj0EAwID\n",
+    "RwAwRAIgCsHLeiPtJdbsZVN0t47WosjHpLjVPGw7bmUrH4512iACIAaF5nXywZf7\n",
+    "zgp21zMykAhonfJTZVa+gaGvItbF9h4R\n",
+    "-----END CERTIFICATE-----\n",
+);
+const TEST_LEAF: &str = concat!(
+    "-----BEGIN CERTIFICATE-----\n",
+    "MIIBtzCCAV2gAwIBAgIUErsSyYvS4amodRGdjIcgS/LTNh0wCgYIKoZIzj0EAwIw\n",
+    "FzEVMBMGA1UEAwwMVGVzdCBDaXR5IENBMCAXDTI2MTIwNzEyMjgyM1oYDzIxMjYx\n",
+    "MTEzMTIyODIzWjAUMRIwEAYDVQQDDAkxMjcuMC4wLjEwWTATBgcqhkjOPQIBBggq\n",
+    "hkjOPQMBBwNCAAQJoflDAHYmZ73vQPIImElBujdyajcriWkkhzHEhMb8BSuHBYCf\n",
+    "C8Dn6ppwA/Fhiphen/er91D2H0Vggl10g82so4GHMIGEMA8GA1UdEQQIMAaHBH8A\n",
+    "AAEwDAYDVR0TAQH/BAIwADATBgNVHSUEDDAKBggrBgEFBQcDATAOBgNVHQ8BAf8E\n",
+    "BAMCB4AwHQYDVR0OBBYEFD7ojKva2RinysdoTpsW9PiV8NgHMB8GA1UdIwQYMBaA\n",
+    "FKgm9R5gOf7Z3HkTWUqt72iSgPu+MAoGCCqGSM49BAMCA0gAMEUCIDbHuqL+IBiq\n",
+    "M5Wq9zowEdYcpMwTNvMILJK5ukN1yvKEAiEA39myr5x0Muh2tyaD7KszUxsKHOQB\n",
+    "NnEiuArL7Bu1Fac=\n",
+    "-----END CERTIFICATE-----\n",
+);
+const TEST_LEAF_KEY: &str = concat!(
+    "-----BEGIN PRIVATE KEY-----\n",
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8qpGwNobgpeJ2NAC\n",
+    "5JrmpaFxXF/abF0MSFY/Ft6N6tehRANCAAQJoflDAHYmZ73vQPIImElBujdyajcr\n",
+    "iWkkhzHEhMb8BSuHBYCfC8Dn6ppwA/Fhiphen/er91D2H0Vggl10g82s\n",
+    "-----END PRIVATE KEY-----\n",
+);
+
+/// Python's HTTPS server with that certificate: it writes each request's event id to a file, one
+/// per line, and answers 200.
+struct HttpsReceiver {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl HttpsReceiver {
+    fn start(dir: &Path) -> HttpsReceiver {
+        std::fs::write(dir.join("leaf.pem"), TEST_LEAF).unwrap();
+        std::fs::write(dir.join("leaf.key"), TEST_LEAF_KEY).unwrap();
+        let log = dir.join("https-received.txt");
+        let script = dir.join("https_receiver.py");
+        std::fs::write(
+            &script,
+            r#"
+import http.server, ssl, sys
+log = open(sys.argv[3], "a")
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        log.write(self.headers["Madoguchi-Event-Id"] + "\n")
+        log.flush()
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#,
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(dir.join("leaf.pem"))
+            .arg(dir.join("leaf.key"))
+            .arg(&log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the HTTPS receiver");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line.trim().parse().expect("the receiver prints its port");
+        HttpsReceiver { child, port, log }
+    }
+
+    fn received(&self) -> Vec<u64> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ca_file`: a receiver whose certificate comes from the city's own CA is reached over HTTPS;
+/// the same receiver without it is refused by the certificate check, and the floor sees why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_with_a_certificate_of_the_citys_own_ca_is_reached_with_ca_file() {
+    use_secret();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = HttpsReceiver::start(dir.path());
+    let ca = dir.path().join("city-ca.pem");
+    std::fs::write(&ca, TEST_CA).unwrap();
+    let extra = format!(
+        r#"
+[[sites.webhooks]]
+name = "with-ca"
+url = "https://127.0.0.1:{port}/hook"
+secret_env = "{SECRET_ENV}"
+events = ["ticket.issued"]
+ca_file = {ca:?}
+
+[[sites.webhooks]]
+name = "without-ca"
+url = "https://127.0.0.1:{port}/hook"
+secret_env = "{SECRET_ENV}"
+events = ["ticket.issued"]
+max_attempts = 2
+backoff_initial_ms = 50
+"#,
+        port = receiver.port,
+        ca = ca.display().to_string(),
+    );
+    let config = demo_config_with(dir.path(), "tls.toml", &extra);
+    let server = Server::start_with(&dir.path().join("data"), &config).await;
+    server.issue(json!({"procedures": ["tennyu"]})).await;
+    let seq = seq_of_last(&server).await;
+    let dead = eventually(
+        "the subscriber without the CA gives up",
+        Duration::from_secs(30),
+        || async {
+            let status = hooks_status(&server).await;
+            let dead = status["dead_letters"].as_array().unwrap().clone();
+            (!dead.is_empty()).then_some(dead)
+        },
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["hook"], "without-ca");
+    let error = dead[0]["error"].as_str().unwrap().to_lowercase();
+    assert!(
+        error.contains("certificate"),
+        "the reason is shown: {error}"
+    );
+    // The subscriber with the CA delivered the same event, once.
+    eventually("delivered over HTTPS", Duration::from_secs(30), || async {
+        (receiver.received().contains(&seq)).then_some(())
+    })
+    .await;
+    let received = receiver.received();
+    assert_eq!(
+        received.iter().filter(|id| **id == seq).count(),
+        1,
+        "{received:?}"
+    );
+    let status = hooks_status(&server).await;
+    let with_ca = status["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "with-ca")
+        .unwrap()
+        .clone();
+    assert_eq!(with_ca["delivered_seq"].as_u64(), Some(seq), "{with_ca}");
+}
+
+/// The seq of the demo site's last event.
+async fn seq_of_last(server: &Server) -> u64 {
+    hooks_status(server).await["seq"].as_u64().unwrap()
+}

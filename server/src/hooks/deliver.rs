@@ -281,6 +281,23 @@ impl Hooks {
     }
 }
 
+/// A request's error with its causes (a certificate the client does not trust, a refused
+/// connection…), without the URL (its path or query may hold a key).
+fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// `scheme://host[:port]` of a URL, for the floor board.
 fn endpoint(url: &str) -> String {
     match reqwest::Url::parse(url) {
@@ -570,7 +587,7 @@ impl Inner {
         let result = match sent {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-            Err(e) => Err(e.without_url().to_string()),
+            Err(e) => Err(error_chain(e)),
         };
         let outcome = if result.is_ok() {
             "delivered"

@@ -40,6 +40,34 @@ struct NoticeReply {
     ticket: PhoneView,
 }
 
+/// The site, id and language of the ticket of a phone token (404 `ticket_not_found`).
+async fn resident_ticket(
+    app: &AppState,
+    token: &str,
+) -> Result<
+    (
+        crate::site::SiteHandle,
+        crate::core::TicketId,
+        Option<String>,
+    ),
+    ApiError,
+> {
+    let handle = app
+        .site_of_token(token)
+        .await
+        .ok_or_else(ApiError::unknown_phone_ticket)?
+        .clone();
+    let t = token.to_owned();
+    let (ticket, lang) = handle
+        .read(move |s| {
+            s.ticket_by_token(&t)
+                .map(|t| (t.id.clone(), t.lang.clone()))
+        })
+        .await?
+        .ok_or_else(ApiError::unknown_phone_ticket)?;
+    Ok((handle, ticket, lang))
+}
+
 /// An e-mail address as the mail server takes it (no display name), at most 254 characters.
 fn email_address(raw: Option<&str>) -> Result<String, ApiError> {
     let raw = raw.map(str::trim).unwrap_or("");
@@ -78,19 +106,7 @@ async fn request_notice(
     body: RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     // The token in the address is the resident's credential: check it before the body.
-    let handle = app
-        .site_of_token(&token)
-        .await
-        .ok_or_else(ApiError::unknown_phone_ticket)?
-        .clone();
-    let t = token.clone();
-    let (ticket, lang) = handle
-        .read(move |s| {
-            s.ticket_by_token(&t)
-                .map(|t| (t.id.clone(), t.lang.clone()))
-        })
-        .await?
-        .ok_or_else(ApiError::unknown_phone_ticket)?;
+    let (handle, ticket, lang) = resident_ticket(&app, &token).await?;
     let body: NoticeBody = body.json().await?;
     let notices = app
         .notices()
@@ -171,16 +187,7 @@ async fn withdraw_notice(
     State(app): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let handle = app
-        .site_of_token(&token)
-        .await
-        .ok_or_else(ApiError::unknown_phone_ticket)?
-        .clone();
-    let t = token.clone();
-    let ticket = handle
-        .read(move |s| s.ticket_by_token(&t).map(|t| t.id.clone()))
-        .await?
-        .ok_or_else(ApiError::unknown_phone_ticket)?;
+    let (handle, ticket, _) = resident_ticket(&app, &token).await?;
     handle.command(Command::WithdrawNotice { token }).await?;
     if let Some(notices) = app.notices() {
         notices
