@@ -150,7 +150,8 @@ async fn retry_dead(
 struct EventsQuery {
     /// Events after this seq (default 0: from the first). With Server-Sent Events a
     /// `Last-Event-ID` header takes its place.
-    from_seq: Option<u64>,
+    #[param(minimum = 0)]
+    from_seq: Option<i64>,
 }
 
 /// The site's events in their public form (no phone tokens, booking codes, contacts or staff
@@ -184,6 +185,11 @@ async fn events(
 ) -> Result<Response, ApiError> {
     let (id, handle) = app.site_for(&site, &headers, &[Role::Analyst])?;
     let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
+    let from_seq = q
+        .from_seq
+        .map(u64::try_from)
+        .transpose()
+        .map_err(|_| ApiError::invalid_query("from_seq is a seq: 0 or more"))?;
     let sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -192,12 +198,7 @@ async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let from = if sse {
-        resume.or(q.from_seq)
-    } else {
-        q.from_seq
-    }
-    .unwrap_or(0);
+    let from = if sse { resume.or(from_seq) } else { from_seq }.unwrap_or(0);
     let log = app.log().clone();
     let copy = app.store().clone();
     let reader = move |after: u64| {
