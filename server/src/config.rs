@@ -334,6 +334,34 @@ impl Config {
                 };
                 out.push_str(&format!("  reception ({which}): {hours}\n"));
             }
+            for hook in self.webhooks.get(&s.id).into_iter().flatten() {
+                let host = reqwest::Url::parse(&hook.url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "  webhook {} → {host}: {}{}\n",
+                    hook.name,
+                    hook.events.join(", "),
+                    if hook.handover { " (handover)" } else { "" }
+                ));
+            }
+            if let Some(n) = &s.notices {
+                let channels: Vec<&str> = n
+                    .channels
+                    .iter()
+                    .map(|c| match c {
+                        crate::core::notice::NoticeChannel::Email => "e-mail",
+                        crate::core::notice::NoticeChannel::Link => "LINE/SMS link code",
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "  near-turn notices: {} places or {} min from the call, by {}\n",
+                    n.places,
+                    n.minutes,
+                    channels.join(" or ")
+                ));
+            }
         }
         let mut roles: BTreeMap<String, usize> = BTreeMap::new();
         for g in self.tokens.values() {
@@ -2073,10 +2101,17 @@ mod tests {
             unset.contains("secret_env: environment variable DX_SECRET is not set"),
             "{unset}"
         );
-        // The secret never shows in a configuration's debug output.
+        // The secret never shows in a configuration's debug output; check-config names the
+        // subscriber, its host and its events.
         let config = with_webhook("").unwrap();
         let debug = format!("{:?}", config.webhooks);
         assert!(!debug.contains("0123456789abcdef0123"), "{debug}");
+        let summary = config.summary();
+        assert!(
+            summary.contains("  webhook dx → dx.city.example.jp: visit.completed (handover)\n"),
+            "{summary}"
+        );
+        assert!(!summary.contains("0123456789abcdef0123"), "{summary}");
     }
 
     fn with_webhook_text() -> String {
