@@ -566,9 +566,9 @@ pub(super) fn issue_ticket(
         .filter_map(|p| config.procedure(p))
         .map(|p| p.service_s)
         .sum();
-    let life_event = match &issue.plan {
-        PlanRequest::LifeEvent { id, .. } => Some(id.clone()),
-        PlanRequest::Procedures(_) => None,
+    let (life_event, answers) = match &issue.plan {
+        PlanRequest::LifeEvent { id, answers } => (Some(id.clone()), answers.clone()),
+        PlanRequest::Procedures(_) => (None, Vec::new()),
     };
     Ok(Event::TicketIssued {
         ticket: issue.id.clone(),
@@ -578,6 +578,7 @@ pub(super) fn issue_ticket(
         queue: queue_id.clone(),
         procedures,
         life_event,
+        answers,
         priority: issue.priority,
         dispenser: issue.dispenser.clone(),
         lang: issue.lang.clone(),

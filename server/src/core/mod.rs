@@ -281,6 +281,10 @@ pub enum Event {
         queue: QueueId,
         procedures: Vec<ProcedureCode>,
         life_event: Option<LifeEventId>,
+        /// The resident's answers to the life event's questions (the plan came from them), for
+        /// the counter-support system: staff need not ask again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        answers: Vec<(QuestionId, bool)>,
         priority: bool,
         dispenser: Option<DispenserId>,
         lang: Option<String>,

@@ -418,6 +418,8 @@ impl SiteState {
                 queue,
                 procedures,
                 life_event,
+                // Only for the counter-support system (webhooks); the plan is in `procedures`.
+                answers: _,
                 priority,
                 dispenser,
                 lang,

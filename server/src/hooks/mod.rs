@@ -211,6 +211,7 @@ pub fn payload(
             queue,
             procedures,
             life_event,
+            answers,
             priority,
             dispenser,
             lang,
@@ -222,6 +223,7 @@ pub fn payload(
             "queue": queue,
             "procedures": procedures,
             "life_event": life_event,
+            "answers": answers.iter().map(|(q, a)| (q.to_string(), Value::Bool(*a))).collect::<serde_json::Map<_, _>>(),
             "priority": priority,
             "dispenser": dispenser,
             "lang": lang,
@@ -317,8 +319,16 @@ pub fn payload(
 }
 
 /// Fields of a logged event that the public form leaves out: credentials (phone tokens,
-/// booking codes, idempotency keys) and who on the staff acted.
-const PRIVATE_FIELDS: &[&str] = &["token", "idempotency_key", "code", "by", "link_code"];
+/// booking codes, idempotency keys, gateway link codes), who on the staff acted, and a
+/// resident's answers about their household.
+const PRIVATE_FIELDS: &[&str] = &[
+    "token",
+    "idempotency_key",
+    "code",
+    "by",
+    "link_code",
+    "answers",
+];
 
 /// The public form of logged event `seq` for the event stream: the event as logged, with
 /// `seq` and `kind`, without credentials or staff names; a booking is named by
@@ -361,12 +371,81 @@ mod tests {
 
     #[test]
     fn signature_is_the_hmac_of_time_and_body() {
-        // A vector computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec
+        // Computed independently, with Python's hmac:
+        // hmac.new(b"whsec", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
         let s = sign("whsec", 1_700_000_000, br#"{"a":1}"#);
-        assert!(s.starts_with("t=1700000000,v1="));
-        assert_eq!(s.len(), "t=1700000000,v1=".len() + 64);
+        assert_eq!(
+            s,
+            "t=1700000000,v1=8ad37ba156048ae0e0a5533c75cdf26fee88b07f93cb57ee4c80adb053012032"
+        );
         assert_ne!(s, sign("other", 1_700_000_000, br#"{"a":1}"#));
         assert_ne!(s, sign("whsec", 1_700_000_001, br#"{"a":1}"#));
+    }
+
+    /// A checked-in booking's ticket, issued for a life event with answers.
+    fn issued() -> Event {
+        let at = chrono::Utc::now();
+        Event::TicketIssued {
+            ticket: "t1".to_owned().try_into().unwrap(),
+            number: crate::core::TicketNumber("A001".into()),
+            value: 1,
+            token: "0123456789abcdef0123456789abcdef".into(),
+            queue: "onestop".parse().unwrap(),
+            procedures: vec!["tennyu".parse().unwrap()],
+            life_event: Some("moving_in".parse().unwrap()),
+            answers: vec![("children".parse().unwrap(), true)],
+            priority: false,
+            dispenser: None,
+            lang: Some("ja".into()),
+            idempotency_key: Some("press-1".into()),
+            planned_service_s: 600,
+            at,
+            booked: Some(crate::core::reserve::Booked {
+                code: "ACDEFGHJ".into(),
+                slot_start: at,
+                late: false,
+            }),
+            held_until: None,
+        }
+    }
+
+    #[test]
+    fn the_counter_support_system_gets_the_answers_and_the_stream_no_credential() {
+        let site: SiteId = "chuo".parse().unwrap();
+        let hook = payload(&site, 7, &issued(), None).unwrap();
+        assert_eq!(hook["type"], "ticket.issued");
+        assert_eq!(hook["id"], 7);
+        assert_eq!(hook["data"]["answers"], json!({"children": true}));
+        assert_eq!(hook["data"]["booked"], true);
+        let text = hook.to_string();
+        for secret in ["0123456789abcdef0123456789abcdef", "ACDEFGHJ", "press-1"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        let public = public_form(7, &issued());
+        assert_eq!(public["kind"], "ticket_issued");
+        assert_eq!(public["seq"], 7);
+        assert_eq!(public["booked"]["reservation"], reservation_ref("ACDEFGHJ"));
+        let text = public.to_string();
+        for private in [
+            "0123456789abcdef0123456789abcdef",
+            "ACDEFGHJ",
+            "press-1",
+            "answers",
+            "children",
+        ] {
+            assert!(!text.contains(private), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_booking_reference_is_stable_and_keyed() {
+        assert_eq!(reservation_ref("ACDEFGHJ"), reservation_ref("ACDEFGHJ"));
+        assert_ne!(reservation_ref("ACDEFGHJ"), reservation_ref("ACDEFGHK"));
+        assert_eq!(reservation_ref("ACDEFGHJ").len(), 16);
+        // Not the plain digest of the code: without the key nobody can try the codes against it.
+        use sha2::Digest;
+        let plain = hex(&Sha256::digest(b"ACDEFGHJ")[..8]);
+        assert_ne!(reservation_ref("ACDEFGHJ"), plain);
     }
 
     #[test]
