@@ -31,6 +31,8 @@ const MAIL_ATTEMPTS: u32 = 4;
 /// How often the reminders are looked for.
 const REMINDER_EVERY: Duration = Duration::from_secs(30);
 const PAGE: usize = 500;
+/// How often a notifier with nothing to do stores how far it passed over the log.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 /// How the mail server is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +92,12 @@ fn err(e: impl std::fmt::Display) -> ContactError {
 
 /// The side table of addresses.
 #[derive(Clone)]
-pub struct Contacts(Arc<Mutex<Connection>>);
+pub struct Contacts {
+    conn: Arc<Mutex<Connection>>,
+    /// Rows in the table, every site's: while there are none, the notifiers need not read the
+    /// log (nothing in it can concern an address).
+    rows: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 /// A booking's reminder to send.
 #[derive(Debug, Clone)]
@@ -129,14 +136,32 @@ impl Contacts {
             );",
         )
         .map_err(err)?;
-        Ok(Self(Arc::new(Mutex::new(conn))))
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM contacts", [], |r| r.get(0))
+            .map_err(err)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            rows: Arc::new((rows as usize).into()),
+        })
+    }
+
+    /// Whether any address is kept (at any site).
+    pub fn any(&self) -> bool {
+        self.rows.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    /// Counts the rows again after a change.
+    fn recount(conn: &Connection, rows: &std::sync::atomic::AtomicUsize) -> rusqlite::Result<()> {
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM contacts", [], |r| r.get(0))?;
+        rows.store(n as usize, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, ContactError> {
-        let conn = self.0.clone();
+        let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&conn).map_err(err)
@@ -161,14 +186,15 @@ impl Contacts {
             email.to_owned(),
             lang.map(str::to_owned),
         );
+        let rows = self.rows.clone();
         self.with(move |c| {
             c.execute(
                 "INSERT OR REPLACE INTO contacts (kind, key, site, email, lang, slot_start_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![kind, key, site, email, lang, slot_start_ms],
-            )
+            )?;
+            Self::recount(c, &rows)
         })
         .await
-        .map(|_| ())
     }
 
     pub async fn email(
@@ -194,6 +220,7 @@ impl Contacts {
         if keys.is_empty() {
             return Ok(0);
         }
+        let rows = self.rows.clone();
         self.with(move |c| {
             let mut n = 0;
             for (kind, key) in &keys {
@@ -204,6 +231,7 @@ impl Contacts {
             }
             if n > 0 {
                 c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                Self::recount(c, &rows)?;
             }
             Ok(n)
         })
@@ -463,8 +491,24 @@ impl Notices {
             _ => *applied.borrow(),
         };
         let mut reminders = tokio::time::interval(REMINDER_EVERY);
+        let mut stored = std::time::Instant::now();
         loop {
-            applied.borrow_and_update();
+            let seq = *applied.borrow_and_update();
+            // No address kept anywhere: nothing in the log can concern one, so pass over it
+            // without reading (the seq was read before looking: an address stored since then
+            // comes before the events that concern it). The checkpoint follows now and then.
+            if !self.contacts.any() {
+                after = after.max(seq);
+                if stored.elapsed() >= CHECKPOINT_EVERY {
+                    let _ = self.contacts.set_checkpoint(&id, after).await;
+                    stored = std::time::Instant::now();
+                }
+                tokio::select! {
+                    _ = applied.changed() => {}
+                    _ = reminders.tick() => self.remind(&site).await,
+                }
+                continue;
+            }
             match crate::site::read_events(&*log, &copy, &id, after, PAGE).await {
                 Ok(page) if !page.is_empty() => {
                     let last = page.last().map_or(after, |e| e.seq);
@@ -561,6 +605,9 @@ impl Notices {
     /// From the reminder time on, the bookings of tomorrow get their reminder; past ones are
     /// forgotten.
     async fn remind(&self, site: &SiteHandle) {
+        if !self.contacts.any() {
+            return;
+        }
         let config = &site.config;
         let tz = config.timezone;
         let now = chrono::Utc::now().with_timezone(&tz);
