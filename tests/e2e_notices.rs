@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use chrono::{Datelike, TimeZone, Utc, Weekday};
+use chrono::TimeZone;
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -902,31 +902,8 @@ async fn bad_requests_for_a_notice_get_clear_errors_and_keep_no_address() {
 /// The first bookable slot of a weekday from tomorrow on (the demo books 09:00–12:00 and
 /// 13:00–16:00 on weekdays, Tokyo time).
 async fn next_slot(server: &Server) -> String {
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Asia::Tokyo)
-        .date_naive();
-    for days in 1..=14 {
-        let date = today + chrono::Duration::days(days);
-        if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
-            continue;
-        }
-        let (status, reply) = server
-            .get(
-                &format!("/api/v1/sites/chuo/reservations/slots?date={date}&queue=onestop"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{reply}");
-        if let Some(slot) = reply["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["free"].as_u64().unwrap_or(0) > 0)
-        {
-            return slot["start"].as_str().unwrap().to_owned();
-        }
-    }
-    panic!("no bookable weekday within two weeks");
+    let (_, slots) = bookable_weekday(server, |slots| !free_starts(slots).is_empty()).await;
+    free_starts(&slots).remove(0)
 }
 
 async fn reminder(server: &Server, code: &str, email: &str) -> (u16, Value) {

@@ -5,33 +5,13 @@
 
 mod common;
 
-use chrono::{Datelike, Utc, Weekday};
+use chrono::Utc;
 use common::*;
 use serde_json::{json, Value};
 
 /// The slots of the first weekday from tomorrow on that has some.
 async fn next_slots(server: &Server) -> (String, Vec<Value>) {
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Asia::Tokyo)
-        .date_naive();
-    for days in 1..=14 {
-        let date = today + chrono::Duration::days(days);
-        if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
-            continue;
-        }
-        let (status, reply) = server
-            .get(
-                &format!("/api/v1/sites/chuo/reservations/slots?date={date}&queue=onestop"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{reply}");
-        let slots = reply["slots"].as_array().unwrap().clone();
-        if !slots.is_empty() {
-            return (date.to_string(), slots);
-        }
-    }
-    panic!("no bookable weekday within two weeks");
+    bookable_weekday(server, |slots| !slots.is_empty()).await
 }
 
 async fn book(server: &Server, slot: &str) -> (u16, Value) {

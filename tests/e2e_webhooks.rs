@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use chrono::{DateTime, Datelike, Utc, Weekday};
+use chrono::{DateTime, Utc};
 use common::*;
 use futures_util::SinkExt;
 use hmac::{Hmac, Mac};
@@ -450,35 +450,10 @@ async fn kpi(server: &Server) -> Value {
     kpi
 }
 
-/// The bookable slots of the first weekday from tomorrow on (in the demo's zone) that has some.
+/// The free slots' starts of the first weekday from tomorrow on with at least two.
 async fn next_slots(server: &Server) -> Vec<String> {
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Asia::Tokyo)
-        .date_naive();
-    for days in 1..=14 {
-        let date = today + chrono::Duration::days(days);
-        if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
-            continue;
-        }
-        let (status, reply) = server
-            .get(
-                &format!("/api/v1/sites/chuo/reservations/slots?date={date}&queue=onestop"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{reply}");
-        let slots: Vec<String> = reply["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["free"].as_u64().unwrap() > 0)
-            .map(|s| s["start"].as_str().unwrap().to_owned())
-            .collect();
-        if slots.len() >= 2 {
-            return slots;
-        }
-    }
-    panic!("no bookable weekday within two weeks");
+    let (_, slots) = bookable_weekday(server, |slots| free_starts(slots).len() >= 2).await;
+    free_starts(&slots)
 }
 
 fn instant(value: &Value) -> DateTime<Utc> {
