@@ -161,13 +161,9 @@ impl Contacts {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, ContactError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(err)
-        })
-        .await
-        .map_err(err)?
+        crate::log::on_connection(&self.conn, |c| f(c).map_err(err))
+            .await
+            .map_err(err)?
     }
 
     /// Keeps `email` for a ticket's notice (or a booking's reminder, with its slot).

@@ -254,13 +254,9 @@ impl ProjectionStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(err)?
+        crate::log::on_connection(&self.conn, f)
+            .await
+            .map_err(err)?
     }
 
     /// The last seq of `site` whose visits are stored.

@@ -132,13 +132,9 @@ impl DeliveryStore {
         conn: &Arc<Mutex<Connection>>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(err)
-        })
-        .await
-        .map_err(err)?
+        crate::log::on_connection(conn, |c| f(c).map_err(err))
+            .await
+            .map_err(err)?
     }
 
     fn key(prefix: &str, site: &SiteId, rest: &str) -> String {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use self::redis::{redacted, RedisLog, RedisSnapshots, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
 pub use snapshot::{SnapshotStore, SqliteSnapshots, KEEP_SNAPSHOTS};
 pub use sqlite::SqliteLog;
-pub(crate) use sqlite::{event_row, open_db, read_rows, EVENTS_TABLE};
+pub(crate) use sqlite::{event_row, on_connection, open_db, read_rows, EVENTS_TABLE};
 
 use crate::core::{Event, SiteId};
 

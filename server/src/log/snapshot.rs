@@ -68,13 +68,9 @@ impl SqliteSnapshots {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(unavailable)?
+        super::on_connection(&self.conn, f)
+            .await
+            .map_err(unavailable)?
     }
 }
 

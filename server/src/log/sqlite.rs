@@ -123,14 +123,23 @@ impl SqliteLog {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
-        let conn = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(unavailable)?
+        on_connection(&self.reader, f).await.map_err(unavailable)?
     }
+}
+
+/// Runs `f` on a connection shared behind a mutex, in a blocking thread (SQLite calls block):
+/// what every SQLite store of the server does for each statement it runs. Fails only if the
+/// thread did (a panic in `f`).
+pub(crate) async fn on_connection<R: Send + 'static>(
+    conn: &Arc<Mutex<Connection>>,
+    f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+) -> Result<R, tokio::task::JoinError> {
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    })
+    .await
 }
 
 /// The writer thread: takes every append waiting, commits them in one transaction, answers each.
