@@ -6,6 +6,8 @@
 //! the event stream, the metrics or the visits CSV. A booking's reminder: when it goes out, and
 //! its address leaves with the cancelled booking.
 
+#[path = "common/booking.rs"]
+mod booking;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use booking::{bookable_weekday, free_starts};
 use chrono::TimeZone;
 use common::*;
 use hmac::{Hmac, Mac};

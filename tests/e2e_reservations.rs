@@ -3,8 +3,11 @@
 //! places, the rest 409 `slot_full`); reading, moving and cancelling by the code as typed; the
 //! floor's capacity; a booking survives SIGKILL; the code never reaches the board.
 
+#[path = "common/booking.rs"]
+mod booking;
 mod common;
 
+use booking::bookable_weekday;
 use chrono::Utc;
 use common::*;
 use serde_json::{json, Value};

@@ -16,6 +16,8 @@
 //!   credentials, and SSE resumes after `Last-Event-ID` with no gap and no duplicate;
 //! - a booking checked in at the kiosk shows its code neither in the webhooks nor in the stream.
 
+#[path = "common/booking.rs"]
+mod booking;
 mod common;
 #[path = "common/redis.rs"]
 mod test_redis;
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use booking::{bookable_weekday, free_starts};
 use chrono::{DateTime, Utc};
 use common::*;
 use futures_util::SinkExt;
